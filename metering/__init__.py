@@ -1,0 +1,3 @@
+"""metering: exact usage metering, pricing and ledgers for LLM API relays."""
+
+__version__ = "0.1.0"

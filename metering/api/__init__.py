@@ -1,0 +1,1 @@
+"""The gRPC layer: servicers, message conversion, the one error mapper, the server."""

@@ -1,0 +1,83 @@
+"""The one place where errors become gRPC statuses.
+
+Domain errors map by class to a status code and carry an ErrorInfo (stable
+reason) and, for invalid arguments, a BadRequest with each field violation.
+Anything else is INTERNAL with a generic message: internals never leak to
+callers, and the exception is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from metering.domain import errors
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "metering.dev"
+
+_CODES: tuple[tuple[type[errors.MeteringError], int], ...] = (
+    (errors.InvalidArgument, code_pb2.INVALID_ARGUMENT),
+    (errors.NotFound, code_pb2.NOT_FOUND),
+    (errors.AlreadyExists, code_pb2.ALREADY_EXISTS),
+    (errors.FailedPrecondition, code_pb2.FAILED_PRECONDITION),
+    (errors.Unavailable, code_pb2.UNAVAILABLE),
+)
+
+
+def to_status(exc: errors.MeteringError) -> status_pb2.Status:
+    code = next((c for cls, c in _CODES if isinstance(exc, cls)), code_pb2.INTERNAL)
+    details: list[Any] = [
+        error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata)
+    ]
+    if isinstance(exc, errors.InvalidArgument):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in exc.violations
+                ]
+            )
+        )
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    return status_pb2.Status(code=code, message=exc.message, details=packed)
+
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+def mapped(
+    method: Callable[[Any, _Req, grpc.aio.ServicerContext], Awaitable[_Resp]],
+) -> Callable[[Any, _Req, grpc.aio.ServicerContext], Awaitable[_Resp]]:
+    """Wrap a servicer method so that every error leaves through :func:`to_status`."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: _Req, context: grpc.aio.ServicerContext) -> _Resp:
+        try:
+            return await method(self, request, context)
+        except errors.MeteringError as exc:
+            await context.abort_with_status(rpc_status.to_status(to_status(exc)))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error in %s", method.__qualname__)
+            internal = errors.MeteringError("INTERNAL", "internal error")
+            status = to_status(internal)
+            status.code = code_pb2.INTERNAL
+            await context.abort_with_status(rpc_status.to_status(status))
+        raise AssertionError("unreachable: abort_with_status raises")
+
+    return wrapper

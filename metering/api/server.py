@@ -1,0 +1,106 @@
+"""The grpc.aio server: servicers, health, reflection, limits, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from metering.api.servicers import MeteringAdminServicer, MeteringServicer
+from metering.service.handlers import Metering
+from metering.v1 import admin_service_pb2, admin_service_pb2_grpc, metering_service_pb2
+from metering.v1 import metering_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+HEALTH_PROBE_INTERVAL_SECONDS = 5.0
+SERVICE_NAMES = (
+    metering_service_pb2.DESCRIPTOR.services_by_name["MeteringService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["MeteringAdminService"].full_name,
+)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    probe_task: asyncio.Task[None] | None = None
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop accepting calls, let in-flight calls finish within the grace period."""
+        if self.probe_task is not None:
+            self.probe_task.cancel()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_seconds)
+
+
+async def start_server(
+    metering: Metering,
+    executor: ThreadPoolExecutor,
+    listen: str,
+    max_message_bytes: int,
+    database_ping: Callable[[], bool],
+) -> RunningServer:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            # One process per port unless the operator runs several on purpose.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    metering_service_pb2_grpc.add_MeteringServiceServicer_to_server(
+        MeteringServicer(metering, executor), server
+    )
+    admin_service_pb2_grpc.add_MeteringAdminServiceServicer_to_server(
+        MeteringAdminServicer(metering, executor), server
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    running = RunningServer(server, port, health)
+    await _set_health(health, database_ping(), executor)
+    running.probe_task = asyncio.create_task(_probe_database(health, database_ping, executor))
+    return running
+
+
+async def _set_health(health: health_aio.HealthServicer, ok: bool, _executor: ThreadPoolExecutor) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *SERVICE_NAMES):
+        await health.set(name, status)
+
+
+async def _probe_database(
+    health: health_aio.HealthServicer, ping: Callable[[], bool], executor: ThreadPoolExecutor
+) -> None:
+    """Health follows database reachability, so load balancers route around an outage."""
+    loop = asyncio.get_running_loop()
+    previous = True
+    while True:
+        await asyncio.sleep(HEALTH_PROBE_INTERVAL_SECONDS)
+        ok = await loop.run_in_executor(executor, ping)
+        if ok != previous:
+            log.warning("database %s", "reachable again" if ok else "unreachable: NOT_SERVING")
+            previous = ok
+        await _set_health(health, ok, executor)

@@ -1,0 +1,221 @@
+"""The gRPC servicers: convert messages, call the service layer off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import grpc
+
+from metering.api import convert
+from metering.api.errors import mapped
+from metering.domain.errors import Violations
+from metering.domain.money import Money
+from metering.service import commands
+from metering.service.handlers import Metering
+from metering.v1 import admin_service_pb2 as admin_pb
+from metering.v1 import admin_service_pb2_grpc as admin_grpc
+from metering.v1 import metering_service_pb2 as pb
+from metering.v1 import metering_service_pb2_grpc as pb_grpc
+from metering.v1 import types_pb2
+
+_T = TypeVar("_T")
+
+
+class _Blocking:
+    """Runs the (synchronous, database-bound) service layer on a bounded thread pool."""
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self._executor = executor
+
+    async def run(self, fn: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+
+class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
+    def __init__(self, metering: Metering, executor: ThreadPoolExecutor) -> None:
+        _Blocking.__init__(self, executor)
+        self._metering = metering
+
+    @mapped
+    async def RecordUsage(  # noqa: N802 - gRPC method names are fixed by the proto
+        self, request: pb.RecordUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordUsageResponse:
+        v = Violations()
+        event_time = (
+            convert.time_us_from_pb(v, "event_time", request.event_time)
+            if request.HasField("event_time")
+            else None
+        )
+        v.raise_if_any()
+        cmd = commands.RecordUsage(
+            account_id=request.account_id,
+            request_id=request.request_id,
+            model=request.model,
+            provider=request.provider,
+            usage=convert.usage_from_pb(request.usage) if request.HasField("usage") else None,
+            api_key_id=request.api_key_id,
+            service=request.service,
+            event_time_us=event_time,
+            streamed=request.streamed,
+            labels=dict(request.labels),
+        )
+        result = await self.run(lambda: self._metering.record_usage(cmd))
+        return pb.RecordUsageResponse(
+            cost=convert.money_pb(Money(result.currency_code, result.cost_nanos)),
+            balance=convert.money_pb(Money(result.currency_code, result.balance_nanos)),
+            replayed=result.replayed,
+            usage_source=convert.source_pb(result.usage_source),
+            price_id=result.price_id,
+            price_version=result.price_version,
+            balance_exhausted=result.balance_exhausted,
+            request_credits_charged=result.request_credits_charged,
+            request_credits=result.request_credits,
+            record_id=result.record_id,
+        )
+
+    @mapped
+    async def EstimateTokens(  # noqa: N802
+        self, request: pb.EstimateTokensRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EstimateTokensResponse:
+        cmd = commands.EstimateTokens(
+            model=request.model,
+            provider=request.provider,
+            text=request.text,
+            completion_text=request.completion_text,
+            max_output_tokens=request.max_output_tokens,
+            account_id=request.account_id,
+        )
+        result = await self.run(lambda: self._metering.estimate_tokens(cmd))
+        response = pb.EstimateTokensResponse(
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            method=pb.ESTIMATE_METHOD_EXACT if result.exact else pb.ESTIMATE_METHOD_APPROXIMATE,
+            tokenizer=result.tokenizer,
+            price_id=result.price_id,
+            price_version=result.price_version,
+        )
+        if result.estimated_cost_nanos is not None:
+            response.estimated_cost.CopyFrom(
+                convert.money_pb(Money(result.currency_code, result.estimated_cost_nanos))
+            )
+        if result.worst_case_cost_nanos is not None:
+            response.worst_case_cost.CopyFrom(
+                convert.money_pb(Money(result.currency_code, result.worst_case_cost_nanos))
+            )
+        return response
+
+    @mapped
+    async def GetBalance(  # noqa: N802
+        self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBalanceResponse:
+        result = await self.run(lambda: self._metering.get_balance(request.account_id))
+        currency = result.currency_code
+        return pb.GetBalanceResponse(
+            balance=convert.money_pb(Money(currency, result.balance_nanos)),
+            held=convert.money_pb(Money(currency, result.held_nanos)),
+            available=convert.money_pb(Money(currency, result.available_nanos)),
+            request_credits=result.request_credits,
+            currency_code=currency,
+            billing_mode=convert.mode_pb(result.billing_mode),
+            allow_negative_balance=result.allow_negative_balance,
+            balance_exhausted=result.balance_exhausted,
+        )
+
+    @mapped
+    async def UsageSummary(  # noqa: N802
+        self, request: pb.UsageSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UsageSummaryResponse:
+        v = Violations()
+        start = (
+            convert.time_us_from_pb(v, "start_time", request.start_time)
+            if request.HasField("start_time")
+            else None
+        )
+        end = (
+            convert.time_us_from_pb(v, "end_time", request.end_time)
+            if request.HasField("end_time")
+            else None
+        )
+        granularity = convert.granularity_from_pb(v, request.granularity)
+        group_by = convert.group_keys_from_pb(v, list(request.group_by))
+        v.raise_if_any()
+        query = commands.SummaryQuery(
+            start_us=start,
+            end_us=end,
+            account_id=request.account_id,
+            granularity=granularity,
+            time_zone=request.time_zone,
+            group_by=group_by,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            currency_code=request.currency_code,
+        )
+        page = await self.run(lambda: self._metering.usage_summary(query))
+        return pb.UsageSummaryResponse(
+            rows=[convert.summary_row_pb(row, group_by) for row in page.rows],
+            totals=convert.summary_row_pb(page.totals, ()),
+            next_page_token=page.next_page_token,
+        )
+
+
+class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
+    def __init__(self, metering: Metering, executor: ThreadPoolExecutor) -> None:
+        _Blocking.__init__(self, executor)
+        self._metering = metering
+
+    @mapped
+    async def CreateAccount(  # noqa: N802
+        self, request: admin_pb.CreateAccountRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.CreateAccountResponse:
+        v = Violations()
+        mode = convert.mode_from_pb(v, request.billing_mode)
+        v.raise_if_any()
+        cmd = commands.CreateAccount(
+            account_id=request.account_id,
+            currency_code=request.currency_code or "USD",
+            billing_mode=mode,
+            allow_negative_balance=request.allow_negative_balance,
+        )
+        account = await self.run(lambda: self._metering.create_account(cmd))
+        return admin_pb.CreateAccountResponse(
+            account=admin_pb.Account(
+                account_id=account.account_id,
+                currency_code=account.currency_code,
+                billing_mode=convert.mode_pb(account.billing_mode),
+                allow_negative_balance=account.allow_negative_balance,
+                create_time=convert.timestamp_pb(account.create_time_us),
+            )
+        )
+
+    @mapped
+    async def GrantCredits(  # noqa: N802
+        self, request: admin_pb.GrantCreditsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.GrantCreditsResponse:
+        v = Violations()
+        amount = (
+            convert.money_from_pb(v, "amount", request.amount)
+            if request.HasField("amount")
+            else Money("", 0)
+        )
+        v.raise_if_any()
+        cmd = commands.GrantCredits(
+            account_id=request.account_id,
+            request_id=request.request_id,
+            amount_nanos=amount.nanos,
+            currency_code=amount.currency_code,
+            request_credits=request.request_credits,
+            reason=request.reason,
+        )
+        result = await self.run(lambda: self._metering.grant_credits(cmd))
+        return admin_pb.GrantCreditsResponse(
+            balance=convert.money_pb(Money(result.currency_code, result.balance_nanos)),
+            request_credits=result.request_credits,
+            replayed=result.replayed,
+            transaction_id=result.transaction_id,
+        )
+
+
+__all__ = ["MeteringAdminServicer", "MeteringServicer", "types_pb2"]

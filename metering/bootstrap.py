@@ -1,0 +1,91 @@
+"""The composition root: builds every part from Settings and wires them together."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import Engine
+
+from metering.config import Settings
+from metering.domain.pricing import PriceBook
+from metering.service.handlers import Metering
+from metering.service.prices import load_price_book, sync_catalogue
+from metering.storage import migrate
+from metering.storage.engine import make_engine
+from metering.storage.store import SqlDatabase
+
+
+class SystemClock:
+    def now_us(self) -> int:
+        return time.time_ns() // 1000
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message is one line for the operator."""
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    database: SqlDatabase
+    metering: Metering
+    executor: ThreadPoolExecutor
+    price_book: PriceBook
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def bundled_catalogue() -> dict[str, Any]:
+    data = resources.files("metering").joinpath("data", "prices.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(data)
+    return loaded
+
+
+def prepare_database(settings: Settings, engine: Engine) -> None:
+    """Migrate the embedded SQLite database; insist that PostgreSQL is already migrated.
+
+    An embedded database belongs to this process, so upgrading it is safe; a
+    shared PostgreSQL is migrated by an explicit `metering migrate` (one job,
+    not every replica racing at start-up).
+    """
+    if engine.dialect.name == "sqlite":
+        migrate.upgrade(engine)
+        return
+    current, head = migrate.current_revision(engine), migrate.head_revision()
+    if current is None:
+        migrate.upgrade(engine)  # an empty database: nothing to race with
+    elif current != head:
+        raise StartupError(
+            f"database schema is at revision {current}, this version needs {head}: "
+            "run `metering migrate --database-url ...` first"
+        )
+
+
+def build_app(settings: Settings) -> App:
+    """Open the database, load prices and build the service; no network listening yet."""
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    clock = SystemClock()
+    try:
+        prepare_database(settings, engine)
+        database = SqlDatabase(engine)
+        if settings.prices_file is not None:
+            source = str(settings.prices_file)
+            catalogue = json.loads(settings.prices_file.read_text("utf-8"))
+        else:
+            source, catalogue = "bundled prices.json", bundled_catalogue()
+        sync_catalogue(database, catalogue, source, clock)
+        book = load_price_book(database)
+    except Exception:
+        engine.dispose()
+        raise
+    executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="metering-db")
+    metering = Metering(database, lambda: book, clock)
+    return App(settings, engine, database, metering, executor, book)

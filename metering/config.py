@@ -1,0 +1,126 @@
+"""Settings: one frozen object from flags and METERING_* environment variables.
+
+Flags win over the environment, the environment over defaults. Every value
+is validated at start-up; a bad one raises ConfigError with a one-line
+message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DATABASE_URL = "sqlite:///metering.db"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen_host: str
+    listen_port: int
+    database_url: str
+    prices_file: Path | None
+    db_pool_size: int
+    shutdown_grace_seconds: float
+    max_message_bytes: int
+    log_level: str
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+    @property
+    def database_dialect(self) -> str:
+        return make_url(self.database_url).get_backend_name()
+
+
+def parse_listen(value: str, name: str = "METERING_LISTEN") -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{name}={value!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}={value!r}: port must be in 0-65535")
+    return host, port
+
+
+def _int(value: str, name: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: not an integer") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name}={value!r}: must be in [{low}, {high}]")
+    return number
+
+
+def check_database_url(value: str, name: str = "METERING_DATABASE_URL") -> str:
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ConfigError(
+            f"{name}: not a database URL; use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"{name}: unsupported database {backend!r}; use sqlite or postgresql")
+    if backend == "postgresql" and url.get_driver_name() not in ("psycopg", "postgresql"):
+        raise ConfigError(f"{name}: use the psycopg 3 driver: postgresql+psycopg://...")
+    if backend == "postgresql" and url.get_driver_name() == "postgresql":
+        value = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return value
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    listen: str | None = None,
+    database_url: str | None = None,
+    prices_file: str | None = None,
+) -> Settings:
+    """Build and validate the settings; raise ConfigError on the first bad value."""
+    env = os.environ if env is None else env
+    listen_value = listen or env.get("METERING_LISTEN") or DEFAULT_LISTEN
+    host, port = parse_listen(listen_value, "--listen" if listen else "METERING_LISTEN")
+    url = check_database_url(
+        database_url or env.get("METERING_DATABASE_URL") or DEFAULT_DATABASE_URL,
+        "--database-url" if database_url else "METERING_DATABASE_URL",
+    )
+    prices_text = prices_file or env.get("METERING_PRICES_FILE")
+    prices_path = Path(prices_text) if prices_text else None
+    if prices_path is not None and not prices_path.is_file():
+        raise ConfigError(f"METERING_PRICES_FILE={prices_text!r}: no such file")
+    log_level = env.get("METERING_LOG_LEVEL", "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"METERING_LOG_LEVEL={log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    return Settings(
+        listen_host=host,
+        listen_port=port,
+        database_url=url,
+        prices_file=prices_path,
+        db_pool_size=_int(env.get("METERING_DB_POOL_SIZE", "8"), "METERING_DB_POOL_SIZE", 1, 200),
+        shutdown_grace_seconds=float(
+            _int(env.get("METERING_SHUTDOWN_GRACE_SECONDS", "10"), "METERING_SHUTDOWN_GRACE_SECONDS", 0, 600)
+        ),
+        max_message_bytes=_int(
+            env.get("METERING_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024)),
+            "METERING_MAX_MESSAGE_BYTES",
+            64 * 1024,
+            64 * 1024 * 1024,
+        ),
+        log_level=log_level,
+    )

@@ -1,0 +1,30 @@
+"""A usage record as stored: one LLM call, its charge and provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from metering.domain.usage import TokenUsage, UsageSource
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    account_id: str
+    record_id: str
+    request_id: str
+    transaction_id: str
+    event_time_us: int
+    record_time_us: int
+    provider: str
+    model: str
+    api_key_id: str
+    service: str
+    streamed: bool
+    usage_source: UsageSource
+    usage: TokenUsage
+    currency_code: str
+    cost_nanos: int
+    request_credits: int
+    price_id: str
+    price_version: int
+    labels: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The service layer: one handler per use case; owns transactions; no gRPC."""

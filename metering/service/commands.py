@@ -1,0 +1,117 @@
+"""Inputs and results of the use cases, free of gRPC types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from metering.domain.accounts import BillingMode
+from metering.domain.summary import Granularity, GroupKey
+from metering.domain.usage import TokenUsage, UsageSource
+
+
+@dataclass(frozen=True)
+class RecordUsage:
+    account_id: str
+    request_id: str
+    model: str
+    provider: str = ""
+    usage: TokenUsage | None = None
+    api_key_id: str = ""
+    service: str = ""
+    event_time_us: int | None = None
+    streamed: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    record_id: str
+    cost_nanos: int
+    currency_code: str
+    balance_nanos: int
+    request_credits_charged: int
+    request_credits: int
+    usage_source: UsageSource
+    price_id: str
+    price_version: int
+    balance_exhausted: bool
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class CreateAccount:
+    account_id: str
+    currency_code: str = "USD"
+    billing_mode: BillingMode = BillingMode.TOKEN
+    allow_negative_balance: bool = False
+
+
+@dataclass(frozen=True)
+class GrantCredits:
+    account_id: str
+    request_id: str
+    amount_nanos: int = 0
+    currency_code: str = ""
+    request_credits: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    transaction_id: str
+    balance_nanos: int
+    currency_code: str
+    request_credits: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Balance:
+    account_id: str
+    currency_code: str
+    billing_mode: BillingMode
+    allow_negative_balance: bool
+    balance_nanos: int
+    held_nanos: int
+    request_credits: int
+    balance_exhausted: bool
+
+    @property
+    def available_nanos(self) -> int:
+        return self.balance_nanos - self.held_nanos
+
+
+@dataclass(frozen=True)
+class EstimateTokens:
+    model: str
+    provider: str = ""
+    text: str = ""
+    completion_text: str = ""
+    max_output_tokens: int = 0
+    account_id: str = ""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    input_tokens: int
+    output_tokens: int
+    exact: bool
+    tokenizer: str
+    currency_code: str
+    estimated_cost_nanos: int | None
+    worst_case_cost_nanos: int | None
+    price_id: str
+    price_version: int
+
+
+@dataclass(frozen=True)
+class SummaryQuery:
+    start_us: int | None
+    end_us: int | None
+    account_id: str = ""
+    granularity: Granularity = Granularity.NONE
+    time_zone: str = "UTC"
+    group_by: tuple[GroupKey, ...] = ()
+    page_size: int = 0
+    page_token: str = ""
+    currency_code: str = ""

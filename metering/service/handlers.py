@@ -1,0 +1,541 @@
+"""The use cases of metering. Each public method is one RPC's work.
+
+Handlers validate and bound their input, then open exactly the transactions
+they need through the :class:`~metering.service.ports.Database`. Usage
+records go through :meth:`Metering.write_usage_batch`, the one place that
+turns a batch of validated, priced records into one transaction, so that
+concurrent calls can share a commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from metering.domain.accounts import Account, BillingMode, charge_for, is_exhausted
+from metering.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    MeteringError,
+    NotFound,
+    Unavailable,
+    Violations,
+)
+from metering.domain.ledger import TransactionKind, grant_entries, usage_entries
+from metering.domain.money import AMOUNT_NANOS_MAX, is_currency_code
+from metering.domain.pricing import Price, PriceBook
+from metering.domain.records import UsageRecord
+from metering.domain.summary import Aggregate, Granularity, SummaryFilter, regroup
+from metering.domain.usage import TOKENS_PER_RECORD_MAX, TokenUsage, UsageSource
+from metering.service import validation as val
+from metering.service.commands import (
+    Balance,
+    CreateAccount,
+    Estimate,
+    EstimateTokens,
+    GrantCredits,
+    GrantResult,
+    RecordResult,
+    RecordUsage,
+    SummaryQuery,
+)
+from metering.service.ports import Clock, Database, Store
+from metering.storage.store import DuplicateKey
+from metering.tokens.counter import count_text
+
+log = logging.getLogger(__name__)
+
+SUMMARY_RANGE_MAX_US = 400 * 24 * 3600 * 1_000_000
+PAGE_SIZE_DEFAULT = 100
+PAGE_SIZE_MAX = 1000
+# A unique-key race (two transactions inserting the same idempotency key)
+# resolves on the first retry; more attempts only guard against bad luck.
+WRITE_ATTEMPTS_MAX = 3
+
+_OP_RECORD = "RecordUsage"
+_OP_GRANT = "GrantCredits"
+
+
+@dataclass(frozen=True)
+class SummaryPage:
+    rows: list[Aggregate]
+    totals: Aggregate
+    next_page_token: str
+    group_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A validated RecordUsage, priced (or carrying the pricing error) before its transaction."""
+
+    command: RecordUsage
+    payload_sha256: str
+    account: Account
+    event_time_us: int
+    usage_source: UsageSource
+    usage: TokenUsage
+    price: Price | None
+    pricing_error: MeteringError | None
+
+
+def _payload_sha256(payload: object) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Metering:
+    """The metering use cases over a database, a price book and a clock."""
+
+    def __init__(self, db: Database, prices: Callable[[], PriceBook], clock: Clock) -> None:
+        self._db = db
+        self._prices = prices
+        self._clock = clock
+
+    # Accounts and credits -------------------------------------------------
+
+    def create_account(self, cmd: CreateAccount) -> Account:
+        """Create an account with zero balances; ALREADY_EXISTS if the id is taken."""
+        v = Violations()
+        val.check_new_account_id(v, cmd.account_id)
+        if not is_currency_code(cmd.currency_code):
+            v.add("currency_code", "currency_code must be an ISO 4217 code such as USD")
+        v.raise_if_any()
+        account = Account(
+            account_id=cmd.account_id,
+            currency_code=cmd.currency_code,
+            billing_mode=cmd.billing_mode,
+            allow_negative_balance=cmd.allow_negative_balance,
+            create_time_us=self._clock.now_us(),
+        )
+        try:
+            with self._db.write() as store:
+                if store.get_account(cmd.account_id) is not None:
+                    raise _account_exists(cmd.account_id)
+                store.insert_account(account)
+        except DuplicateKey:
+            raise _account_exists(cmd.account_id) from None
+        return account
+
+    def grant_credits(self, cmd: GrantCredits) -> GrantResult:
+        """Add money and/or request credits as a balanced ledger transaction; idempotent."""
+        v = Violations()
+        val.check_account_id(v, cmd.account_id)
+        val.check_request_id(v, cmd.request_id)
+        if cmd.amount_nanos < 0:
+            v.add("amount", "amount must not be negative (corrections are separate transactions)")
+        elif cmd.amount_nanos > AMOUNT_NANOS_MAX:
+            v.add("amount", "amount is beyond the supported maximum of 1e12 units")
+        if cmd.amount_nanos and not is_currency_code(cmd.currency_code):
+            v.add("amount.currency_code", "currency_code must be an ISO 4217 code")
+        if cmd.request_credits < 0:
+            v.add("request_credits", "request_credits must not be negative")
+        elif cmd.request_credits > 10**12:
+            v.add("request_credits", "request_credits must be at most 1e12")
+        if cmd.amount_nanos == 0 and cmd.request_credits == 0 and not v.items:
+            v.add("amount", "grant a positive amount and/or request_credits")
+        val.check_name(v, "reason", cmd.reason, val.REASON_LENGTH_MAX)
+        v.raise_if_any()
+        payload = _payload_sha256(asdict(cmd))
+        for attempt in range(WRITE_ATTEMPTS_MAX):
+            try:
+                with self._db.write() as store:
+                    return self._grant_in(store, cmd, payload)
+            except DuplicateKey:
+                if attempt == WRITE_ATTEMPTS_MAX - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _grant_in(self, store: Store, cmd: GrantCredits, payload: str) -> GrantResult:
+        account = store.get_account(cmd.account_id, for_update=True)
+        if account is None:
+            raise _account_not_found(cmd.account_id)
+        stored = store.get_stored_result(cmd.account_id, cmd.request_id)
+        if stored is not None:
+            if stored.operation != _OP_GRANT or stored.payload_sha256 != payload:
+                raise _request_id_conflict(cmd.request_id)
+            return GrantResult(**{**json.loads(stored.result_json), "replayed": True})
+        if cmd.amount_nanos and cmd.currency_code != account.currency_code:
+            raise FailedPrecondition(
+                "CURRENCY_MISMATCH",
+                f"account {cmd.account_id} is in {account.currency_code}, not {cmd.currency_code}",
+            )
+        now = self._clock.now_us()
+        transaction_id = _new_id()
+        store.append_transaction(
+            account_id=account.account_id,
+            transaction_id=transaction_id,
+            kind=TransactionKind.GRANT,
+            request_id=cmd.request_id,
+            reason=cmd.reason,
+            now_us=now,
+            entries=grant_entries(
+                account.account_id, account.currency_code, cmd.amount_nanos, cmd.request_credits
+            ),
+        )
+        balance, credits = store.add_to_balances(
+            account.account_id, cmd.amount_nanos, cmd.request_credits
+        )
+        result = GrantResult(transaction_id, balance, account.currency_code, credits)
+        store.store_result(
+            account.account_id, cmd.request_id, _OP_GRANT, payload, json.dumps(asdict(result)), now
+        )
+        return result
+
+    def get_balance(self, account_id: str) -> Balance:
+        """The account's balances; NOT_FOUND for an unknown account."""
+        v = Violations()
+        val.check_account_id(v, account_id)
+        v.raise_if_any()
+        with self._db.read() as store:
+            account = store.get_account(account_id)
+            if account is None:
+                raise _account_not_found(account_id)
+            balance, credits = store.get_balances(account_id)
+        return Balance(
+            account_id=account_id,
+            currency_code=account.currency_code,
+            billing_mode=account.billing_mode,
+            allow_negative_balance=account.allow_negative_balance,
+            balance_nanos=balance,
+            held_nanos=0,
+            request_credits=credits,
+            balance_exhausted=is_exhausted(account, balance, credits),
+        )
+
+    # Usage ------------------------------------------------------------------
+
+    def record_usage(self, cmd: RecordUsage) -> RecordResult:
+        """Record one call's usage and debit its cost; idempotent on (account, request_id).
+
+        Returns only after the transaction committed. Raises InvalidArgument,
+        NotFound, FailedPrecondition (PRICE_NOT_FOUND) or AlreadyExists
+        (REQUEST_ID_CONFLICT); on any error nothing is written.
+        """
+        result = self.write_usage_batch([self.prepare_record(cmd)])[0]
+        if isinstance(result, MeteringError):
+            raise result
+        return result
+
+    def prepare_record(self, cmd: RecordUsage) -> PendingRecord:
+        """Validate, bound and price a record outside any write transaction."""
+        now = self._clock.now_us()
+        v = Violations()
+        val.check_account_id(v, cmd.account_id)
+        val.check_request_id(v, cmd.request_id)
+        val.check_model(v, cmd.model)
+        val.check_provider(v, cmd.provider)
+        val.check_name(v, "api_key_id", cmd.api_key_id)
+        val.check_name(v, "service", cmd.service)
+        val.check_labels(v, cmd.labels)
+        if cmd.usage is not None:
+            cmd.usage.check(v)
+        if cmd.event_time_us is not None:
+            val.check_time(v, "event_time", cmd.event_time_us, now)
+        v.raise_if_any()
+        with self._db.read() as store:
+            account = store.get_account(cmd.account_id)
+        if account is None:
+            raise _account_not_found(cmd.account_id)
+        event_time = cmd.event_time_us if cmd.event_time_us is not None else now
+        usage = cmd.usage if cmd.usage is not None else TokenUsage()
+        source = UsageSource.REPORTED if cmd.usage is not None else UsageSource.MISSING
+        price: Price | None = None
+        pricing_error: MeteringError | None = None
+        try:
+            price = self._prices().resolve(
+                cmd.provider, cmd.model, account.currency_code, event_time
+            )
+        except FailedPrecondition as exc:
+            # Deferred: a retry of an already recorded request_id is answered
+            # from the stored result even if the price has since gone.
+            pricing_error = exc
+        return PendingRecord(
+            command=cmd,
+            payload_sha256=_payload_sha256(asdict(cmd)),
+            account=account,
+            event_time_us=event_time,
+            usage_source=source,
+            usage=usage,
+            price=price,
+            pricing_error=pricing_error,
+        )
+
+    def write_usage_batch(
+        self, batch: Sequence[PendingRecord]
+    ) -> list[RecordResult | MeteringError]:
+        """Write prepared records in one transaction; a result or an error per record.
+
+        A record's own error (conflict, no price) writes nothing for it and
+        does not fail the others. Accounts are locked in id order so that
+        concurrent batches cannot deadlock.
+        """
+        order = sorted(range(len(batch)), key=lambda i: batch[i].account.account_id)
+        for attempt in range(WRITE_ATTEMPTS_MAX):
+            results: list[RecordResult | MeteringError] = [
+                MeteringError("INTERNAL", "not written")
+            ] * len(batch)
+            try:
+                with self._db.write() as store:
+                    locked: set[str] = set()
+                    for index in order:
+                        results[index] = self._write_record(store, batch[index], locked)
+                return results
+            except DuplicateKey:
+                if attempt == WRITE_ATTEMPTS_MAX - 1:
+                    raise Unavailable(
+                        "WRITE_CONFLICT", "concurrent writes kept conflicting; retry"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _write_record(
+        self, store: Store, pending: PendingRecord, locked: set[str]
+    ) -> RecordResult | MeteringError:
+        cmd = pending.command
+        account = pending.account
+        if account.account_id not in locked:
+            if store.get_account(account.account_id, for_update=True) is None:
+                return _account_not_found(account.account_id)
+            locked.add(account.account_id)
+        stored = store.get_stored_result(account.account_id, cmd.request_id)
+        if stored is not None:
+            if stored.operation != _OP_RECORD or stored.payload_sha256 != pending.payload_sha256:
+                return _request_id_conflict(cmd.request_id)
+            data = json.loads(stored.result_json)
+            data["usage_source"] = UsageSource(data["usage_source"])
+            return RecordResult(**{**data, "replayed": True})
+        if pending.pricing_error is not None or pending.price is None:
+            return pending.pricing_error or MeteringError("INTERNAL", "record was not priced")
+        price = pending.price
+        charge = charge_for(account.billing_mode, price, pending.usage)
+        now = self._clock.now_us()
+        transaction_id, record_id = _new_id(), _new_id()
+        store.append_transaction(
+            account_id=account.account_id,
+            transaction_id=transaction_id,
+            kind=TransactionKind.USAGE,
+            request_id=cmd.request_id,
+            reason="",
+            now_us=now,
+            entries=usage_entries(
+                account.account_id, account.currency_code, charge.cost_nanos, charge.request_credits
+            ),
+        )
+        store.insert_usage_record(
+            UsageRecord(
+                account_id=account.account_id,
+                record_id=record_id,
+                request_id=cmd.request_id,
+                transaction_id=transaction_id,
+                event_time_us=pending.event_time_us,
+                record_time_us=now,
+                provider=cmd.provider.lower() or price.provider,
+                model=cmd.model,
+                api_key_id=cmd.api_key_id,
+                service=cmd.service,
+                streamed=cmd.streamed,
+                usage_source=pending.usage_source,
+                usage=pending.usage,
+                currency_code=account.currency_code,
+                cost_nanos=charge.cost_nanos,
+                request_credits=charge.request_credits,
+                price_id=price.price_id,
+                price_version=price.version,
+                labels=dict(cmd.labels),
+            )
+        )
+        balance, credits = store.add_to_balances(
+            account.account_id, -charge.cost_nanos, -charge.request_credits
+        )
+        result = RecordResult(
+            record_id=record_id,
+            cost_nanos=charge.cost_nanos,
+            currency_code=account.currency_code,
+            balance_nanos=balance,
+            request_credits_charged=charge.request_credits,
+            request_credits=credits,
+            usage_source=pending.usage_source,
+            price_id=price.price_id,
+            price_version=price.version,
+            balance_exhausted=is_exhausted(account, balance, credits),
+        )
+        stored_json = json.dumps({**asdict(result), "usage_source": result.usage_source.value})
+        store.store_result(
+            account.account_id, cmd.request_id, _OP_RECORD, pending.payload_sha256, stored_json, now
+        )
+        return result
+
+    # Estimates --------------------------------------------------------------
+
+    def estimate_tokens(self, cmd: EstimateTokens) -> Estimate:
+        """Count the tokens of a text (exactly for OpenAI models) and price them today."""
+        v = Violations()
+        val.check_model(v, cmd.model)
+        val.check_provider(v, cmd.provider)
+        if len(cmd.text) > val.TEXT_LENGTH_MAX:
+            v.add("text", f"text must be at most {val.TEXT_LENGTH_MAX} characters")
+        if len(cmd.completion_text) > val.TEXT_LENGTH_MAX:
+            v.add("completion_text", f"completion_text must be at most {val.TEXT_LENGTH_MAX} characters")
+        if not 0 <= cmd.max_output_tokens <= TOKENS_PER_RECORD_MAX:
+            v.add("max_output_tokens", f"max_output_tokens must be in [0, {TOKENS_PER_RECORD_MAX}]")
+        if cmd.account_id:
+            val.check_account_id(v, cmd.account_id)
+        v.raise_if_any()
+        currency, mode = "USD", BillingMode.TOKEN
+        if cmd.account_id:
+            with self._db.read() as store:
+                account = store.get_account(cmd.account_id)
+            if account is None:
+                raise _account_not_found(cmd.account_id)
+            currency, mode = account.currency_code, account.billing_mode
+        prompt = count_text(cmd.model, cmd.text)
+        completion = count_text(cmd.model, cmd.completion_text)
+        price: Price | None = None
+        try:
+            price = self._prices().resolve(cmd.provider, cmd.model, currency, self._clock.now_us())
+        except FailedPrecondition:
+            price = None
+        estimated = worst = None
+        if price is not None:
+            estimated = charge_for(
+                mode, price, TokenUsage(input_tokens=prompt.tokens, output_tokens=completion.tokens)
+            ).cost_nanos
+            if cmd.max_output_tokens:
+                worst = charge_for(
+                    mode,
+                    price,
+                    TokenUsage(input_tokens=prompt.tokens, output_tokens=cmd.max_output_tokens),
+                ).cost_nanos
+        return Estimate(
+            input_tokens=prompt.tokens,
+            output_tokens=completion.tokens,
+            exact=prompt.exact,
+            tokenizer=prompt.tokenizer,
+            currency_code=currency,
+            estimated_cost_nanos=estimated,
+            worst_case_cost_nanos=worst,
+            price_id=price.price_id if price else "",
+            price_version=price.version if price else 0,
+        )
+
+    # Summaries --------------------------------------------------------------
+
+    def usage_summary(self, query: SummaryQuery) -> SummaryPage:
+        """Aggregate usage in calendar buckets of a time zone, grouped, paginated."""
+        v = Violations()
+        if query.account_id:
+            val.check_account_id(v, query.account_id)
+        if query.start_us is None:
+            v.add("start_time", "start_time is required")
+        else:
+            val.check_time(v, "start_time", query.start_us)
+        if query.end_us is None:
+            v.add("end_time", "end_time is required")
+        if query.start_us is not None and query.end_us is not None:
+            if query.end_us <= query.start_us:
+                v.add("end_time", "end_time must be after start_time (the range is half-open)")
+            elif query.end_us - query.start_us > SUMMARY_RANGE_MAX_US:
+                v.add("end_time", "the range must be at most 400 days")
+        zone: ZoneInfo | None = None
+        tz_name = query.time_zone or "UTC"
+        if len(tz_name) > 64 or not tz_name.isprintable():
+            v.add("time_zone", "time_zone must be an IANA name such as Europe/Berlin")
+        else:
+            try:
+                zone = ZoneInfo(tz_name)
+            except (ZoneInfoNotFoundError, ValueError):
+                v.add("time_zone", f"unknown time zone {tz_name!r}; use an IANA name")
+        if len(set(query.group_by)) != len(query.group_by):
+            v.add("group_by", "each group_by dimension may appear once")
+        page_size = query.page_size or PAGE_SIZE_DEFAULT
+        if not 1 <= page_size <= PAGE_SIZE_MAX:
+            v.add("page_size", f"page_size must be in [1, {PAGE_SIZE_MAX}]")
+        if query.currency_code and not is_currency_code(query.currency_code):
+            v.add("currency_code", "currency_code must be an ISO 4217 code")
+        fingerprint = _payload_sha256({**asdict(query), "page_token": "", "page_size": page_size})[:16]
+        offset = 0
+        if query.page_token:
+            offset = _decode_page_token(query.page_token, fingerprint, v)
+        v.raise_if_any()
+        assert query.start_us is not None and query.end_us is not None and zone is not None
+        flt = SummaryFilter(
+            start_us=query.start_us,
+            end_us=query.end_us,
+            account_id=query.account_id or None,
+            currency_code=query.currency_code or None,
+            group_by=query.group_by,
+            sliced=query.granularity is not Granularity.NONE,
+        )
+        with self._db.read() as store:
+            if query.account_id and store.get_account(query.account_id) is None:
+                raise _account_not_found(query.account_id)
+            slices = store.summarize(flt)
+        currencies = {s.currency_code for s in slices}
+        if len(currencies) > 1:
+            raise FailedPrecondition(
+                "MIXED_CURRENCIES",
+                f"the range holds records in {', '.join(sorted(currencies))}; set currency_code",
+            )
+        rows = regroup(slices, query.granularity, zone, query.start_us)
+        totals = Aggregate(
+            start_us=query.start_us,
+            keys=(),
+            currency_code=next(iter(currencies), query.currency_code or "USD"),
+        )
+        for row in rows:
+            totals.add(row)
+        page = rows[offset : offset + page_size]
+        next_offset = offset + page_size
+        token = _encode_page_token(next_offset, fingerprint) if next_offset < len(rows) else ""
+        return SummaryPage(
+            rows=page,
+            totals=totals,
+            next_page_token=token,
+            group_by=tuple(key.value for key in query.group_by),
+        )
+
+
+def _encode_page_token(offset: int, fingerprint: str) -> str:
+    raw = json.dumps({"o": offset, "f": fingerprint}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_page_token(token: str, fingerprint: str, v: Violations) -> int:
+    try:
+        if len(token) > 256:
+            raise ValueError("too long")
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        offset = data["o"]
+        if not isinstance(offset, int) or offset < 0 or data["f"] != fingerprint:
+            raise ValueError("mismatch")
+        return offset
+    except (ValueError, KeyError, TypeError):
+        v.add("page_token", "page_token is invalid or belongs to a different query")
+        return 0
+
+
+def _account_not_found(account_id: str) -> NotFound:
+    return NotFound("ACCOUNT_NOT_FOUND", f"account {account_id!r} does not exist", {"account_id": account_id})
+
+
+def _account_exists(account_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        "ACCOUNT_ALREADY_EXISTS", f"account {account_id!r} already exists", {"account_id": account_id}
+    )
+
+
+def _request_id_conflict(request_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        "REQUEST_ID_CONFLICT",
+        f"request_id {request_id!r} was already used with a different payload",
+        {"request_id": request_id},
+    )

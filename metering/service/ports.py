@@ -1,0 +1,83 @@
+"""What the service layer needs from storage, as structural interfaces.
+
+The SQL adapter (``metering.storage.store``) satisfies these without
+importing them; unit tests can supply fakes.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from metering.domain.accounts import Account
+from metering.domain.ledger import Entry, TransactionKind
+from metering.domain.records import UsageRecord
+from metering.domain.summary import Aggregate, SummaryFilter
+
+
+class StoredResultLike(Protocol):
+    @property
+    def operation(self) -> str: ...
+    @property
+    def payload_sha256(self) -> str: ...
+    @property
+    def result_json(self) -> str: ...
+
+
+class Store(Protocol):
+    def get_account(self, account_id: str, *, for_update: bool = False) -> Account | None: ...
+    def insert_account(self, account: Account) -> None: ...
+    def get_balances(self, account_id: str) -> tuple[int, int]: ...
+    def add_to_balances(
+        self, account_id: str, delta_nanos: int, delta_credits: int
+    ) -> tuple[int, int]: ...
+    def get_stored_result(self, account_id: str, request_id: str) -> StoredResultLike | None: ...
+    def store_result(
+        self,
+        account_id: str,
+        request_id: str,
+        operation: str,
+        payload_sha256: str,
+        result_json: str,
+        now_us: int,
+    ) -> None: ...
+    def append_transaction(
+        self,
+        *,
+        account_id: str,
+        transaction_id: str,
+        kind: TransactionKind,
+        request_id: str,
+        reason: str,
+        now_us: int,
+        entries: list[Entry],
+        corrects_transaction_id: str | None = None,
+    ) -> None: ...
+    def insert_usage_record(self, record: UsageRecord) -> None: ...
+    def summarize(self, flt: SummaryFilter) -> list[Aggregate]: ...
+    def price_rows(self) -> list[tuple[str, int, str, str]]: ...
+    def insert_price(
+        self,
+        *,
+        price_id: str,
+        version: int,
+        provider: str,
+        model: str,
+        currency_code: str,
+        effective_time_us: int,
+        end_time_us: int | None,
+        entry_json: str,
+        now_us: int,
+    ) -> None: ...
+
+
+class Database(Protocol):
+    """Opens transactions. ``write`` commits when its block exits normally and
+    raises ``DuplicateKeyError``-like exceptions listed in ``duplicate_key_errors``."""
+
+    def write(self) -> AbstractContextManager[Store]: ...
+    def read(self) -> AbstractContextManager[Store]: ...
+
+
+class Clock(Protocol):
+    def now_us(self) -> int: ...

@@ -1,0 +1,1 @@
+"""Storage adapter: SQLAlchemy tables, engine set-up, Alembic migrations, unit of work."""

@@ -1,0 +1,140 @@
+"""The tables. Every table is keyed by ``account_id`` first, so that the
+schema can later be distributed by account (Citus) without changing keys.
+
+Times are integer microseconds since the Unix epoch (UTC): the same integer
+arithmetic buckets them on SQLite and PostgreSQL, and no driver converts time
+zones behind our back. Money is integer nanos; request credits are integers.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("currency_code", String(3), nullable=False),
+    Column("billing_mode", String(16), nullable=False),
+    Column("allow_negative_balance", Boolean, nullable=False),
+    # Cached sums of the account's ledger entries, updated in the same
+    # transaction as the entries; `metering ledger verify` recomputes them.
+    Column("balance_nanos", BigInteger, nullable=False),
+    Column("request_credits", BigInteger, nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("operation", String(32), nullable=False),
+    Column("payload_sha256", String(64), nullable=False),
+    # The stored result, returned as-is on a replay.
+    Column("result_json", Text, nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("record_id", String(32), primary_key=True),
+    Column("request_id", String(128), nullable=False),
+    Column("event_time_us", BigInteger, nullable=False),
+    Column("record_time_us", BigInteger, nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("api_key_id", String(128), nullable=False),
+    Column("service", String(128), nullable=False),
+    Column("streamed", Boolean, nullable=False),
+    Column("usage_source", String(16), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("cache_write_1h_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("request_credits", BigInteger, nullable=False),
+    Column("price_id", String(200), nullable=False),
+    Column("price_version", Integer, nullable=False),
+    Column("transaction_id", String(32), nullable=False),
+    Column("labels_json", Text, nullable=False),
+    Index("ix_usage_records_account_request", "account_id", "request_id", unique=True),
+    Index("ix_usage_records_account_event_time", "account_id", "event_time_us"),
+    Index("ix_usage_records_event_time", "event_time_us"),
+)
+
+ledger_transactions = Table(
+    "ledger_transactions",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("transaction_id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+    # A correction names the transaction it corrects; the original is never changed.
+    Column("corrects_transaction_id", String(32), nullable=True),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    # The customer account whose transaction this entry belongs to (the
+    # distribution key); the entry's own ledger account may be a system one.
+    Column("account_id", String(128), primary_key=True),
+    Column("transaction_id", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("ledger_account", String(128), nullable=False),
+    Column("asset", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Index("ix_ledger_entries_ledger_account", "ledger_account", "asset"),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("price_id", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("effective_time_us", BigInteger, nullable=False),
+    Column("end_time_us", BigInteger, nullable=True),
+    # The entry as JSON (rates, tiers, aliases, source); its hash guards
+    # against a catalogue changing an entry without a new version.
+    Column("entry_json", Text, nullable=False),
+    Column("entry_sha256", String(64), nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+)
+
+# Tables that may only grow: the migration installs triggers refusing UPDATE
+# and DELETE on them.
+APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_entries", "usage_records")
+
+__all__ = [
+    "APPEND_ONLY_TABLES",
+    "accounts",
+    "idempotency_keys",
+    "ledger_entries",
+    "ledger_transactions",
+    "metadata",
+    "prices",
+    "usage_records",
+]

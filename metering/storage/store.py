@@ -1,0 +1,486 @@
+"""SQL implementation of the store the service layer works through.
+
+A :class:`SqlStore` is bound to one open transaction; :class:`SqlDatabase`
+opens write and read transactions and commits when the block ends without an
+exception. The service layer decides where transactions begin and end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from metering.domain.accounts import Account, BillingMode
+from metering.domain.errors import Unavailable
+from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
+from metering.domain.records import UsageRecord
+from metering.domain.summary import SLICE_US, Aggregate, GroupKey, SummaryFilter
+from metering.storage import schema as t
+from metering.storage.engine import write_lock_for
+
+
+class DuplicateKey(Exception):
+    """A unique key was taken by a concurrent transaction; retry the whole unit."""
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    operation: str
+    payload_sha256: str
+    result_json: str
+
+
+@dataclass
+class LedgerReport:
+    accounts_checked: int = 0
+    transactions_checked: int = 0
+    entries_checked: int = 0
+    usage_records_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    system_balances: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _account(row: Any) -> Account:
+    return Account(
+        account_id=row.account_id,
+        currency_code=row.currency_code,
+        billing_mode=BillingMode(row.billing_mode),
+        allow_negative_balance=bool(row.allow_negative_balance),
+        create_time_us=row.create_time_us,
+    )
+
+
+class SqlStore:
+    """Repository operations inside one transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._c = connection
+
+    # Accounts -----------------------------------------------------------
+
+    def get_account(self, account_id: str, *, for_update: bool = False) -> Account | None:
+        query = select(t.accounts).where(t.accounts.c.account_id == account_id)
+        if for_update:
+            query = query.with_for_update()
+        row = self._c.execute(query).first()
+        return _account(row) if row else None
+
+    def insert_account(self, account: Account) -> None:
+        self._c.execute(
+            insert(t.accounts).values(
+                account_id=account.account_id,
+                currency_code=account.currency_code,
+                billing_mode=account.billing_mode.value,
+                allow_negative_balance=account.allow_negative_balance,
+                balance_nanos=0,
+                request_credits=0,
+                create_time_us=account.create_time_us,
+            )
+        )
+
+    def get_balances(self, account_id: str) -> tuple[int, int]:
+        row = self._c.execute(
+            select(t.accounts.c.balance_nanos, t.accounts.c.request_credits).where(
+                t.accounts.c.account_id == account_id
+            )
+        ).one()
+        return int(row.balance_nanos), int(row.request_credits)
+
+    def add_to_balances(self, account_id: str, delta_nanos: int, delta_credits: int) -> tuple[int, int]:
+        """Add the deltas to the cached balances and return the new values."""
+        if delta_nanos or delta_credits:
+            self._c.execute(
+                update(t.accounts)
+                .where(t.accounts.c.account_id == account_id)
+                .values(
+                    balance_nanos=t.accounts.c.balance_nanos + delta_nanos,
+                    request_credits=t.accounts.c.request_credits + delta_credits,
+                )
+            )
+        return self.get_balances(account_id)
+
+    # Idempotency ----------------------------------------------------------
+
+    def get_stored_result(self, account_id: str, request_id: str) -> StoredResult | None:
+        row = self._c.execute(
+            select(
+                t.idempotency_keys.c.operation,
+                t.idempotency_keys.c.payload_sha256,
+                t.idempotency_keys.c.result_json,
+            ).where(
+                and_(
+                    t.idempotency_keys.c.account_id == account_id,
+                    t.idempotency_keys.c.request_id == request_id,
+                )
+            )
+        ).first()
+        return StoredResult(row.operation, row.payload_sha256, row.result_json) if row else None
+
+    def store_result(
+        self,
+        account_id: str,
+        request_id: str,
+        operation: str,
+        payload_sha256: str,
+        result_json: str,
+        now_us: int,
+    ) -> None:
+        self._c.execute(
+            insert(t.idempotency_keys).values(
+                account_id=account_id,
+                request_id=request_id,
+                operation=operation,
+                payload_sha256=payload_sha256,
+                result_json=result_json,
+                create_time_us=now_us,
+            )
+        )
+
+    # Ledger ---------------------------------------------------------------
+
+    def append_transaction(
+        self,
+        *,
+        account_id: str,
+        transaction_id: str,
+        kind: TransactionKind,
+        request_id: str,
+        reason: str,
+        now_us: int,
+        entries: list[Entry],
+        corrects_transaction_id: str | None = None,
+    ) -> None:
+        self._c.execute(
+            insert(t.ledger_transactions).values(
+                account_id=account_id,
+                transaction_id=transaction_id,
+                kind=kind.value,
+                request_id=request_id,
+                reason=reason,
+                create_time_us=now_us,
+                corrects_transaction_id=corrects_transaction_id,
+            )
+        )
+        if entries:
+            self._c.execute(
+                insert(t.ledger_entries),
+                [
+                    {
+                        "account_id": account_id,
+                        "transaction_id": transaction_id,
+                        "seq": seq,
+                        "ledger_account": entry.ledger_account,
+                        "asset": entry.asset,
+                        "amount": entry.amount,
+                    }
+                    for seq, entry in enumerate(entries)
+                ],
+            )
+
+    def insert_usage_record(self, record: UsageRecord) -> None:
+        usage = record.usage
+        self._c.execute(
+            insert(t.usage_records).values(
+                account_id=record.account_id,
+                record_id=record.record_id,
+                request_id=record.request_id,
+                event_time_us=record.event_time_us,
+                record_time_us=record.record_time_us,
+                provider=record.provider,
+                model=record.model,
+                api_key_id=record.api_key_id,
+                service=record.service,
+                streamed=record.streamed,
+                usage_source=record.usage_source.value,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                cache_write_1h_tokens=usage.cache_write_1h_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                currency_code=record.currency_code,
+                cost_nanos=record.cost_nanos,
+                request_credits=record.request_credits,
+                price_id=record.price_id,
+                price_version=record.price_version,
+                transaction_id=record.transaction_id,
+                labels_json=json.dumps(record.labels, sort_keys=True, separators=(",", ":")),
+            )
+        )
+
+    def count_usage_records(self, account_id: str | None = None) -> int:
+        query = select(func.count()).select_from(t.usage_records)
+        if account_id is not None:
+            query = query.where(t.usage_records.c.account_id == account_id)
+        return int(self._c.execute(query).scalar_one())
+
+    def count_ledger_entries(self, account_id: str | None = None) -> int:
+        query = select(func.count()).select_from(t.ledger_entries)
+        if account_id is not None:
+            query = query.where(t.ledger_entries.c.account_id == account_id)
+        return int(self._c.execute(query).scalar_one())
+
+    # Summaries ------------------------------------------------------------
+
+    def summarize(self, flt: SummaryFilter) -> list[Aggregate]:
+        """Sums per (15-minute slice when sliced, group keys, currency)."""
+        u = t.usage_records.c
+        key_columns = [getattr(u, key.value) for key in flt.group_by]
+        group_columns: list[Any] = [*key_columns, u.currency_code]
+        slice_column = (u.event_time_us // SLICE_US).label("slice")
+        if flt.sliced:
+            group_columns.insert(0, slice_column)
+        sums = [
+            func.count().label("request_count"),
+            func.sum(u.input_tokens).label("input_tokens"),
+            func.sum(u.output_tokens).label("output_tokens"),
+            func.sum(u.cache_read_tokens).label("cache_read_tokens"),
+            func.sum(u.cache_write_tokens).label("cache_write_tokens"),
+            func.sum(u.cache_write_1h_tokens).label("cache_write_1h_tokens"),
+            func.sum(u.reasoning_tokens).label("reasoning_tokens"),
+            func.sum(u.cost_nanos).label("cost_nanos"),
+            func.sum(u.request_credits).label("request_credits"),
+        ]
+        query = select(*group_columns, *sums).where(
+            u.event_time_us >= flt.start_us, u.event_time_us < flt.end_us
+        )
+        if flt.account_id is not None:
+            query = query.where(u.account_id == flt.account_id)
+        if flt.currency_code is not None:
+            query = query.where(u.currency_code == flt.currency_code)
+        query = query.group_by(*group_columns)
+        result: list[Aggregate] = []
+        for row in self._c.execute(query):
+            mapping = row._mapping
+            start = int(mapping["slice"]) * SLICE_US if flt.sliced else flt.start_us
+            result.append(
+                Aggregate(
+                    start_us=start,
+                    keys=tuple(str(mapping[key.value]) for key in flt.group_by),
+                    currency_code=str(mapping["currency_code"]),
+                    request_count=int(mapping["request_count"]),
+                    input_tokens=int(mapping["input_tokens"]),
+                    output_tokens=int(mapping["output_tokens"]),
+                    cache_read_tokens=int(mapping["cache_read_tokens"]),
+                    cache_write_tokens=int(mapping["cache_write_tokens"]),
+                    cache_write_1h_tokens=int(mapping["cache_write_1h_tokens"]),
+                    reasoning_tokens=int(mapping["reasoning_tokens"]),
+                    cost_nanos=int(mapping["cost_nanos"]),
+                    request_credits=int(mapping["request_credits"]),
+                )
+            )
+        return result
+
+    # Prices ---------------------------------------------------------------
+
+    def price_rows(self) -> list[tuple[str, int, str, str]]:
+        """(price_id, version, entry_sha256, entry_json) of every stored price."""
+        p = t.prices.c
+        return [
+            (row.price_id, int(row.version), row.entry_sha256, row.entry_json)
+            for row in self._c.execute(select(p.price_id, p.version, p.entry_sha256, p.entry_json))
+        ]
+
+    def insert_price(
+        self,
+        *,
+        price_id: str,
+        version: int,
+        provider: str,
+        model: str,
+        currency_code: str,
+        effective_time_us: int,
+        end_time_us: int | None,
+        entry_json: str,
+        now_us: int,
+    ) -> None:
+        self._c.execute(
+            insert(t.prices).values(
+                price_id=price_id,
+                version=version,
+                provider=provider,
+                model=model,
+                currency_code=currency_code,
+                effective_time_us=effective_time_us,
+                end_time_us=end_time_us,
+                entry_json=entry_json,
+                entry_sha256=hashlib.sha256(entry_json.encode()).hexdigest(),
+                create_time_us=now_us,
+            )
+        )
+
+    # Verification ---------------------------------------------------------
+
+    def verify_ledger(self) -> LedgerReport:
+        """Check the ledger's invariants; every problem found is listed."""
+        report = LedgerReport()
+        e, a, tx, u = t.ledger_entries.c, t.accounts.c, t.ledger_transactions.c, t.usage_records.c
+        report.entries_checked = self.count_ledger_entries()
+        report.transactions_checked = int(
+            self._c.execute(select(func.count()).select_from(t.ledger_transactions)).scalar_one()
+        )
+        report.usage_records_checked = self.count_usage_records()
+        # 1. Double entry: each transaction sums to zero per asset.
+        unbalanced = self._c.execute(
+            select(e.account_id, e.transaction_id, e.asset, func.sum(e.amount).label("total"))
+            .group_by(e.account_id, e.transaction_id, e.asset)
+            .having(func.sum(e.amount) != 0)
+        )
+        for row in unbalanced:
+            report.problems.append(
+                f"transaction {row.account_id}/{row.transaction_id}: {row.asset} entries sum to "
+                f"{row.total}, not 0"
+            )
+        # 2. Every entry belongs to a transaction header.
+        orphans = self._c.execute(
+            select(func.count())
+            .select_from(t.ledger_entries.outerjoin(
+                t.ledger_transactions,
+                and_(e.account_id == tx.account_id, e.transaction_id == tx.transaction_id),
+            ))
+            .where(tx.transaction_id.is_(None))
+        ).scalar_one()
+        if orphans:
+            report.problems.append(f"{orphans} ledger entries have no transaction")
+        # 3. Each account's cached balances equal the sums of its own entries.
+        sums: dict[tuple[str, str], int] = {}
+        for row in self._c.execute(
+            select(e.ledger_account, e.asset, func.sum(e.amount).label("total")).group_by(
+                e.ledger_account, e.asset
+            )
+        ):
+            sums[(row.ledger_account, row.asset)] = int(row.total)
+        accounts_seen: set[str] = set()
+        for row in self._c.execute(
+            select(a.account_id, a.currency_code, a.balance_nanos, a.request_credits)
+        ):
+            report.accounts_checked += 1
+            accounts_seen.add(row.account_id)
+            money = sums.get((row.account_id, row.currency_code), 0)
+            credits = sums.get((row.account_id, ASSET_REQUEST_CREDITS), 0)
+            if money != row.balance_nanos:
+                report.problems.append(
+                    f"account {row.account_id}: balance {row.balance_nanos} != sum of entries {money}"
+                )
+            if credits != row.request_credits:
+                report.problems.append(
+                    f"account {row.account_id}: request credits {row.request_credits} "
+                    f"!= sum of entries {credits}"
+                )
+            for (ledger_account, asset), total in sums.items():
+                if (
+                    ledger_account == row.account_id
+                    and asset not in (row.currency_code, ASSET_REQUEST_CREDITS)
+                    and total != 0
+                ):
+                    report.problems.append(
+                        f"account {row.account_id}: entries in foreign asset {asset}"
+                    )
+        for (ledger_account, asset), total in sums.items():
+            if ledger_account.startswith("@"):
+                report.system_balances[(ledger_account, asset)] = total
+            elif ledger_account not in accounts_seen:
+                report.problems.append(f"entries for unknown account {ledger_account} ({asset})")
+        # 4. Each usage record's cost is what its transaction debited the account.
+        debited = (
+            select(
+                e.account_id,
+                e.transaction_id,
+                func.sum(e.amount).label("amount"),
+            )
+            .where(e.ledger_account == e.account_id, e.asset != ASSET_REQUEST_CREDITS)
+            .group_by(e.account_id, e.transaction_id)
+            .subquery()
+        )
+        mismatched = self._c.execute(
+            select(u.account_id, u.record_id, u.cost_nanos, debited.c.amount)
+            .select_from(
+                t.usage_records.outerjoin(
+                    debited,
+                    and_(
+                        u.account_id == debited.c.account_id,
+                        u.transaction_id == debited.c.transaction_id,
+                    ),
+                )
+            )
+            .where(func.coalesce(debited.c.amount, 0) != -u.cost_nanos)
+        )
+        for row in mismatched:
+            report.problems.append(
+                f"usage record {row.account_id}/{row.record_id}: cost {row.cost_nanos} but "
+                f"its transaction debited {-(row.amount or 0)}"
+            )
+        return report
+
+
+class SqlDatabase:
+    """Opens transactions on an engine; the service layer decides their extent."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write_lock: threading.Lock | None = write_lock_for(engine)
+
+    @contextmanager
+    def write(self) -> Iterator[SqlStore]:
+        """A read-write transaction, committed when the block exits normally.
+
+        Raises DuplicateKey when a concurrent transaction took a unique key
+        (the caller retries), Unavailable when the database cannot be reached.
+        """
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with _translate_errors(), self.engine.begin() as connection:
+                yield SqlStore(connection)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @contextmanager
+    def read(self) -> Iterator[SqlStore]:
+        """A read-only transaction (a consistent snapshot on PostgreSQL)."""
+        with _translate_errors(), self.engine.connect() as connection:
+            connection = connection.execution_options(metering_readonly=True)
+            with connection.begin():
+                yield SqlStore(connection)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+            return True
+        except DBAPIError:
+            return False
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError as exc:
+        raise DuplicateKey(str(exc.orig)[:200]) from exc
+    except OperationalError as exc:
+        if exc.connection_invalidated or _looks_disconnected(exc):
+            raise Unavailable("DATABASE_UNAVAILABLE", "the database is unreachable; retry") from exc
+        raise
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable("DATABASE_UNAVAILABLE", "the database is unreachable; retry") from exc
+        raise
+
+
+def _looks_disconnected(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        marker in text
+        for marker in ("connection", "server closed", "could not connect", "terminating", "timeout")
+    )

@@ -1,0 +1,1 @@
+"""Token counting: tiktoken over vendored vocabularies, and approximations."""
