@@ -126,6 +126,10 @@ def _serve(settings: Settings) -> int:
             settings.max_message_bytes,
             app.database.ping,
         )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         host = settings.listen.rsplit(":", 1)[0]
         # Tests and scripts read the port from this line (listen on port 0 picks a free one).
         print(
@@ -133,10 +137,6 @@ def _serve(settings: Settings) -> int:
             f"database={settings.database_dialect} prices={len(app.price_book)}",
             flush=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down: finishing in-flight calls (grace %.0fs)", settings.shutdown_grace_seconds)
         await running.stop(settings.shutdown_grace_seconds)

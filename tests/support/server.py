@@ -20,35 +20,34 @@ class ServerProcess:
 
     def __init__(
         self,
-        database_url: str,
+        database_url: str | None,
         prices_file: Path | None = None,
         env: dict[str, str] | None = None,
-        listen: str = "127.0.0.1:0",
+        listen: str | None = "127.0.0.1:0",
+        cwd: Path | None = None,
     ) -> None:
+        """``database_url`` or ``listen`` None leaves the flag out (the defaults apply)."""
         self.database_url = database_url
         self.prices_file = prices_file
         self.extra_env = env or {}
         self.listen = listen
+        self.cwd = cwd
         self.port = 0
         self.process: subprocess.Popen[str] | None = None
         self.output: deque[str] = deque(maxlen=400)
         self._pump: threading.Thread | None = None
+        self._terminated = False
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_seconds: float = 60.0) -> ServerProcess:
-        command = [
-            sys.executable,
-            "-m",
-            "metering",
-            "serve",
-            "--listen",
-            self.listen,
-            "--database-url",
-            self.database_url,
-        ]
+        command = [sys.executable, "-m", "metering", "serve"]
+        if self.listen is not None:
+            command += ["--listen", self.listen]
+        if self.database_url is not None:
+            command += ["--database-url", self.database_url]
         if self.prices_file is not None:
             command += ["--prices-file", str(self.prices_file)]
         env = {**os.environ, "METERING_SHUTDOWN_GRACE_SECONDS": "5", **self.extra_env}
@@ -58,6 +57,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            cwd=self.cwd,
         )
         found = threading.Event()
 
@@ -86,8 +86,7 @@ class ServerProcess:
         """SIGTERM (graceful shutdown) and wait; returns the exit code."""
         if self.process is None:
             return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        self.terminate()
         try:
             code = self.process.wait(timeout_seconds)
         except subprocess.TimeoutExpired:
@@ -95,6 +94,12 @@ class ServerProcess:
             raise
         self._close_pipe()
         return code
+
+    def terminate(self) -> None:
+        """Send SIGTERM once: a second one during shutdown would only interrupt it."""
+        if self.process is not None and self.process.poll() is None and not self._terminated:
+            self.process.send_signal(signal.SIGTERM)
+            self._terminated = True
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
