@@ -86,6 +86,8 @@ def build_app(settings: Settings) -> App:
     except Exception:
         engine.dispose()
         raise
-    executor = ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="metering-db")
+    executor = ThreadPoolExecutor(
+        max_workers=settings.db_pool_size, thread_name_prefix="metering-db"
+    )
     metering = Metering(database, lambda: book, clock)
     return App(settings, engine, database, metering, executor, book)

@@ -73,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metering: {exc}", file=sys.stderr)
         return 2
     except OperationalError as exc:
-        print(f"metering: cannot use the database: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
+        print(
+            f"metering: cannot use the database: {str(exc.orig).strip().splitlines()[0]}",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -138,7 +141,10 @@ def _serve(settings: Settings) -> int:
             flush=True,
         )
         await stop.wait()
-        log.info("shutting down: finishing in-flight calls (grace %.0fs)", settings.shutdown_grace_seconds)
+        log.info(
+            "shutting down: finishing in-flight calls (grace %.0fs)",
+            settings.shutdown_grace_seconds,
+        )
         await running.stop(settings.shutdown_grace_seconds)
 
     try:

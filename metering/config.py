@@ -114,7 +114,12 @@ def load_settings(
         prices_file=prices_path,
         db_pool_size=_int(env.get("METERING_DB_POOL_SIZE", "8"), "METERING_DB_POOL_SIZE", 1, 200),
         shutdown_grace_seconds=float(
-            _int(env.get("METERING_SHUTDOWN_GRACE_SECONDS", "10"), "METERING_SHUTDOWN_GRACE_SECONDS", 0, 600)
+            _int(
+                env.get("METERING_SHUTDOWN_GRACE_SECONDS", "10"),
+                "METERING_SHUTDOWN_GRACE_SECONDS",
+                0,
+                600,
+            )
         ),
         max_message_bytes=_int(
             env.get("METERING_MAX_MESSAGE_BYTES", str(4 * 1024 * 1024)),

@@ -12,26 +12,26 @@ from metering.domain.usage import TokenUsage, UsageSource
 from metering.v1 import metering_service_pb2 as pb
 from metering.v1 import types_pb2
 
-_SOURCES = {
+_SOURCES: dict[UsageSource, types_pb2.UsageSource] = {
     UsageSource.REPORTED: types_pb2.USAGE_SOURCE_REPORTED,
     UsageSource.ESTIMATED: types_pb2.USAGE_SOURCE_ESTIMATED,
     UsageSource.MISSING: types_pb2.USAGE_SOURCE_MISSING,
 }
 _SOURCES_BY_NAME = {source.value: proto for source, proto in _SOURCES.items()}
-_MODES = {
+_MODES: dict[BillingMode, types_pb2.BillingMode] = {
     BillingMode.TOKEN: types_pb2.BILLING_MODE_TOKEN,
     BillingMode.REQUEST: types_pb2.BILLING_MODE_REQUEST,
     BillingMode.HYBRID: types_pb2.BILLING_MODE_HYBRID,
 }
-_MODES_FROM_PROTO = {proto: mode for mode, proto in _MODES.items()}
-_GRANULARITIES = {
+_MODES_FROM_PROTO: dict[int, BillingMode] = {proto: mode for mode, proto in _MODES.items()}
+_GRANULARITIES: dict[int, Granularity] = {
     pb.GRANULARITY_UNSPECIFIED: Granularity.NONE,
     pb.GRANULARITY_NONE: Granularity.NONE,
     pb.GRANULARITY_HOUR: Granularity.HOUR,
     pb.GRANULARITY_DAY: Granularity.DAY,
     pb.GRANULARITY_MONTH: Granularity.MONTH,
 }
-_GROUP_KEYS = {
+_GROUP_KEYS: dict[int, GroupKey] = {
     pb.GROUP_BY_MODEL: GroupKey.MODEL,
     pb.GROUP_BY_PROVIDER: GroupKey.PROVIDER,
     pb.GROUP_BY_API_KEY: GroupKey.API_KEY,
@@ -80,18 +80,18 @@ def usage_from_pb(message: types_pb2.TokenUsage) -> TokenUsage:
     )
 
 
-def source_pb(source: UsageSource) -> types_pb2.UsageSource.ValueType:
+def source_pb(source: UsageSource) -> types_pb2.UsageSource:
     return _SOURCES[source]
 
 
-def mode_pb(mode: BillingMode) -> types_pb2.BillingMode.ValueType:
+def mode_pb(mode: BillingMode) -> types_pb2.BillingMode:
     return _MODES[mode]
 
 
 def mode_from_pb(v: Violations, value: int) -> BillingMode:
     if value == types_pb2.BILLING_MODE_UNSPECIFIED:
         return BillingMode.TOKEN
-    mode = _MODES_FROM_PROTO.get(value)  # type: ignore[call-overload]
+    mode: BillingMode | None = _MODES_FROM_PROTO.get(value)
     if mode is None:
         v.add("billing_mode", f"unknown billing_mode {value}")
         return BillingMode.TOKEN
@@ -99,7 +99,7 @@ def mode_from_pb(v: Violations, value: int) -> BillingMode:
 
 
 def granularity_from_pb(v: Violations, value: int) -> Granularity:
-    granularity = _GRANULARITIES.get(value)  # type: ignore[call-overload]
+    granularity: Granularity | None = _GRANULARITIES.get(value)
     if granularity is None:
         v.add("granularity", f"unknown granularity {value}")
         return Granularity.NONE
@@ -109,7 +109,7 @@ def granularity_from_pb(v: Violations, value: int) -> Granularity:
 def group_keys_from_pb(v: Violations, values: list[int]) -> tuple[GroupKey, ...]:
     keys: list[GroupKey] = []
     for index, value in enumerate(values):
-        key = _GROUP_KEYS.get(value)  # type: ignore[call-overload]
+        key: GroupKey | None = _GROUP_KEYS.get(value)
         if key is None:
             v.add(f"group_by[{index}]", f"unknown group_by dimension {value}")
         else:

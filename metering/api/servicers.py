@@ -40,7 +40,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
         self._metering = metering
 
     @mapped
-    async def RecordUsage(  # noqa: N802 - gRPC method names are fixed by the proto
+    async def RecordUsage(
         self, request: pb.RecordUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordUsageResponse:
         v = Violations()
@@ -77,7 +77,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
         )
 
     @mapped
-    async def EstimateTokens(  # noqa: N802
+    async def EstimateTokens(
         self, request: pb.EstimateTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.EstimateTokensResponse:
         cmd = commands.EstimateTokens(
@@ -108,7 +108,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
         return response
 
     @mapped
-    async def GetBalance(  # noqa: N802
+    async def GetBalance(
         self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBalanceResponse:
         result = await self.run(lambda: self._metering.get_balance(request.account_id))
@@ -125,7 +125,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
         )
 
     @mapped
-    async def UsageSummary(  # noqa: N802
+    async def UsageSummary(
         self, request: pb.UsageSummaryRequest, context: grpc.aio.ServicerContext
     ) -> pb.UsageSummaryResponse:
         v = Violations()
@@ -167,7 +167,7 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
         self._metering = metering
 
     @mapped
-    async def CreateAccount(  # noqa: N802
+    async def CreateAccount(
         self, request: admin_pb.CreateAccountRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.CreateAccountResponse:
         v = Violations()
@@ -191,7 +191,7 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
         )
 
     @mapped
-    async def GrantCredits(  # noqa: N802
+    async def GrantCredits(
         self, request: admin_pb.GrantCreditsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb.GrantCreditsResponse:
         v = Violations()

@@ -19,7 +19,7 @@ SYSTEM_PREFIX = "@"
 class BillingMode(enum.Enum):
     """Which balance a record is debited from."""
 
-    TOKEN = "TOKEN"
+    TOKEN = "TOKEN"  # noqa: S105 - a billing mode, not a secret
     REQUEST = "REQUEST"
     HYBRID = "HYBRID"
 
@@ -62,7 +62,9 @@ def charge_for(mode: BillingMode, price: Price, usage: TokenUsage) -> Charge:
         return Charge(cost_nanos=0, request_credits=1)
     if mode is BillingMode.HYBRID and price.request_fee_nanos > 0:
         return Charge(cost_nanos=price.request_fee_nanos, request_credits=0)
-    return Charge(cost_nanos=price.token_cost_nanos(usage) + price.request_fee_nanos, request_credits=0)
+    return Charge(
+        cost_nanos=price.token_cost_nanos(usage) + price.request_fee_nanos, request_credits=0
+    )
 
 
 def is_exhausted(account: Account, balance_nanos: int, request_credits: int) -> bool:

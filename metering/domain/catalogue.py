@@ -136,7 +136,9 @@ def parse_catalogue(data: Any, source: str) -> list[Price]:
             lc = entry["long_context"]
             threshold = lc.get("threshold_input_tokens") if isinstance(lc, dict) else None
             if not isinstance(threshold, int) or threshold <= 0:
-                problems.append(f"{where}.long_context.threshold_input_tokens: positive integer required")
+                problems.append(
+                    f"{where}.long_context.threshold_input_tokens: positive integer required"
+                )
             else:
                 tier_rates = _rates(lc, f"{where}.long_context", problems)
                 if tier_rates is not None:

@@ -36,7 +36,9 @@ class Entry:
     amount: int
 
 
-def usage_entries(account_id: str, currency_code: str, cost_nanos: int, credits: int) -> list[Entry]:
+def usage_entries(
+    account_id: str, currency_code: str, cost_nanos: int, credits: int
+) -> list[Entry]:
     """The legs of a usage debit; zero legs are omitted, but a transaction always exists."""
     entries: list[Entry] = []
     if cost_nanos:
@@ -52,7 +54,9 @@ def usage_entries(account_id: str, currency_code: str, cost_nanos: int, credits:
     return entries
 
 
-def grant_entries(account_id: str, currency_code: str, amount_nanos: int, credits: int) -> list[Entry]:
+def grant_entries(
+    account_id: str, currency_code: str, amount_nanos: int, credits: int
+) -> list[Entry]:
     """The legs of a grant of money and/or request credits."""
     entries: list[Entry] = []
     if amount_nanos:

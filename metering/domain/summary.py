@@ -76,7 +76,9 @@ class Aggregate:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def bucket_start_us(time_us: int, granularity: Granularity, zone: ZoneInfo, range_start_us: int) -> int:
+def bucket_start_us(
+    time_us: int, granularity: Granularity, zone: ZoneInfo, range_start_us: int
+) -> int:
     """The start (UTC microseconds) of the calendar bucket holding ``time_us`` in ``zone``."""
     if granularity is Granularity.NONE:
         return range_start_us
@@ -102,7 +104,9 @@ def regroup(
     """
     merged: dict[tuple[int, tuple[str, ...], str], Aggregate] = {}
     for item in slices:
-        start = max(bucket_start_us(item.start_us, granularity, zone, range_start_us), range_start_us)
+        start = max(
+            bucket_start_us(item.start_us, granularity, zone, range_start_us), range_start_us
+        )
         key = (start, item.keys, item.currency_code)
         bucket = merged.get(key)
         if bucket is None:

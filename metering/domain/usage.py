@@ -51,7 +51,9 @@ class TokenUsage:
                 violations.add(f"{prefix}.{name}", f"{name} must not be negative")
                 in_range = False
             elif value > TOKENS_PER_RECORD_MAX:
-                violations.add(f"{prefix}.{name}", f"{name} must be at most {TOKENS_PER_RECORD_MAX}")
+                violations.add(
+                    f"{prefix}.{name}", f"{name} must be at most {TOKENS_PER_RECORD_MAX}"
+                )
                 in_range = False
         if not in_range:
             return

@@ -384,7 +384,10 @@ class Metering:
         if len(cmd.text) > val.TEXT_LENGTH_MAX:
             v.add("text", f"text must be at most {val.TEXT_LENGTH_MAX} characters")
         if len(cmd.completion_text) > val.TEXT_LENGTH_MAX:
-            v.add("completion_text", f"completion_text must be at most {val.TEXT_LENGTH_MAX} characters")
+            v.add(
+                "completion_text",
+                f"completion_text must be at most {val.TEXT_LENGTH_MAX} characters",
+            )
         if not 0 <= cmd.max_output_tokens <= TOKENS_PER_RECORD_MAX:
             v.add("max_output_tokens", f"max_output_tokens must be in [0, {TOKENS_PER_RECORD_MAX}]")
         if cmd.account_id:
@@ -461,7 +464,9 @@ class Metering:
             v.add("page_size", f"page_size must be in [1, {PAGE_SIZE_MAX}]")
         if query.currency_code and not is_currency_code(query.currency_code):
             v.add("currency_code", "currency_code must be an ISO 4217 code")
-        fingerprint = _payload_sha256({**asdict(query), "page_token": "", "page_size": page_size})[:16]
+        fingerprint = _payload_sha256({**asdict(query), "page_token": "", "page_size": page_size})[
+            :16
+        ]
         offset = 0
         if query.page_token:
             offset = _decode_page_token(query.page_token, fingerprint, v)
@@ -524,12 +529,16 @@ def _decode_page_token(token: str, fingerprint: str, v: Violations) -> int:
 
 
 def _account_not_found(account_id: str) -> NotFound:
-    return NotFound("ACCOUNT_NOT_FOUND", f"account {account_id!r} does not exist", {"account_id": account_id})
+    return NotFound(
+        "ACCOUNT_NOT_FOUND", f"account {account_id!r} does not exist", {"account_id": account_id}
+    )
 
 
 def _account_exists(account_id: str) -> AlreadyExists:
     return AlreadyExists(
-        "ACCOUNT_ALREADY_EXISTS", f"account {account_id!r} already exists", {"account_id": account_id}
+        "ACCOUNT_ALREADY_EXISTS",
+        f"account {account_id!r} already exists",
+        {"account_id": account_id},
     )
 
 

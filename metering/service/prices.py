@@ -37,7 +37,8 @@ def sync_catalogue(db: Database, catalogue: dict[str, Any], source: str, clock: 
                 if stored[key] != hashlib.sha256(text.encode()).hexdigest():
                     raise FailedPrecondition(
                         "PRICE_VERSION_CHANGED",
-                        f"{source}: price {price.price_id} version {price.version} differs from the "
+                        f"{source}: price {price.price_id} version {price.version} differs "
+                        "from the "
                         "stored entry; give the changed entry a new version",
                     )
                 continue

@@ -22,7 +22,9 @@ def make_engine(database_url: str, pool_size: int = 8) -> Engine:
     """
     url = make_url(database_url)
     if url.get_backend_name() not in SUPPORTED_DIALECTS:
-        raise ValueError(f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
+        raise ValueError(
+            f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql"
+        )
     if url.get_backend_name() == "sqlite":
         engine = create_engine(
             url,

@@ -22,7 +22,7 @@ from metering.domain.accounts import Account, BillingMode
 from metering.domain.errors import Unavailable
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
 from metering.domain.records import UsageRecord
-from metering.domain.summary import SLICE_US, Aggregate, GroupKey, SummaryFilter
+from metering.domain.summary import SLICE_US, Aggregate, SummaryFilter
 from metering.storage import schema as t
 from metering.storage.engine import write_lock_for
 
@@ -94,7 +94,9 @@ class SqlStore:
         ).one()
         return int(row.balance_nanos), int(row.request_credits)
 
-    def add_to_balances(self, account_id: str, delta_nanos: int, delta_credits: int) -> tuple[int, int]:
+    def add_to_balances(
+        self, account_id: str, delta_nanos: int, delta_credits: int
+    ) -> tuple[int, int]:
         """Add the deltas to the cached balances and return the new values."""
         if delta_nanos or delta_credits:
             self._c.execute(
@@ -328,6 +330,7 @@ class SqlStore:
             self._c.execute(select(func.count()).select_from(t.ledger_transactions)).scalar_one()
         )
         report.usage_records_checked = self.count_usage_records()
+        row: Any  # result rows of several shapes below
         # 1. Double entry: each transaction sums to zero per asset.
         unbalanced = self._c.execute(
             select(e.account_id, e.transaction_id, e.asset, func.sum(e.amount).label("total"))
@@ -342,10 +345,12 @@ class SqlStore:
         # 2. Every entry belongs to a transaction header.
         orphans = self._c.execute(
             select(func.count())
-            .select_from(t.ledger_entries.outerjoin(
-                t.ledger_transactions,
-                and_(e.account_id == tx.account_id, e.transaction_id == tx.transaction_id),
-            ))
+            .select_from(
+                t.ledger_entries.outerjoin(
+                    t.ledger_transactions,
+                    and_(e.account_id == tx.account_id, e.transaction_id == tx.transaction_id),
+                )
+            )
             .where(tx.transaction_id.is_(None))
         ).scalar_one()
         if orphans:
@@ -368,7 +373,8 @@ class SqlStore:
             credits = sums.get((row.account_id, ASSET_REQUEST_CREDITS), 0)
             if money != row.balance_nanos:
                 report.problems.append(
-                    f"account {row.account_id}: balance {row.balance_nanos} != sum of entries {money}"
+                    f"account {row.account_id}: balance {row.balance_nanos} "
+                    f"!= sum of entries {money}"
                 )
             if credits != row.request_credits:
                 report.problems.append(

@@ -49,7 +49,9 @@ def _load_ranks(name: str) -> dict[bytes, int]:
     data = resources.files("metering.tokens").joinpath("vocab", f"{name}.tiktoken").read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != _VOCAB_SHA256[name]:
-        raise VocabularyError(f"vocabulary {name}: sha256 {digest} != expected {_VOCAB_SHA256[name]}")
+        raise VocabularyError(
+            f"vocabulary {name}: sha256 {digest} != expected {_VOCAB_SHA256[name]}"
+        )
     ranks: dict[bytes, int] = {}
     for line in data.splitlines():
         if line:

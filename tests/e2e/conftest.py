@@ -9,7 +9,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -82,7 +81,9 @@ class Live:
         )
         with self.database.engine.connect() as connection:
             return {
-                table.name: int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+                table.name: int(
+                    connection.execute(select(func.count()).select_from(table)).scalar_one()
+                )
                 for table in tables
             }
 
@@ -98,7 +99,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
     backend = str(request.param)
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'metering.db'}"

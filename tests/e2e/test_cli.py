@@ -1,4 +1,4 @@
-"""The `metering` command as an operator runs it: start-up errors, defaults, migrate, verify, SIGTERM."""
+"""The `metering` command as an operator runs it: start-up errors, defaults, verify, SIGTERM."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from metering.v1 import types_pb2
 from tests.support.server import ServerProcess
 
 
-def _metering(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _metering(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "metering", *args],
         capture_output=True,
@@ -81,21 +83,27 @@ def test_serve_defaults_to_sqlite_in_cwd_with_bundled_prices(tmp_path: Path) -> 
                 assert response.price_id.endswith("/" + model)
     finally:
         assert server.stop() == 0
-    verified = _metering("ledger", "verify", "--database-url", f"sqlite:///{tmp_path / 'metering.db'}")
+    verified = _metering(
+        "ledger", "verify", "--database-url", f"sqlite:///{tmp_path / 'metering.db'}"
+    )
     assert verified.returncode == 0, verified.stdout
     assert "ledger verify OK" in verified.stdout
 
 
 def test_ledger_verify_reports_tampering(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    server = ServerProcess(url, prices_file=Path(__file__).parents[1] / "data" / "prices.json").start()
+    server = ServerProcess(
+        url, prices_file=Path(__file__).parents[1] / "data" / "prices.json"
+    ).start()
     try:
         with grpc.insecure_channel(server.target) as channel:
             admin = admin_grpc.MeteringAdminServiceStub(channel)
             admin.CreateAccount(admin_pb.CreateAccountRequest(account_id="a"), timeout=10)
             admin.GrantCredits(
                 admin_pb.GrantCreditsRequest(
-                    account_id="a", request_id="g", amount=types_pb2.Money(currency_code="USD", units=1)
+                    account_id="a",
+                    request_id="g",
+                    amount=types_pb2.Money(currency_code="USD", units=1),
                 ),
                 timeout=10,
             )
@@ -107,8 +115,10 @@ def test_ledger_verify_reports_tampering(tmp_path: Path) -> None:
         connection.execute(text("UPDATE accounts SET balance_nanos = balance_nanos + 1"))
         connection.execute(
             text(
-                "INSERT INTO ledger_entries (account_id, transaction_id, seq, ledger_account, asset, amount) "
-                "SELECT account_id, transaction_id, 99, '@revenue', 'USD', 5 FROM ledger_transactions"
+                "INSERT INTO ledger_entries "
+                "(account_id, transaction_id, seq, ledger_account, asset, amount) "
+                "SELECT account_id, transaction_id, 99, '@revenue', 'USD', 5 "
+                "FROM ledger_transactions"
             )
         )
     engine.dispose()
@@ -171,10 +181,7 @@ def test_sigterm_finishes_in_flight_calls_and_retries_complete_exactly_once(tmp_
     assert set(refused.values()) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
     engine = make_engine(url)
     with engine.connect() as connection:
-        stored = {
-            row[0]
-            for row in connection.execute(text("SELECT record_id FROM usage_records"))
-        }
+        stored = {row[0] for row in connection.execute(text("SELECT record_id FROM usage_records"))}
     assert {r.record_id for r in acknowledged.values()} <= stored  # acknowledged => durable
     # The relay retries what was refused, with the same request_ids, after a restart.
     server = ServerProcess(url, prices_file=prices).start()

@@ -1,4 +1,4 @@
-"""Racing callers: retries on two connections never double-count, concurrent debits never lose updates."""
+"""Racing callers: retries on two connections never double-count; debits never lose updates."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ async def _race(target: str, requests: list[pb.RecordUsageRequest]) -> list[pb.R
 
         async def call(index: int, request: pb.RecordUsageRequest) -> pb.RecordUsageResponse:
             await start.wait()
-            response: pb.RecordUsageResponse = await stubs[index % 2].RecordUsage(request, timeout=30)
+            response: pb.RecordUsageResponse = await stubs[index % 2].RecordUsage(
+                request, timeout=30
+            )
             return response
 
         tasks = [asyncio.create_task(call(i, r)) for i, r in enumerate(requests)]

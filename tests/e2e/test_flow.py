@@ -149,7 +149,9 @@ def test_prepaid_account_is_debited_below_zero_and_reported_exhausted(verified: 
 
 def test_postpaid_account_goes_negative_without_exhaustion(verified: Live) -> None:
     account = verified.new_account(allow_negative_balance=True)
-    response = verified.metering.RecordUsage(_record(account, "r", input_tokens=1_000_000), timeout=10)
+    response = verified.metering.RecordUsage(
+        _record(account, "r", input_tokens=1_000_000), timeout=10
+    )
     assert _nanos(response.balance) == -150_000_000
     assert not response.balance_exhausted
 

@@ -50,7 +50,10 @@ def test_grpcurl_lists_every_service(verified: Live) -> None:
 def test_grpcurl_describes_the_contract(verified: Live) -> None:
     described = _run(verified, "describe", "metering.v1.MeteringService")
     for rpc in ("RecordUsage", "EstimateTokens", "GetBalance", "UsageSummary"):
-        assert f"rpc {rpc} ( .metering.v1.{rpc}Request ) returns ( .metering.v1.{rpc}Response )" in described
+        assert (
+            f"rpc {rpc} ( .metering.v1.{rpc}Request ) returns ( .metering.v1.{rpc}Response )"
+            in described
+        )
     message = _run(verified, "describe", "metering.v1.TokenUsage")
     assert "cache_write_1h_tokens" in message
 

@@ -44,14 +44,16 @@ def test_migrate_is_idempotent(database_url: str) -> None:
 
 @pytest.mark.parametrize("table", APPEND_ONLY_TABLES)
 @pytest.mark.parametrize("statement", ["UPDATE {t} SET account_id = 'x'", "DELETE FROM {t}"])
-def test_ledger_tables_refuse_update_and_delete(database_url: str, table: str, statement: str) -> None:
+def test_ledger_tables_refuse_update_and_delete(
+    database_url: str, table: str, statement: str
+) -> None:
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:
             connection.execute(
                 text(
-                    "INSERT INTO ledger_transactions (account_id, transaction_id, kind, request_id, "
-                    "reason, create_time_us) VALUES ('a', 't', 'GRANT', 'r', '', 1)"
+                    "INSERT INTO ledger_transactions (account_id, transaction_id, kind, "
+                    "request_id, reason, create_time_us) VALUES ('a', 't', 'GRANT', 'r', '', 1)"
                 )
             )
             connection.execute(
@@ -67,8 +69,8 @@ def test_ledger_tables_refuse_update_and_delete(database_url: str, table: str, s
                     "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
                     "cache_write_1h_tokens, reasoning_tokens, currency_code, cost_nanos, "
                     "request_credits, price_id, price_version, transaction_id, labels_json) VALUES "
-                    "('a', 'rec', 'r', 1, 1, 'p', 'm', '', '', false, 'REPORTED', 0, 0, 0, 0, 0, 0, "
-                    "'USD', 0, 0, 'p/m', 1, 't', '{}')"
+                    "('a', 'rec', 'r', 1, 1, 'p', 'm', '', '', false, 'REPORTED', "
+                    "0, 0, 0, 0, 0, 0, 'USD', 0, 0, 'p/m', 1, 't', '{}')"
                 )
             )
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:

@@ -66,7 +66,10 @@ def upgrade() -> None:
         sa.Column("labels_json", sa.Text, nullable=False),
     )
     op.create_index(
-        "ix_usage_records_account_request", "usage_records", ["account_id", "request_id"], unique=True
+        "ix_usage_records_account_request",
+        "usage_records",
+        ["account_id", "request_id"],
+        unique=True,
     )
     op.create_index(
         "ix_usage_records_account_event_time", "usage_records", ["account_id", "event_time_us"]
