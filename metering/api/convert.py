@@ -53,7 +53,7 @@ def money_from_pb(v: Violations, field: str, message: types_pb2.Money) -> Money:
     if not units_nanos_are_consistent(message.units, message.nanos):
         v.add(field, "nanos must be within ±999,999,999 and have the sign of units")
     if abs(message.units) > AMOUNT_UNITS_MAX:
-        v.add(field, "amount is beyond the supported maximum of 1e12 units")
+        v.add(field, f"amount must be at most {AMOUNT_UNITS_MAX} units")
     return Money.from_units_nanos(message.currency_code, message.units, message.nanos)
 
 

@@ -11,7 +11,7 @@ from metering.domain.usage import TokenUsage
 
 ID_LENGTH_MAX = 128
 # Account ids appear in logs and URLs; keep them to a safe alphabet.
-_ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._:@/-]{1,128}$")
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,128}")
 # System ledger accounts start with "@" so that no customer id can collide.
 SYSTEM_PREFIX = "@"
 
@@ -25,7 +25,7 @@ class BillingMode(enum.Enum):
 
 
 def is_account_id(value: str) -> bool:
-    return bool(_ACCOUNT_ID.match(value))
+    return bool(_ACCOUNT_ID.fullmatch(value))
 
 
 def is_request_id(value: str) -> bool:

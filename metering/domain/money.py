@@ -17,17 +17,20 @@ from decimal import Decimal, InvalidOperation
 NANOS_PER_UNIT = 1_000_000_000
 TOKENS_PER_MILLION = 1_000_000
 
-# Amounts above this are refused at the boundary: a trillion currency units is
-# far beyond any real balance and keeps every sum well inside int64.
-AMOUNT_UNITS_MAX = 1_000_000_000_000
+# One grant is at most a billion currency units, and a balance stays within
+# ±4 billion units: 4e18 nanos, inside int64 (9.2e18) with room for one more
+# maximal amount, so no database ever sees an overflowing sum (SQLite would
+# silently turn it into a float).
+AMOUNT_UNITS_MAX = 1_000_000_000
 AMOUNT_NANOS_MAX = AMOUNT_UNITS_MAX * NANOS_PER_UNIT
+BALANCE_NANOS_MAX = 4 * AMOUNT_NANOS_MAX
 
-_CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
+_CURRENCY_CODE = re.compile(r"[A-Z]{3}")
 
 
 def is_currency_code(code: str) -> bool:
     """True for a syntactically valid ISO 4217 alphabetic code."""
-    return bool(_CURRENCY_CODE.match(code))
+    return bool(_CURRENCY_CODE.fullmatch(code))
 
 
 def round_half_up_div(numerator: int, denominator: int) -> int:

@@ -10,13 +10,14 @@ concurrent calls can share a commit.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from metering.domain.accounts import Account, BillingMode, charge_for, is_exhausted
 from metering.domain.errors import (
@@ -28,7 +29,12 @@ from metering.domain.errors import (
     Violations,
 )
 from metering.domain.ledger import TransactionKind, grant_entries, usage_entries
-from metering.domain.money import AMOUNT_NANOS_MAX, is_currency_code
+from metering.domain.money import (
+    AMOUNT_NANOS_MAX,
+    AMOUNT_UNITS_MAX,
+    BALANCE_NANOS_MAX,
+    is_currency_code,
+)
 from metering.domain.pricing import Price, PriceBook
 from metering.domain.records import UsageRecord
 from metering.domain.summary import Aggregate, Granularity, SummaryFilter, regroup
@@ -57,6 +63,10 @@ PAGE_SIZE_MAX = 1000
 # A unique-key race (two transactions inserting the same idempotency key)
 # resolves on the first retry; more attempts only guard against bad luck.
 WRITE_ATTEMPTS_MAX = 3
+
+# Request credits are bounded like money, for the same int64 reason.
+REQUEST_CREDITS_MAX = AMOUNT_UNITS_MAX
+REQUEST_CREDITS_BALANCE_MAX = 4 * REQUEST_CREDITS_MAX
 
 _OP_RECORD = "RecordUsage"
 _OP_GRANT = "GrantCredits"
@@ -134,13 +144,13 @@ class Metering:
         if cmd.amount_nanos < 0:
             v.add("amount", "amount must not be negative (corrections are separate transactions)")
         elif cmd.amount_nanos > AMOUNT_NANOS_MAX:
-            v.add("amount", "amount is beyond the supported maximum of 1e12 units")
+            v.add("amount", f"amount must be at most {AMOUNT_UNITS_MAX} units")
         if cmd.amount_nanos and not is_currency_code(cmd.currency_code):
             v.add("amount.currency_code", "currency_code must be an ISO 4217 code")
         if cmd.request_credits < 0:
             v.add("request_credits", "request_credits must not be negative")
-        elif cmd.request_credits > 10**12:
-            v.add("request_credits", "request_credits must be at most 1e12")
+        elif cmd.request_credits > REQUEST_CREDITS_MAX:
+            v.add("request_credits", f"request_credits must be at most {REQUEST_CREDITS_MAX}")
         if cmd.amount_nanos == 0 and cmd.request_credits == 0 and not v.items:
             v.add("amount", "grant a positive amount and/or request_credits")
         val.check_name(v, "reason", cmd.reason, val.REASON_LENGTH_MAX)
@@ -169,6 +179,9 @@ class Metering:
                 "CURRENCY_MISMATCH",
                 f"account {cmd.account_id} is in {account.currency_code}, not {cmd.currency_code}",
             )
+        balance, credits = _checked_balances(
+            store, account.account_id, cmd.amount_nanos, cmd.request_credits
+        )
         now = self._clock.now_us()
         transaction_id = _new_id()
         store.append_transaction(
@@ -182,9 +195,7 @@ class Metering:
                 account.account_id, account.currency_code, cmd.amount_nanos, cmd.request_credits
             ),
         )
-        balance, credits = store.add_to_balances(
-            account.account_id, cmd.amount_nanos, cmd.request_credits
-        )
+        store.set_balances(account.account_id, balance, credits)
         result = GrantResult(transaction_id, balance, account.currency_code, credits)
         store.store_result(
             account.account_id, cmd.request_id, _OP_GRANT, payload, json.dumps(asdict(result)), now
@@ -317,6 +328,12 @@ class Metering:
             return pending.pricing_error or MeteringError("INTERNAL", "record was not priced")
         price = pending.price
         charge = charge_for(account.billing_mode, price, pending.usage)
+        try:
+            balance, credits = _checked_balances(
+                store, account.account_id, -charge.cost_nanos, -charge.request_credits
+            )
+        except FailedPrecondition as exc:
+            return exc
         now = self._clock.now_us()
         transaction_id, record_id = _new_id(), _new_id()
         store.append_transaction(
@@ -353,9 +370,7 @@ class Metering:
                 labels=dict(cmd.labels),
             )
         )
-        balance, credits = store.add_to_balances(
-            account.account_id, -charge.cost_nanos, -charge.request_credits
-        )
+        store.set_balances(account.account_id, balance, credits)
         result = RecordResult(
             record_id=record_id,
             cost_nanos=charge.cost_nanos,
@@ -453,9 +468,8 @@ class Metering:
         if len(tz_name) > 64 or not tz_name.isprintable():
             v.add("time_zone", "time_zone must be an IANA name such as Europe/Berlin")
         else:
-            try:
-                zone = ZoneInfo(tz_name)
-            except (ZoneInfoNotFoundError, ValueError):
+            zone = _zone(tz_name)
+            if zone is None:
                 v.add("time_zone", f"unknown time zone {tz_name!r}; use an IANA name")
         if len(set(query.group_by)) != len(query.group_by):
             v.add("group_by", "each group_by dimension may appear once")
@@ -507,6 +521,42 @@ class Metering:
             next_page_token=token,
             group_by=tuple(key.value for key in query.group_by),
         )
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _zone(name: str) -> ZoneInfo | None:
+    """The IANA zone, or None: only names from the zone database, never a file path."""
+    if name not in _zone_names() and name != "UTC":
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _checked_balances(
+    store: Store, account_id: str, delta_nanos: int, delta_credits: int
+) -> tuple[int, int]:
+    """The balances after the deltas, refused when they would leave the supported range.
+
+    The caller holds the account's row lock, so the values cannot change
+    before it writes them back.
+    """
+    balance, credits = store.get_balances(account_id)
+    balance, credits = balance + delta_nanos, credits + delta_credits
+    if abs(balance) > BALANCE_NANOS_MAX or abs(credits) > REQUEST_CREDITS_BALANCE_MAX:
+        raise FailedPrecondition(
+            "BALANCE_OUT_OF_RANGE",
+            f"account {account_id!r} would leave the supported balance range "
+            f"(±{BALANCE_NANOS_MAX // 1_000_000_000} units, "
+            f"±{REQUEST_CREDITS_BALANCE_MAX} credits)",
+            {"account_id": account_id},
+        )
+    return balance, credits
 
 
 def _encode_page_token(offset: int, fingerprint: str) -> str:

@@ -19,8 +19,8 @@ EARLIEST_TIME_US = 946_684_800_000_000
 # Relays' clocks drift; a day ahead is the most we accept.
 FUTURE_SKEW_MAX_US = 24 * 3600 * 1_000_000
 
-_LABEL_KEY = re.compile(r"^[a-z0-9_.-]{1,64}$")
-_PROVIDER = re.compile(r"^[a-z0-9_.-]{1,64}$")
+_LABEL_KEY = re.compile(r"[a-z0-9_.-]{1,64}")
+_PROVIDER = re.compile(r"[a-z0-9_.-]{1,64}")
 
 
 def _printable(value: str) -> bool:
@@ -55,7 +55,7 @@ def check_model(v: Violations, value: str) -> None:
 
 
 def check_provider(v: Violations, value: str) -> None:
-    if value and not _PROVIDER.match(value.lower()):
+    if value and not _PROVIDER.fullmatch(value.lower()):
         v.add("provider", f"provider must be 1-{PROVIDER_LENGTH_MAX} characters of [a-z0-9_.-]")
 
 
@@ -69,7 +69,7 @@ def check_labels(v: Violations, labels: dict[str, str]) -> None:
         v.add("labels", f"at most {LABELS_COUNT_MAX} labels")
         return
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             v.add(f"labels[{key[:64]!r}]", "label keys must be 1-64 characters of [a-z0-9_.-]")
         elif len(value) > LABEL_VALUE_LENGTH_MAX or not _printable(value):
             v.add(

@@ -94,20 +94,13 @@ class SqlStore:
         ).one()
         return int(row.balance_nanos), int(row.request_credits)
 
-    def add_to_balances(
-        self, account_id: str, delta_nanos: int, delta_credits: int
-    ) -> tuple[int, int]:
-        """Add the deltas to the cached balances and return the new values."""
-        if delta_nanos or delta_credits:
-            self._c.execute(
-                update(t.accounts)
-                .where(t.accounts.c.account_id == account_id)
-                .values(
-                    balance_nanos=t.accounts.c.balance_nanos + delta_nanos,
-                    request_credits=t.accounts.c.request_credits + delta_credits,
-                )
-            )
-        return self.get_balances(account_id)
+    def set_balances(self, account_id: str, balance_nanos: int, request_credits: int) -> None:
+        """Write the cached balances; the caller holds the account's row lock."""
+        self._c.execute(
+            update(t.accounts)
+            .where(t.accounts.c.account_id == account_id)
+            .values(balance_nanos=balance_nanos, request_credits=request_credits)
+        )
 
     # Idempotency ----------------------------------------------------------
 

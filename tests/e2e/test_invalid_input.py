@@ -9,10 +9,10 @@ no table may gain or lose a row. The ledger is verified after each case.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Mapping
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -368,7 +368,7 @@ GRANT_CASES = [
         "amount",
     ),
     invalid("grant-money-nanos-1e9", grant(amount=_usd(units=0, nanos=1_000_000_000)), "amount"),
-    invalid("grant-amount-over-1e12-units", grant(amount=_usd(units=10**12 + 1)), "amount"),
+    invalid("grant-amount-over-1e9-units", grant(amount=_usd(units=10**9 + 1)), "amount"),
     invalid("grant-amount-int64-max-units", grant(amount=_usd(units=2**63 - 1)), "amount"),
     invalid(
         "grant-amount-without-currency",
@@ -391,8 +391,8 @@ GRANT_CASES = [
         "request_credits",
     ),
     invalid(
-        "grant-request-credits-over-1e12",
-        grant(amount=None, request_credits=10**12 + 1),
+        "grant-request-credits-over-1e9",
+        grant(amount=None, request_credits=10**9 + 1),
         "request_credits",
     ),
     invalid("grant-reason-257-chars", grant(reason="r" * 257), "reason"),
@@ -617,26 +617,16 @@ def test_page_size_zero_means_the_default(verified: Live) -> None:
     assert not response.next_page_token
 
 
-def test_limits_themselves_are_accepted(verified: Live) -> None:
-    """The largest valid values of the bounded fields go through (the cases above are +1)."""
-    account_id = "a" * 128
+def test_record_usage_at_its_limits_is_accepted(verified: Live) -> None:
+    """The largest valid values of RecordUsage's bounded fields go through (the cases add one)."""
+    account_id = "a" * 127 + uuid.uuid4().hex[0]
     verified.admin.CreateAccount(
         admin_pb.CreateAccountRequest(account_id=account_id, currency_code="USD"), timeout=TIMEOUT
-    )
-    verified.admin.GrantCredits(
-        admin_pb.GrantCreditsRequest(
-            account_id=account_id,
-            request_id="g" * 128,
-            amount=_usd(units=10**12),
-            request_credits=10**12,
-            reason="r" * 256,
-        ),
-        timeout=TIMEOUT,
     )
     response = verified.metering.RecordUsage(
         pb.RecordUsageRequest(
             account_id=account_id,
-            request_id=f"edge-{uuid.uuid4().hex}",
+            request_id="~" * 128,
             model="gpt-4o-mini",
             provider="openai",
             api_key_id="k" * 128,
@@ -655,5 +645,57 @@ def test_limits_themselves_are_accepted(verified: Live) -> None:
         timeout=TIMEOUT,
     )
     assert not response.replayed
-    estimate_response = estimate(max_output_tokens=100_000_000)(verified, account_id)
-    assert isinstance(estimate_response, pb.EstimateTokensResponse)
+    assert response.balance_exhausted
+
+
+def test_estimate_at_its_limits_is_accepted(verified: Live) -> None:
+    response = estimate(max_output_tokens=100_000_000, provider="openai")(verified, "")
+    assert isinstance(response, pb.EstimateTokensResponse)
+    assert response.HasField("worst_case_cost")
+
+
+def test_grant_at_the_documented_maximum_is_accepted(verified: Live) -> None:
+    """GrantCreditsRequest.amount: 'positive, at most 1e9 units'; request_credits at most 1e9."""
+    account = verified.new_account()
+    response = verified.admin.GrantCredits(
+        admin_pb.GrantCreditsRequest(
+            account_id=account,
+            request_id="g" * 128,
+            amount=_usd(units=10**9),
+            request_credits=10**9,
+            reason="r" * 256,
+        ),
+        timeout=TIMEOUT,
+    )
+    assert (response.balance.units, response.balance.nanos) == (10**9, 0)
+    assert response.request_credits == 10**9
+
+
+def test_grant_beyond_the_balance_range_is_refused_and_writes_nothing(verified: Live) -> None:
+    """A balance stays within ±4e9 units, so int64 sums can never overflow on any database."""
+    account = verified.new_account()
+    for index in range(4):
+        verified.admin.GrantCredits(
+            admin_pb.GrantCreditsRequest(
+                account_id=account, request_id=f"max-{index}", amount=_usd(units=10**9)
+            ),
+            timeout=TIMEOUT,
+        )
+    before = verified.row_counts()
+    with pytest.raises(grpc.RpcError) as caught:
+        verified.admin.GrantCredits(
+            admin_pb.GrantCreditsRequest(
+                account_id=account, request_id="one-too-many", amount=_usd(nanos=1)
+            ),
+            timeout=TIMEOUT,
+        )
+    error = details_of(caught.value)
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BALANCE_OUT_OF_RANGE",
+    )
+    assert verified.row_counts() == before
+    balance = verified.metering.GetBalance(
+        pb.GetBalanceRequest(account_id=account), timeout=TIMEOUT
+    )
+    assert (balance.balance.units, balance.balance.nanos) == (4 * 10**9, 0)
