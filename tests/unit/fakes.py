@@ -1,0 +1,174 @@
+"""In-memory twins of the storage adapter, for service-layer tests without a database.
+
+A transaction works on a copy of the state and publishes it on commit, so a
+handler that raises leaves nothing behind, as with a real database.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from metering.domain.accounts import Account
+from metering.domain.ledger import Entry, TransactionKind
+from metering.domain.records import UsageRecord
+from metering.domain.summary import SLICE_US, Aggregate, SummaryFilter
+
+
+@dataclass(frozen=True)
+class FakeStoredResult:
+    operation: str
+    payload_sha256: str
+    result_json: str
+
+
+@dataclass
+class FakeState:
+    accounts: dict[str, Account] = field(default_factory=dict)
+    balances: dict[str, tuple[int, int]] = field(default_factory=dict)
+    results: dict[tuple[str, str], FakeStoredResult] = field(default_factory=dict)
+    transactions: list[tuple[str, str, TransactionKind, list[Entry]]] = field(default_factory=list)
+    records: list[UsageRecord] = field(default_factory=list)
+    prices: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
+
+
+class FakeStore:
+    def __init__(self, state: FakeState) -> None:
+        self.state = state
+
+    def get_account(self, account_id: str, *, for_update: bool = False) -> Account | None:
+        return self.state.accounts.get(account_id)
+
+    def insert_account(self, account: Account) -> None:
+        assert account.account_id not in self.state.accounts
+        self.state.accounts[account.account_id] = account
+        self.state.balances[account.account_id] = (0, 0)
+
+    def get_balances(self, account_id: str) -> tuple[int, int]:
+        return self.state.balances[account_id]
+
+    def set_balances(self, account_id: str, balance_nanos: int, request_credits: int) -> None:
+        self.state.balances[account_id] = (balance_nanos, request_credits)
+
+    def get_stored_result(self, account_id: str, request_id: str) -> FakeStoredResult | None:
+        return self.state.results.get((account_id, request_id))
+
+    def store_result(
+        self,
+        account_id: str,
+        request_id: str,
+        operation: str,
+        payload_sha256: str,
+        result_json: str,
+        now_us: int,
+    ) -> None:
+        key = (account_id, request_id)
+        assert key not in self.state.results
+        self.state.results[key] = FakeStoredResult(operation, payload_sha256, result_json)
+
+    def append_transaction(
+        self,
+        *,
+        account_id: str,
+        transaction_id: str,
+        kind: TransactionKind,
+        request_id: str,
+        reason: str,
+        now_us: int,
+        entries: list[Entry],
+        corrects_transaction_id: str | None = None,
+    ) -> None:
+        self.state.transactions.append((account_id, transaction_id, kind, list(entries)))
+
+    def insert_usage_record(self, record: UsageRecord) -> None:
+        self.state.records.append(record)
+
+    def summarize(self, flt: SummaryFilter) -> list[Aggregate]:
+        groups: dict[tuple[int, tuple[str, ...], str], Aggregate] = {}
+        for record in self.state.records:
+            if not flt.start_us <= record.event_time_us < flt.end_us:
+                continue
+            if flt.account_id is not None and record.account_id != flt.account_id:
+                continue
+            if flt.currency_code is not None and record.currency_code != flt.currency_code:
+                continue
+            start = record.event_time_us // SLICE_US * SLICE_US if flt.sliced else flt.start_us
+            values = {
+                "model": record.model,
+                "provider": record.provider,
+                "api_key_id": record.api_key_id,
+                "service": record.service,
+                "usage_source": record.usage_source.value,
+                "account_id": record.account_id,
+            }
+            keys = tuple(values[key.value] for key in flt.group_by)
+            usage = record.usage
+            item = Aggregate(
+                start_us=start,
+                keys=keys,
+                currency_code=record.currency_code,
+                request_count=1,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                cache_write_1h_tokens=usage.cache_write_1h_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                cost_nanos=record.cost_nanos,
+                request_credits=record.request_credits,
+            )
+            key = (start, keys, record.currency_code)
+            if key in groups:
+                groups[key].add(item)
+            else:
+                groups[key] = item
+        return list(groups.values())
+
+    def price_rows(self) -> list[tuple[str, int, str, str]]:
+        return [(pid, ver, sha, text) for (pid, ver), (sha, text) in self.state.prices.items()]
+
+    def insert_price(
+        self,
+        *,
+        price_id: str,
+        version: int,
+        provider: str,
+        model: str,
+        currency_code: str,
+        effective_time_us: int,
+        end_time_us: int | None,
+        entry_json: str,
+        now_us: int,
+    ) -> None:
+        self.state.prices[(price_id, version)] = (
+            hashlib.sha256(entry_json.encode()).hexdigest(),
+            entry_json,
+        )
+
+
+class FakeDatabase:
+    """Transactions over a copy of the state, published on commit."""
+
+    def __init__(self) -> None:
+        self.state = FakeState()
+
+    @contextmanager
+    def write(self) -> Iterator[FakeStore]:
+        working = copy.deepcopy(self.state)
+        yield FakeStore(working)
+        self.state = working
+
+    @contextmanager
+    def read(self) -> Iterator[FakeStore]:
+        yield FakeStore(copy.deepcopy(self.state))
+
+
+class FakeClock:
+    def __init__(self, now_us: int) -> None:
+        self.now = now_us
+
+    def now_us(self) -> int:
+        return self.now
