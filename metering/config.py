@@ -8,6 +8,7 @@ message naming the setting.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATABASE_URL = "sqlite:///metering.db"
+
+
+# Host names, IPv4 and IPv6 literals; nothing that could smuggle whitespace.
+_HOST = re.compile(r"[A-Za-z0-9.\-:%]{1,253}")
 
 
 class ConfigError(ValueError):
@@ -49,6 +54,8 @@ def parse_listen(value: str, name: str = "METERING_LISTEN") -> tuple[str, int]:
     if not sep or not host:
         raise ConfigError(f"{name}={value!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
     host = host.strip("[]")
+    if not _HOST.fullmatch(host):
+        raise ConfigError(f"{name}={value!r}: {host!r} is not a host name or IP address")
     try:
         port = int(port_text)
     except ValueError:
@@ -78,10 +85,12 @@ def check_database_url(value: str, name: str = "METERING_DATABASE_URL") -> str:
     backend = url.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
         raise ConfigError(f"{name}: unsupported database {backend!r}; use sqlite or postgresql")
-    if backend == "postgresql" and url.get_driver_name() not in ("psycopg", "postgresql"):
-        raise ConfigError(f"{name}: use the psycopg 3 driver: postgresql+psycopg://...")
-    if backend == "postgresql" and url.get_driver_name() == "postgresql":
-        value = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if backend == "postgresql":
+        # A bare postgresql:// means psycopg 3 here; other drivers are not installed.
+        if url.drivername == "postgresql":
+            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        if url.drivername != "postgresql+psycopg":
+            raise ConfigError(f"{name}: use the psycopg 3 driver: postgresql+psycopg://...")
     return value
 
 

@@ -131,11 +131,14 @@ def parse_catalogue(data: Any, source: str) -> list[Price]:
                 fee_nanos = parse_decimal_to_nanos(str(entry["request_fee"]), NANOS_PER_UNIT)
             except ValueError as exc:
                 problems.append(f"{where}.request_fee: {exc}")
+            if fee_nanos < 0:
+                problems.append(f"{where}.request_fee: must not be negative")
+                fee_nanos = 0
         tier = None
         if entry.get("long_context") is not None:
             lc = entry["long_context"]
             threshold = lc.get("threshold_input_tokens") if isinstance(lc, dict) else None
-            if not isinstance(threshold, int) or threshold <= 0:
+            if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold <= 0:
                 problems.append(
                     f"{where}.long_context.threshold_input_tokens: positive integer required"
                 )

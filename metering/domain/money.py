@@ -75,11 +75,18 @@ def units_nanos_are_consistent(units: int, nanos: int) -> bool:
     return not ((units > 0 and nanos < 0) or (units < 0 and nanos > 0))
 
 
+# Catalogue and request values beyond these are mistakes, not prices.
+_DECIMAL_DIGITS_MAX = 40
+_DECIMAL_EXPONENT_MAX = 30
+
+
 def parse_decimal_to_nanos(text: str, scale_nanos: int = NANOS_PER_UNIT) -> int:
     """Parse a decimal string such as ``"2.50"`` into an exact integer of ``1/scale_nanos`` units.
 
-    Raises ValueError when the value is not a finite decimal or would need
-    more precision than a nano.
+    The arithmetic is on the decimal's digits and exponent, never in a
+    limited-precision context, so ``"12345678901234567890.123456789"`` is
+    exact. Raises ValueError when the value is not a finite decimal, has an
+    absurd size, or would need more precision than ``1/scale_nanos``.
     """
     try:
         value = Decimal(text)
@@ -87,7 +94,17 @@ def parse_decimal_to_nanos(text: str, scale_nanos: int = NANOS_PER_UNIT) -> int:
         raise ValueError(f"not a decimal number: {text!r}") from exc
     if not value.is_finite():
         raise ValueError(f"not a finite number: {text!r}")
-    scaled = value * scale_nanos
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"more precise than a nano: {text!r}")
-    return int(scaled)
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite decimals have an integer exponent
+    if len(digits) > _DECIMAL_DIGITS_MAX or abs(exponent) > _DECIMAL_EXPONENT_MAX + len(digits):
+        raise ValueError(f"out of range: {text!r}")
+    coefficient = int("".join(map(str, digits)) or "0")
+    # value = coefficient * 10**exponent; scaled = value * scale_nanos, exactly.
+    numerator = coefficient * scale_nanos
+    if exponent >= 0:
+        scaled = numerator * 10**exponent
+    else:
+        scaled, remainder = divmod(numerator, 10**-exponent)
+        if remainder:
+            raise ValueError(f"more precise than a nano: {text!r}")
+    return -scaled if sign else scaled

@@ -124,7 +124,11 @@ class PriceBook:
         # "openai/gpt-4o" (the OpenRouter spelling) names the provider in the model.
         if not provider and "/" in name:
             prefix, _, rest = name.partition("/")
-            if any(p.provider == prefix for p in self._by_name.get(rest, [])):
+            known = [
+                *self._by_name.get(rest, []),
+                *self._by_name.get(_DATED_SUFFIX.sub("", rest), []),
+            ]
+            if any(p.provider == prefix for p in known):
                 provider, name = prefix, rest
         for candidate in (name, _DATED_SUFFIX.sub("", name)):
             prices = self._by_name.get(candidate, [])
