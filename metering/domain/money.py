@@ -102,9 +102,9 @@ def parse_decimal_to_nanos(text: str, scale_nanos: int = NANOS_PER_UNIT) -> int:
     # value = coefficient * 10**exponent; scaled = value * scale_nanos, exactly.
     numerator = coefficient * scale_nanos
     if exponent >= 0:
-        scaled = numerator * 10**exponent
+        scaled: int = numerator * 10**exponent
     else:
-        scaled, remainder = divmod(numerator, 10**-exponent)
+        scaled, remainder = divmod(numerator, 10 ** (-exponent))
         if remainder:
             raise ValueError(f"more precise than a nano: {text!r}")
     return -scaled if sign else scaled
