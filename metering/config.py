@@ -53,6 +53,8 @@ def parse_listen(value: str, name: str = "METERING_LISTEN") -> tuple[str, int]:
     host, sep, port_text = value.rpartition(":")
     if not sep or not host:
         raise ConfigError(f"{name}={value!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ConfigError(f"{name}={value!r}: write an IPv6 address in brackets, e.g. [::1]:50051")
     host = host.strip("[]")
     if not _HOST.fullmatch(host):
         raise ConfigError(f"{name}={value!r}: {host!r} is not a host name or IP address")
@@ -112,7 +114,8 @@ def load_settings(
     prices_text = prices_file or env.get("METERING_PRICES_FILE")
     prices_path = Path(prices_text) if prices_text else None
     if prices_path is not None and not prices_path.is_file():
-        raise ConfigError(f"METERING_PRICES_FILE={prices_text!r}: no such file")
+        source = "--prices-file" if prices_file else "METERING_PRICES_FILE"
+        raise ConfigError(f"{source}={prices_text!r}: no such file")
     log_level = env.get("METERING_LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"METERING_LOG_LEVEL={log_level!r}: use DEBUG, INFO, WARNING or ERROR")

@@ -7,11 +7,13 @@ tokens is an error, not a rounding.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from metering.domain.money import NANOS_PER_UNIT, is_currency_code, parse_decimal_to_nanos
 from metering.domain.pricing import LongContextTier, Price, Rates
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CatalogueError(ValueError):
@@ -37,7 +39,8 @@ def _time_us(text: str) -> int:
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError("needs a time zone offset (e.g. Z)")
-    return int(parsed.timestamp()) * 1_000_000 + parsed.microsecond
+    # Integer arithmetic: float timestamps round the wrong way before 1970.
+    return (parsed - _EPOCH) // timedelta(microseconds=1)
 
 
 def _rates(obj: dict[str, Any], where: str, problems: list[str]) -> Rates | None:
@@ -120,6 +123,9 @@ def parse_catalogue(data: Any, source: str) -> list[Price]:
                 end_us = _time_us(str(entry["end_time"]))
             except ValueError as exc:
                 problems.append(f"{where}.end_time: not an RFC 3339 time ({exc})")
+            else:
+                if end_us <= effective_us:
+                    problems.append(f"{where}.end_time: must be after effective_time")
         aliases = entry.get("aliases", [])
         if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
             problems.append(f"{where}.aliases: must be a list of names")
@@ -128,7 +134,9 @@ def parse_catalogue(data: Any, source: str) -> list[Price]:
         fee_nanos = 0
         if entry.get("request_fee") is not None:
             try:
-                fee_nanos = parse_decimal_to_nanos(str(entry["request_fee"]), NANOS_PER_UNIT)
+                if not isinstance(entry["request_fee"], str):
+                    raise ValueError("must be a decimal string")
+                fee_nanos = parse_decimal_to_nanos(entry["request_fee"], NANOS_PER_UNIT)
             except ValueError as exc:
                 problems.append(f"{where}.request_fee: {exc}")
             if fee_nanos < 0:

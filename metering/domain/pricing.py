@@ -122,7 +122,7 @@ class PriceBook:
         name = normalize_model(model)
         provider = provider.strip().lower()
         # "openai/gpt-4o" (the OpenRouter spelling) names the provider in the model.
-        if not provider and "/" in name:
+        if "/" in name and (not provider or name.startswith(provider + "/")):
             prefix, _, rest = name.partition("/")
             known = [
                 *self._by_name.get(rest, []),

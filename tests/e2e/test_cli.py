@@ -43,7 +43,7 @@ def _metering(
         (["serve", "--database-url", "mysql://root@localhost/db"], {}, "--database-url"),
         (["serve"], {"METERING_DATABASE_URL": "not a url"}, "METERING_DATABASE_URL"),
         (["serve"], {"METERING_DB_POOL_SIZE": "0"}, "METERING_DB_POOL_SIZE"),
-        (["serve", "--prices-file", "/nonexistent/prices.json"], {}, "METERING_PRICES_FILE"),
+        (["serve", "--prices-file", "/nonexistent/prices.json"], {}, "--prices-file"),
     ],
 )
 def test_bad_setting_fails_at_startup_with_one_line(
