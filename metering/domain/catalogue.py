@@ -14,6 +14,7 @@ from metering.domain.money import NANOS_PER_UNIT, is_currency_code, parse_decima
 from metering.domain.pricing import LongContextTier, Price, Rates
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+REQUEST_CREDITS_PER_CALL_MAX = 1_000_000
 
 
 class CatalogueError(ValueError):
@@ -78,6 +79,27 @@ def _rates(obj: dict[str, Any], where: str, problems: list[str]) -> Rates | None
     )
 
 
+def _optional_decimal(
+    entry: dict[str, Any], key: str, where: str, problems: list[str]
+) -> int | None:
+    """A non-negative decimal string of currency units, as nanos; None when absent."""
+    raw = entry.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        problems.append(f"{where}.{key}: must be a decimal string, got {type(raw).__name__}")
+        return None
+    try:
+        nanos = parse_decimal_to_nanos(raw, NANOS_PER_UNIT)
+    except ValueError as exc:
+        problems.append(f"{where}.{key}: {exc}")
+        return None
+    if nanos < 0:
+        problems.append(f"{where}.{key}: must not be negative")
+        return None
+    return nanos
+
+
 def parse_catalogue(data: Any, source: str) -> list[Price]:
     """Parse a whole catalogue; raise CatalogueError listing every problem found."""
     problems: list[str] = []
@@ -131,17 +153,41 @@ def parse_catalogue(data: Any, source: str) -> list[Price]:
             problems.append(f"{where}.aliases: must be a list of names")
             aliases = []
         rates = _rates(entry, where, problems)
-        fee_nanos = 0
-        if entry.get("request_fee") is not None:
+        fee_nanos = _optional_decimal(entry, "request_fee", where, problems) or 0
+        request_price = _optional_decimal(entry, "request_price", where, problems)
+        request_credits = entry.get("request_credits")
+        if request_credits is not None and (
+            not isinstance(request_credits, int)
+            or isinstance(request_credits, bool)
+            or not 0 <= request_credits <= REQUEST_CREDITS_PER_CALL_MAX
+        ):
+            problems.append(
+                f"{where}.request_credits: must be an integer "
+                f"in [0, {REQUEST_CREDITS_PER_CALL_MAX}]"
+            )
+            request_credits = None
+        batch_discount_bps = 0
+        if entry.get("batch_discount_percent") is not None:
             try:
-                if not isinstance(entry["request_fee"], str):
+                if not isinstance(entry["batch_discount_percent"], str):
                     raise ValueError("must be a decimal string")
-                fee_nanos = parse_decimal_to_nanos(entry["request_fee"], NANOS_PER_UNIT)
+                # Percent with at most two decimals is an exact number of basis points.
+                batch_discount_bps = parse_decimal_to_nanos(entry["batch_discount_percent"], 100)
             except ValueError as exc:
-                problems.append(f"{where}.request_fee: {exc}")
-            if fee_nanos < 0:
-                problems.append(f"{where}.request_fee: must not be negative")
-                fee_nanos = 0
+                problems.append(f"{where}.batch_discount_percent: {exc}")
+            if not 0 <= batch_discount_bps <= 10_000:
+                problems.append(f"{where}.batch_discount_percent: must be in [0, 100]")
+                batch_discount_bps = 0
+        account_id = entry.get("account_id", "")
+        if not isinstance(account_id, str):
+            problems.append(f"{where}.account_id: must be a string")
+            account_id = ""
+        retired = entry.get("retired", False)
+        if not isinstance(retired, bool):
+            problems.append(f"{where}.retired: must be true or false")
+            retired = False
+        if isinstance(model, str) and "*" in model and entry.get("aliases"):
+            problems.append(f"{where}.aliases: a pattern entry cannot have aliases")
         tier = None
         if entry.get("long_context") is not None:
             lc = entry["long_context"]
@@ -171,6 +217,11 @@ def parse_catalogue(data: Any, source: str) -> list[Price]:
                 long_context=tier,
                 source=str(entry.get("source", "")),
                 source_date=str(entry.get("source_date", "")),
+                account_id=account_id,
+                request_price_nanos=request_price,
+                request_credits=request_credits,
+                batch_discount_bps=batch_discount_bps,
+                retired=retired,
             )
         )
     if problems:

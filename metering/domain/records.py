@@ -28,3 +28,11 @@ class UsageRecord:
     price_id: str
     price_version: int
     labels: dict[str, str] = field(default_factory=dict)
+    # An ADJUSTMENT corrects ``corrects_record_id`` by the difference it carries
+    # (cost, and tokens for usage corrections); it counts no request.
+    record_kind: str = "USAGE"
+    request_count: int = 1
+    corrects_record_id: str | None = None
+    billing_mode: str = "TOKEN"
+    unpriced: bool = False
+    batch: bool = False

@@ -55,6 +55,7 @@ class Aggregate:
     reasoning_tokens: int = 0
     cost_nanos: int = 0
     request_credits: int = 0
+    unpriced_request_count: int = 0
     _sum_fields: tuple[str, ...] = field(
         default=(
             "request_count",
@@ -66,6 +67,7 @@ class Aggregate:
             "reasoning_tokens",
             "cost_nanos",
             "request_credits",
+            "unpriced_request_count",
         ),
         repr=False,
         compare=False,

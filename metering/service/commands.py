@@ -21,6 +21,7 @@ class RecordUsage:
     event_time_us: int | None = None
     streamed: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    batch: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class RecordResult:
     price_version: int
     balance_exhausted: bool
     replayed: bool = False
+    unpriced: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,16 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from metering.domain.accounts import Account, BillingMode, charge_for, is_exhausted
+from metering.domain.accounts import (
+    Account,
+    BillingMode,
+    UnpricedPolicy,
+    charge_for,
+    is_exhausted,
+)
 from metering.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -35,7 +42,7 @@ from metering.domain.money import (
     BALANCE_NANOS_MAX,
     is_currency_code,
 )
-from metering.domain.pricing import Price, PriceBook
+from metering.domain.pricing import Price, PriceBook, price_not_found
 from metering.domain.records import UsageRecord
 from metering.domain.summary import Aggregate, Granularity, SummaryFilter, regroup
 from metering.domain.usage import TOKENS_PER_RECORD_MAX, TokenUsage, UsageSource
@@ -87,6 +94,7 @@ class PendingRecord:
     command: RecordUsage
     payload_sha256: str
     account: Account
+    mode: BillingMode
     event_time_us: int
     usage_source: UsageSource
     usage: TokenUsage
@@ -94,8 +102,15 @@ class PendingRecord:
     pricing_error: MeteringError | None
 
 
-def _payload_sha256(payload: object) -> str:
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+def _payload_sha256(payload: dict[str, Any]) -> str:
+    """The idempotency fingerprint of a request.
+
+    Fields at their zero value are left out, so that a field added to a
+    command in a later version (with a zero default) does not turn the retry
+    of a request recorded before the upgrade into a conflict.
+    """
+    present = {k: v for k, v in payload.items() if v not in (None, False, "", 0, {}, [], ())}
+    canonical = json.dumps(present, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -255,25 +270,31 @@ class Metering:
         v.raise_if_any()
         with self._db.read() as store:
             account = store.get_account(cmd.account_id)
-        if account is None:
-            raise _account_not_found(cmd.account_id)
+            if account is None:
+                raise _account_not_found(cmd.account_id)
+            key_mode = (
+                store.get_api_key_mode(account.account_id, cmd.api_key_id)
+                if cmd.api_key_id
+                else None
+            )
+        mode = key_mode or account.billing_mode
         event_time = cmd.event_time_us if cmd.event_time_us is not None else now
         usage = cmd.usage if cmd.usage is not None else TokenUsage()
         source = UsageSource.REPORTED if cmd.usage is not None else UsageSource.MISSING
-        price: Price | None = None
+        price = self._prices().find(
+            cmd.provider, cmd.model, account.currency_code, event_time, account.account_id
+        )
         pricing_error: MeteringError | None = None
-        try:
-            price = self._prices().resolve(
-                cmd.provider, cmd.model, account.currency_code, event_time
-            )
-        except FailedPrecondition as exc:
+        needs_price = mode is not BillingMode.REQUEST
+        if price is None and needs_price and account.unpriced_policy is UnpricedPolicy.REJECT:
             # Deferred: a retry of an already recorded request_id is answered
             # from the stored result even if the price has since gone.
-            pricing_error = exc
+            pricing_error = price_not_found(cmd.provider, cmd.model, account.currency_code)
         return PendingRecord(
             command=cmd,
             payload_sha256=_payload_sha256(asdict(cmd)),
             account=account,
+            mode=mode,
             event_time_us=event_time,
             usage_source=source,
             usage=usage,
@@ -297,7 +318,7 @@ class Metering:
             ] * len(batch)
             try:
                 with self._db.write() as store:
-                    locked: set[str] = set()
+                    locked: dict[str, Account] = {}
                     for index in order:
                         results[index] = self._write_record(store, batch[index], locked)
                 return results
@@ -309,14 +330,17 @@ class Metering:
         raise AssertionError("unreachable")
 
     def _write_record(
-        self, store: Store, pending: PendingRecord, locked: set[str]
+        self, store: Store, pending: PendingRecord, locked: dict[str, Account]
     ) -> RecordResult | MeteringError:
         cmd = pending.command
         account = pending.account
         if account.account_id not in locked:
-            if store.get_account(account.account_id, for_update=True) is None:
+            fresh = store.get_account(account.account_id, for_update=True)
+            if fresh is None:
                 return _account_not_found(account.account_id)
-            locked.add(account.account_id)
+            locked[account.account_id] = fresh
+        # Settings as of the lock (a markup may have changed since prepare_record).
+        account = locked[account.account_id]
         stored = store.get_stored_result(account.account_id, cmd.request_id)
         if stored is not None:
             if stored.operation != _OP_RECORD or stored.payload_sha256 != pending.payload_sha256:
@@ -324,10 +348,10 @@ class Metering:
             data = json.loads(stored.result_json)
             data["usage_source"] = UsageSource(data["usage_source"])
             return RecordResult(**{**data, "replayed": True})
-        if pending.pricing_error is not None or pending.price is None:
-            return pending.pricing_error or MeteringError("INTERNAL", "record was not priced")
+        if pending.pricing_error is not None:
+            return pending.pricing_error
         price = pending.price
-        charge = charge_for(account.billing_mode, price, pending.usage)
+        charge = charge_for(account, pending.mode, price, pending.usage, batch=cmd.batch)
         try:
             balance, credits = _checked_balances(
                 store, account.account_id, -charge.cost_nanos, -charge.request_credits
@@ -355,7 +379,7 @@ class Metering:
                 transaction_id=transaction_id,
                 event_time_us=pending.event_time_us,
                 record_time_us=now,
-                provider=cmd.provider.lower() or price.provider,
+                provider=cmd.provider.lower() or (price.provider if price else ""),
                 model=cmd.model,
                 api_key_id=cmd.api_key_id,
                 service=cmd.service,
@@ -365,9 +389,12 @@ class Metering:
                 currency_code=account.currency_code,
                 cost_nanos=charge.cost_nanos,
                 request_credits=charge.request_credits,
-                price_id=price.price_id,
-                price_version=price.version,
+                price_id=price.price_id if price else "",
+                price_version=price.version if price else 0,
                 labels=dict(cmd.labels),
+                billing_mode=pending.mode.value,
+                unpriced=charge.unpriced,
+                batch=cmd.batch,
             )
         )
         store.set_balances(account.account_id, balance, credits)
@@ -379,9 +406,10 @@ class Metering:
             request_credits_charged=charge.request_credits,
             request_credits=credits,
             usage_source=pending.usage_source,
-            price_id=price.price_id,
-            price_version=price.version,
+            price_id=price.price_id if price else "",
+            price_version=price.version if price else 0,
             balance_exhausted=is_exhausted(account, balance, credits),
+            unpriced=charge.unpriced,
         )
         stored_json = json.dumps({**asdict(result), "usage_source": result.usage_source.value})
         store.store_result(
@@ -408,27 +436,30 @@ class Metering:
         if cmd.account_id:
             val.check_account_id(v, cmd.account_id)
         v.raise_if_any()
-        currency, mode = "USD", BillingMode.TOKEN
+        account = Account("", "USD", BillingMode.TOKEN, False, 0)
         if cmd.account_id:
             with self._db.read() as store:
-                account = store.get_account(cmd.account_id)
-            if account is None:
+                found = store.get_account(cmd.account_id)
+            if found is None:
                 raise _account_not_found(cmd.account_id)
-            currency, mode = account.currency_code, account.billing_mode
+            account = found
+        currency, mode = account.currency_code, account.billing_mode
         prompt = count_text(cmd.model, cmd.text)
         completion = count_text(cmd.model, cmd.completion_text)
-        price: Price | None = None
-        try:
-            price = self._prices().resolve(cmd.provider, cmd.model, currency, self._clock.now_us())
-        except FailedPrecondition:
-            price = None
+        price = self._prices().find(
+            cmd.provider, cmd.model, currency, self._clock.now_us(), account.account_id
+        )
         estimated = worst = None
         if price is not None:
             estimated = charge_for(
-                mode, price, TokenUsage(input_tokens=prompt.tokens, output_tokens=completion.tokens)
+                account,
+                mode,
+                price,
+                TokenUsage(input_tokens=prompt.tokens, output_tokens=completion.tokens),
             ).cost_nanos
             if cmd.max_output_tokens:
                 worst = charge_for(
+                    account,
                     mode,
                     price,
                     TokenUsage(input_tokens=prompt.tokens, output_tokens=cmd.max_output_tokens),

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -34,6 +35,29 @@ accounts = Table(
     Column("balance_nanos", BigInteger, nullable=False),
     Column("request_credits", BigInteger, nullable=False),
     Column("create_time_us", BigInteger, nullable=False),
+    # Billing settings (0002). Settings may change; ledger rows never do.
+    Column("unpriced_policy", String(16), nullable=False, server_default="REJECT"),
+    Column("price_adjustment_bps", Integer, nullable=False, server_default="0"),
+    Column("request_asset", String(16), nullable=False, server_default="CREDITS"),
+    Column("default_request_price_nanos", BigInteger, nullable=False, server_default="0"),
+    Column("default_request_credits", BigInteger, nullable=False, server_default="1"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("api_key_id", String(128), primary_key=True),
+    # Overrides the account's billing mode for this key; NULL inherits it.
+    Column("billing_mode", String(16), nullable=True),
+    Column("update_time_us", BigInteger, nullable=False),
+)
+
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
 )
 
 idempotency_keys = Table(
@@ -75,9 +99,18 @@ usage_records = Table(
     Column("price_version", Integer, nullable=False),
     Column("transaction_id", String(32), nullable=False),
     Column("labels_json", Text, nullable=False),
+    # 0002: an ADJUSTMENT row corrects the record it names (request_count 0);
+    # the original row is never changed.
+    Column("record_kind", String(16), nullable=False, server_default="USAGE"),
+    Column("request_count", Integer, nullable=False, server_default="1"),
+    Column("corrects_record_id", String(32), nullable=True),
+    Column("billing_mode", String(16), nullable=False, server_default="TOKEN"),
+    Column("unpriced", Boolean, nullable=False, server_default=false()),
+    Column("batch", Boolean, nullable=False, server_default=false()),
     Index("ix_usage_records_account_request", "account_id", "request_id", unique=True),
     Index("ix_usage_records_account_event_time", "account_id", "event_time_us"),
     Index("ix_usage_records_event_time", "event_time_us"),
+    Index("ix_usage_records_corrects", "account_id", "corrects_record_id"),
 )
 
 ledger_transactions = Table(
@@ -122,6 +155,8 @@ prices = Table(
     Column("entry_json", Text, nullable=False),
     Column("entry_sha256", String(64), nullable=False),
     Column("create_time_us", BigInteger, nullable=False),
+    # "" for list prices; an account id for that account's override (0002).
+    Column("account_id", String(128), nullable=False, server_default=""),
 )
 
 # Tables that may only grow: the migration installs triggers refusing UPDATE
@@ -131,10 +166,12 @@ APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_entries", "usage_records")
 __all__ = [
     "APPEND_ONLY_TABLES",
     "accounts",
+    "api_keys",
     "idempotency_keys",
     "ledger_entries",
     "ledger_transactions",
     "metadata",
     "prices",
+    "revisions",
     "usage_records",
 ]

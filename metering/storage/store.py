@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from metering.domain.accounts import Account, BillingMode
+from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
 from metering.domain.errors import Unavailable
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
 from metering.domain.records import UsageRecord
@@ -55,7 +55,22 @@ def _account(row: Any) -> Account:
         billing_mode=BillingMode(row.billing_mode),
         allow_negative_balance=bool(row.allow_negative_balance),
         create_time_us=row.create_time_us,
+        unpriced_policy=UnpricedPolicy(row.unpriced_policy),
+        price_adjustment_bps=int(row.price_adjustment_bps),
+        request_asset=RequestAsset(row.request_asset),
+        default_request_price_nanos=int(row.default_request_price_nanos),
+        default_request_credits=int(row.default_request_credits),
     )
+
+
+def _settings(account: Account) -> dict[str, Any]:
+    return {
+        "unpriced_policy": account.unpriced_policy.value,
+        "price_adjustment_bps": account.price_adjustment_bps,
+        "request_asset": account.request_asset.value,
+        "default_request_price_nanos": account.default_request_price_nanos,
+        "default_request_credits": account.default_request_credits,
+    }
 
 
 class SqlStore:
@@ -83,8 +98,48 @@ class SqlStore:
                 balance_nanos=0,
                 request_credits=0,
                 create_time_us=account.create_time_us,
+                **_settings(account),
             )
         )
+
+    def update_account_settings(self, account: Account) -> None:
+        """Write an account's billing settings (its balances are untouched)."""
+        self._c.execute(
+            update(t.accounts)
+            .where(t.accounts.c.account_id == account.account_id)
+            .values(
+                billing_mode=account.billing_mode.value,
+                allow_negative_balance=account.allow_negative_balance,
+                **_settings(account),
+            )
+        )
+
+    def get_api_key_mode(self, account_id: str, api_key_id: str) -> BillingMode | None:
+        row = self._c.execute(
+            select(t.api_keys.c.billing_mode).where(
+                t.api_keys.c.account_id == account_id, t.api_keys.c.api_key_id == api_key_id
+            )
+        ).first()
+        return BillingMode(row.billing_mode) if row and row.billing_mode else None
+
+    def set_api_key_mode(
+        self, account_id: str, api_key_id: str, mode: BillingMode | None, now_us: int
+    ) -> None:
+        keys = t.api_keys.c
+        where = (keys.account_id == account_id, keys.api_key_id == api_key_id)
+        value = mode.value if mode else None
+        updated = self._c.execute(
+            update(t.api_keys).where(*where).values(billing_mode=value, update_time_us=now_us)
+        )
+        if updated.rowcount == 0:
+            self._c.execute(
+                insert(t.api_keys).values(
+                    account_id=account_id,
+                    api_key_id=api_key_id,
+                    billing_mode=value,
+                    update_time_us=now_us,
+                )
+            )
 
     def get_balances(self, account_id: str) -> tuple[int, int]:
         row = self._c.execute(
@@ -208,6 +263,12 @@ class SqlStore:
                 price_version=record.price_version,
                 transaction_id=record.transaction_id,
                 labels_json=json.dumps(record.labels, sort_keys=True, separators=(",", ":")),
+                record_kind=record.record_kind,
+                request_count=record.request_count,
+                corrects_record_id=record.corrects_record_id,
+                billing_mode=record.billing_mode,
+                unpriced=record.unpriced,
+                batch=record.batch,
             )
         )
 
@@ -234,7 +295,8 @@ class SqlStore:
         if flt.sliced:
             group_columns.insert(0, slice_column)
         sums = [
-            func.count().label("request_count"),
+            func.sum(u.request_count).label("request_count"),
+            func.sum(case((u.unpriced, u.request_count), else_=0)).label("unpriced_request_count"),
             func.sum(u.input_tokens).label("input_tokens"),
             func.sum(u.output_tokens).label("output_tokens"),
             func.sum(u.cache_read_tokens).label("cache_read_tokens"),
@@ -270,6 +332,7 @@ class SqlStore:
                     reasoning_tokens=int(mapping["reasoning_tokens"]),
                     cost_nanos=int(mapping["cost_nanos"]),
                     request_credits=int(mapping["request_credits"]),
+                    unpriced_request_count=int(mapping["unpriced_request_count"]),
                 )
             )
         return result

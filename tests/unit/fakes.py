@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from metering.domain.accounts import Account
+from metering.domain.accounts import Account, BillingMode
 from metering.domain.ledger import Entry, TransactionKind
 from metering.domain.records import UsageRecord
 from metering.domain.summary import SLICE_US, Aggregate, SummaryFilter
@@ -33,6 +33,7 @@ class FakeState:
     transactions: list[tuple[str, str, TransactionKind, list[Entry]]] = field(default_factory=list)
     records: list[UsageRecord] = field(default_factory=list)
     prices: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
+    api_keys: dict[tuple[str, str], BillingMode | None] = field(default_factory=dict)
 
 
 class FakeStore:
@@ -46,6 +47,17 @@ class FakeStore:
         assert account.account_id not in self.state.accounts
         self.state.accounts[account.account_id] = account
         self.state.balances[account.account_id] = (0, 0)
+
+    def update_account_settings(self, account: Account) -> None:
+        self.state.accounts[account.account_id] = account
+
+    def get_api_key_mode(self, account_id: str, api_key_id: str) -> BillingMode | None:
+        return self.state.api_keys.get((account_id, api_key_id))
+
+    def set_api_key_mode(
+        self, account_id: str, api_key_id: str, mode: BillingMode | None, now_us: int
+    ) -> None:
+        self.state.api_keys[(account_id, api_key_id)] = mode
 
     def get_balances(self, account_id: str) -> tuple[int, int]:
         return self.state.balances[account_id]
@@ -110,7 +122,8 @@ class FakeStore:
                 start_us=start,
                 keys=keys,
                 currency_code=record.currency_code,
-                request_count=1,
+                request_count=record.request_count,
+                unpriced_request_count=record.request_count if record.unpriced else 0,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cache_read_tokens=usage.cache_read_tokens,

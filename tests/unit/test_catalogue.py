@@ -51,11 +51,17 @@ def test_test_catalogue_parses_exactly() -> None:
         ("anthropic/claude-sonnet-4-5", 1),
         ("google/gemini-2.5-pro", 1),
         ("openai/gpt-4o-mini", 1),
+        ("test/cf-pattern", 1),
         ("test/changing", 1),
         ("test/changing", 2),
         ("test/cheap", 1),
         ("test/fee-model", 1),
+        ("test/per-request", 1),
     ]
+    per_request = by_key[("test/per-request", 1)]
+    assert (per_request.request_price_nanos, per_request.request_credits) == (20_000_000, 3)
+    assert by_key[("openai/gpt-4o-mini", 1)].batch_discount_bps == 5000
+    assert by_key[("test/cf-pattern", 1)].is_pattern
     sonnet = by_key[("anthropic/claude-sonnet-4-5", 1)]
     assert sonnet.provider == "anthropic"
     assert sonnet.currency_code == "USD"

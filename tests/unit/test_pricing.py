@@ -24,6 +24,7 @@ from metering.domain.accounts import (
     Account,
     BillingMode,
     Charge,
+    RequestAsset,
     charge_for,
     is_account_id,
     is_exhausted,
@@ -281,35 +282,81 @@ FEE_USAGE = TokenUsage(input_tokens=1000, output_tokens=500)
 # 1000 * 50,000,000 + 500 * 100,000,000 = 100,000,000,000 -> 100,000 nanos
 
 
+def _billing(mode: BillingMode = BillingMode.TOKEN, **settings: Any) -> Account:
+    return Account("acct", "USD", mode, False, 0, **settings)
+
+
 def test_token_mode_adds_request_fee() -> None:
     fee_model = price("test/fee-model")
     assert fee_model.request_fee_nanos == 10_000_000
     assert fee_model.token_cost_nanos(FEE_USAGE) == 2_000_000
     # 2,000,000 token cost + 10,000,000 fee
-    assert charge_for(BillingMode.TOKEN, fee_model, FEE_USAGE) == Charge(12_000_000, 0)
+    assert charge_for(_billing(), BillingMode.TOKEN, fee_model, FEE_USAGE) == Charge(12_000_000, 0)
 
 
 def test_token_mode_without_request_fee() -> None:
-    assert charge_for(BillingMode.TOKEN, price("test/cheap"), FEE_USAGE) == Charge(100_000, 0)
-
-
-def test_hybrid_with_request_fee_charges_the_fee_alone() -> None:
-    assert charge_for(BillingMode.HYBRID, price("test/fee-model"), FEE_USAGE) == Charge(
-        10_000_000, 0
+    assert charge_for(_billing(), BillingMode.TOKEN, price("test/cheap"), FEE_USAGE) == Charge(
+        100_000, 0
     )
-    # ... whatever the usage.
+
+
+def test_hybrid_uses_the_models_per_request_price_in_the_accounts_asset() -> None:
+    per_request = price("test/per-request")
+    credits = _billing(BillingMode.HYBRID)
+    money = _billing(BillingMode.HYBRID, request_asset=RequestAsset.MONEY)
     big = TokenUsage(input_tokens=1_000_000, output_tokens=1_000_000)
-    assert charge_for(BillingMode.HYBRID, price("test/fee-model"), big) == Charge(10_000_000, 0)
+    # Whatever the usage: 3 credits, or $0.02.
+    assert charge_for(credits, BillingMode.HYBRID, per_request, big) == Charge(0, 3)
+    assert charge_for(money, BillingMode.HYBRID, per_request, big) == Charge(20_000_000, 0)
 
 
-def test_hybrid_without_request_fee_charges_tokens() -> None:
-    assert charge_for(BillingMode.HYBRID, price("test/cheap"), FEE_USAGE) == Charge(100_000, 0)
+def test_hybrid_without_a_per_request_price_charges_tokens_and_fee() -> None:
+    hybrid = _billing(BillingMode.HYBRID)
+    assert charge_for(hybrid, BillingMode.HYBRID, price("test/cheap"), FEE_USAGE) == Charge(
+        100_000, 0
+    )
+    # A provider's per-call fee is part of the token price, not a per-request price.
+    assert charge_for(hybrid, BillingMode.HYBRID, price("test/fee-model"), FEE_USAGE) == Charge(
+        12_000_000, 0
+    )
 
 
 @pytest.mark.parametrize("price_id", ["test/fee-model", "test/cheap"])
-def test_request_mode_charges_one_credit_and_no_money(price_id: str) -> None:
-    assert charge_for(BillingMode.REQUEST, price(price_id), FEE_USAGE) == Charge(0, 1)
-    assert charge_for(BillingMode.REQUEST, price(price_id), TokenUsage()) == Charge(0, 1)
+def test_request_mode_charges_the_default_credit_and_no_money(price_id: str) -> None:
+    account = _billing(BillingMode.REQUEST)
+    assert charge_for(account, BillingMode.REQUEST, price(price_id), FEE_USAGE) == Charge(0, 1)
+    assert charge_for(account, BillingMode.REQUEST, price(price_id), TokenUsage()) == Charge(0, 1)
+
+
+def test_request_mode_in_money_uses_model_price_or_account_default() -> None:
+    money = _billing(
+        BillingMode.REQUEST, request_asset=RequestAsset.MONEY, default_request_price_nanos=5_000_000
+    )
+    assert charge_for(money, BillingMode.REQUEST, price("test/per-request"), FEE_USAGE) == Charge(
+        20_000_000, 0
+    )
+    assert charge_for(money, BillingMode.REQUEST, price("test/cheap"), FEE_USAGE) == Charge(
+        5_000_000, 0
+    )
+    # Unpriced models still cost the default per-request price.
+    assert charge_for(money, BillingMode.REQUEST, None, FEE_USAGE) == Charge(5_000_000, 0)
+
+
+def test_batch_discount_and_markup_apply_before_the_one_rounding() -> None:
+    mini = price("openai/gpt-4o-mini")
+    usage = TokenUsage(input_tokens=13)
+    # 13 x 150 nanos = 1950; batch 50% -> 975.
+    assert charge_for(_billing(), BillingMode.TOKEN, mini, usage, batch=True) == Charge(975, 0)
+    # +20% markup: 975 x 1.2 = 1170.
+    marked = _billing(price_adjustment_bps=2000)
+    assert charge_for(marked, BillingMode.TOKEN, mini, usage, batch=True) == Charge(1170, 0)
+    # 1 token at $0.15/M with 50% off and -0.01% adjustment: 75 x 0.9999 = 74.9925 -> 75.
+    odd = _billing(price_adjustment_bps=-1)
+    assert charge_for(odd, BillingMode.TOKEN, mini, TokenUsage(1), batch=True) == Charge(75, 0)
+
+
+def test_unpriced_model_charges_nothing_and_says_so() -> None:
+    assert charge_for(_billing(), BillingMode.TOKEN, None, FEE_USAGE) == Charge(0, 0, unpriced=True)
 
 
 def _account(mode: BillingMode, allow_negative: bool = False) -> Account:
@@ -553,7 +600,7 @@ def test_two_providers_only_one_in_force_is_not_ambiguous() -> None:
 def test_price_book_len_counts_entries_not_names() -> None:
     aliased = make_price(Rates(1, 1), aliases=("m-latest", "m-alias"))
     assert len(PriceBook.of([aliased])) == 1
-    assert len(BOOK) == len(TEST_PRICES) == 7
+    assert len(BOOK) == len(TEST_PRICES) == 9
 
 
 # --- properties ------------------------------------------------------------------
@@ -631,7 +678,11 @@ def test_cost_is_monotone_in_every_token_count(
     bigger = valid(grow(usage, kind, k))
     assert p.token_cost_nanos(bigger) >= p.token_cost_nanos(valid(usage))
     for mode in BillingMode:
-        assert charge_for(mode, p, bigger).cost_nanos >= charge_for(mode, p, usage).cost_nanos
+        account = _billing(mode)
+        assert (
+            charge_for(account, mode, p, bigger).cost_nanos
+            >= charge_for(account, mode, p, usage).cost_nanos
+        )
 
 
 def oracle_cost_nanos(entry: dict[str, Any], usage: TokenUsage) -> int:

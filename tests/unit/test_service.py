@@ -137,14 +137,16 @@ def test_request_billing_debits_credits_not_money(metering: Metering) -> None:
     assert (second.request_credits, second.balance_exhausted) == (0, True)
 
 
-def test_hybrid_billing_prefers_the_per_request_fee(metering: Metering) -> None:
+def test_hybrid_billing_prefers_the_per_request_price(metering: Metering) -> None:
     metering.create_account(
         CreateAccount("h", billing_mode=BillingMode.HYBRID, allow_negative_balance=True)
     )
-    with_fee = metering.record_usage(RecordUsage("h", "1", "fee-model", usage=TokenUsage(10**6)))
-    without = metering.record_usage(RecordUsage("h", "2", "gpt-4o-mini", usage=TokenUsage(10**6)))
-    assert with_fee.cost_nanos == 10_000_000  # the $0.01 fee, not $1 of tokens
-    assert without.cost_nanos == 150_000_000
+    per_request = metering.record_usage(
+        RecordUsage("h", "1", "per-request-model", usage=TokenUsage(10**6))
+    )
+    tokens = metering.record_usage(RecordUsage("h", "2", "gpt-4o-mini", usage=TokenUsage(10**6)))
+    assert (per_request.cost_nanos, per_request.request_credits_charged) == (0, 3)
+    assert (tokens.cost_nanos, tokens.request_credits_charged) == (150_000_000, 0)
 
 
 def test_missing_usage_is_one_request_with_zero_tokens(
