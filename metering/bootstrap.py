@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from metering.config import Settings
-from metering.domain.pricing import PriceBook
 from metering.service.handlers import Metering
-from metering.service.prices import load_price_book, sync_catalogue
+from metering.service.prices import PriceAdmin, PriceBookCache, sync_catalogue
+from metering.service.reprice import Repricer
 from metering.storage import migrate
 from metering.storage.engine import make_engine
 from metering.storage.store import SqlDatabase
@@ -36,7 +36,9 @@ class App:
     database: SqlDatabase
     metering: Metering
     executor: ThreadPoolExecutor
-    price_book: PriceBook
+    price_book: PriceBookCache
+    price_admin: PriceAdmin
+    repricer: Repricer
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -82,12 +84,21 @@ def build_app(settings: Settings) -> App:
         else:
             source, catalogue = "bundled prices.json", bundled_catalogue()
         sync_catalogue(database, catalogue, source, clock)
-        book = load_price_book(database)
+        book = PriceBookCache(database)
+        book.refresh()
     except Exception:
         engine.dispose()
         raise
     executor = ThreadPoolExecutor(
         max_workers=settings.db_pool_size, thread_name_prefix="metering-db"
     )
-    metering = Metering(database, lambda: book, clock)
-    return App(settings, engine, database, metering, executor, book)
+    return App(
+        settings=settings,
+        engine=engine,
+        database=database,
+        metering=Metering(database, book, clock),
+        executor=executor,
+        price_book=book,
+        price_admin=PriceAdmin(database, book, clock),
+        repricer=Repricer(database, book, clock),
+    )

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
 from metering import __version__
-from metering.bootstrap import StartupError, build_app
+from metering.bootstrap import App, StartupError, build_app
 from metering.config import ConfigError, Settings, load_settings
 from metering.domain.catalogue import CatalogueError
-from metering.domain.errors import MeteringError
+from metering.domain.errors import InvalidArgument, MeteringError
+from metering.service.prices import import_prices, read_price_file
 from metering.storage import migrate
 from metering.storage.engine import make_engine
 from metering.storage.store import SqlDatabase
@@ -42,6 +46,36 @@ def _parser() -> argparse.ArgumentParser:
     migrate_cmd = commands.add_parser("migrate", help="upgrade the database schema")
     database_flag(migrate_cmd)
 
+    prices = commands.add_parser("prices", help="the price book")
+    prices_commands = prices.add_subparsers(dest="prices_command", required=True)
+    check = prices_commands.add_parser("check", help="validate a price file; list every problem")
+    check.add_argument("file")
+    check.add_argument("--format", choices=["metering", "litellm"], help="default: detect")
+    imported = prices_commands.add_parser("import", help="add a price file's changed entries")
+    imported.add_argument("file")
+    imported.add_argument("--format", choices=["metering", "litellm"], help="default: detect")
+    imported.add_argument("--effective-time", help="RFC 3339; default: now")
+    imported.add_argument("--dry-run", action="store_true")
+    database_flag(imported)
+    listed = prices_commands.add_parser("list", help="list price entries")
+    listed.add_argument("--provider", default="")
+    listed.add_argument("--model", default="")
+    listed.add_argument("--account", default="")
+    listed.add_argument("--all-versions", action="store_true")
+    database_flag(listed)
+    retire = prices_commands.add_parser("retire", help="stop a price id from pricing anything")
+    retire.add_argument("price_id")
+    retire.add_argument("--at", help="RFC 3339; default: now")
+    database_flag(retire)
+    reprice = prices_commands.add_parser(
+        "reprice", help="recompute recorded usage with current prices (dry run unless --apply)"
+    )
+    reprice.add_argument("--from", dest="start", required=True, help="RFC 3339, inclusive")
+    reprice.add_argument("--to", dest="end", required=True, help="RFC 3339, exclusive")
+    reprice.add_argument("--account", help="only this account")
+    reprice.add_argument("--apply", action="store_true", help="write correction entries")
+    database_flag(reprice)
+
     ledger = commands.add_parser("ledger", help="ledger tools")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_commands.add_parser("verify", help="check balances against entries")
@@ -51,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "prices" and args.prices_command == "check":
+        return _prices_check(args.file, args.format)
     try:
         settings = load_settings(
             listen=getattr(args, "listen", None),
@@ -68,8 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings)
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "prices":
+            return _prices(settings, args)
         return _verify(settings)
-    except (StartupError, CatalogueError, MeteringError) as exc:
+    except InvalidArgument as exc:
+        for violation in exc.violations:
+            print(f"metering: {violation.field}: {violation.description}", file=sys.stderr)
+        return 2
+    except (StartupError, CatalogueError, MeteringError, ValueError) as exc:
         print(f"metering: {exc}", file=sys.stderr)
         return 2
     except OperationalError as exc:
@@ -78,6 +120,105 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _time_us(text: str, flag: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{flag} {text!r}: add a time zone, e.g. Z")
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _prices_check(path: str, fmt: str | None) -> int:
+    """Validate a price file offline; every problem names the file, entry and field."""
+    try:
+        content = Path(path).read_bytes()
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}")
+        return 1
+    entries, problems, skipped = read_price_file(
+        content, fmt.upper() if fmt else None, path, "2000-01-01T00:00:00Z", "2000-01-01"
+    )
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{path}: {len(problems)} problems")
+        return 1
+    print(f"{path}: OK, {len(entries)} price entries ({skipped} non-text entries skipped)")
+    return 0
+
+
+def _prices(settings: Settings, args: argparse.Namespace) -> int:
+    app = build_app(settings)
+    try:
+        command = args.prices_command
+        if command == "import":
+            at = _time_us(args.effective_time, "--effective-time") if args.effective_time else None
+            report = import_prices(
+                app.price_admin,
+                Path(args.file).read_bytes(),
+                args.format.upper() if args.format else None,
+                args.file,
+                at,
+                args.dry_run,
+            )
+            verb = "would add" if args.dry_run else "added"
+            print(
+                f"{verb} {len(report.added)} price versions, {report.unchanged} unchanged, "
+                f"{report.skipped} non-text entries skipped"
+            )
+            for price_id in report.added:
+                print(f"  {price_id}")
+        elif command == "list":
+            token = ""
+            while True:
+                entries, token = app.price_admin.list_prices(
+                    args.provider, args.model, args.account, args.all_versions, 1000, token
+                )
+                for entry in entries:
+                    print(json.dumps(entry, sort_keys=True))
+                if not token:
+                    break
+        elif command == "retire":
+            at = _time_us(args.at, "--at") if args.at else None
+            entry = app.price_admin.retire_price(args.price_id, at)
+            print(
+                f"retired {entry['price_id']} from {entry['effective_time']} "
+                f"(version {entry['version']})"
+            )
+        else:
+            return _reprice(app, args)
+    finally:
+        app.close()
+    return 0
+
+
+def _reprice(app: App, args: argparse.Namespace) -> int:
+    report = app.repricer.reprice(
+        _time_us(args.start, "--from"), _time_us(args.end, "--to"), args.account, args.apply
+    )
+    print(f"checked {report.records_checked} records; {len(report.changes)} would change")
+    for change in report.changes:
+        print(
+            f"  {change.account_id} {change.record_id} {change.model}: "
+            f"{change.old_cost_nanos} -> {change.new_cost_nanos} nanos "
+            f"({change.difference_nanos:+d}), credits {change.old_credits} -> {change.new_credits}"
+            f", price {change.old_price_id or 'unpriced'} v{change.old_price_version} -> "
+            f"{change.new_price_id or 'default'} v{change.new_price_version}"
+        )
+    print(f"total difference: {report.difference_nanos:+d} nanos")
+    if report.still_unpriced:
+        print(f"{report.still_unpriced} records still have no price")
+    for problem in report.problems:
+        print(f"NOT APPLIED: {problem}")
+    if args.apply:
+        print(f"applied {report.applied} corrections")
+    else:
+        print("dry run: nothing written (use --apply)")
+    return 1 if report.problems else 0
 
 
 def _migrate(settings: Settings) -> int:
@@ -124,6 +265,7 @@ def _serve(settings: Settings) -> int:
     async def run() -> None:
         running = await start_server(
             app.metering,
+            app.price_admin,
             app.executor,
             settings.listen,
             settings.max_message_bytes,
@@ -137,7 +279,7 @@ def _serve(settings: Settings) -> int:
         # Tests and scripts read the port from this line (listen on port 0 picks a free one).
         print(
             f"metering listening on {host}:{running.port} "
-            f"database={settings.database_dialect} prices={len(app.price_book)}",
+            f"database={settings.database_dialect} prices={len(app.price_book())}",
             flush=True,
         )
         await stop.wait()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import timestamp_pb2
 
-from metering.domain.accounts import BillingMode
+from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
 from metering.domain.errors import Violations
 from metering.domain.money import AMOUNT_UNITS_MAX, Money, units_nanos_are_consistent
 from metering.domain.summary import Aggregate, Granularity, GroupKey
 from metering.domain.usage import TokenUsage, UsageSource
+from metering.service.prices import time_text
+from metering.v1 import admin_service_pb2, prices_pb2, types_pb2
 from metering.v1 import metering_service_pb2 as pb
-from metering.v1 import types_pb2
 
 _SOURCES: dict[UsageSource, types_pb2.UsageSource] = {
     UsageSource.REPORTED: types_pb2.USAGE_SOURCE_REPORTED,
@@ -129,6 +132,7 @@ def summary_row_pb(row: Aggregate, group_by: tuple[GroupKey, ...]) -> pb.UsageSu
         reasoning_tokens=row.reasoning_tokens,
         cost=money_pb(Money(row.currency_code, row.cost_nanos)),
         request_credits=row.request_credits,
+        unpriced_request_count=row.unpriced_request_count,
     )
     for key, value in zip(group_by, row.keys, strict=True):
         if key is GroupKey.USAGE_SOURCE:
@@ -136,3 +140,155 @@ def summary_row_pb(row: Aggregate, group_by: tuple[GroupKey, ...]) -> pb.UsageSu
         else:
             setattr(message, key.value, value)
     return message
+
+
+_ENTRY_STRINGS = (
+    "price_id",
+    "provider",
+    "model",
+    "account_id",
+    "currency_code",
+    "input_per_million",
+    "output_per_million",
+    "cache_read_per_million",
+    "cache_write_5m_per_million",
+    "cache_write_1h_per_million",
+    "reasoning_per_million",
+    "request_fee",
+    "request_price",
+    "batch_discount_percent",
+    "source",
+    "source_date",
+)
+_TIER_STRINGS = (
+    "input_per_million",
+    "output_per_million",
+    "cache_read_per_million",
+    "cache_write_5m_per_million",
+    "cache_write_1h_per_million",
+    "reasoning_per_million",
+)
+
+
+def price_entry_to_dict(v: Violations, message: prices_pb2.PriceEntry) -> dict[str, Any]:
+    """A PriceEntry as a catalogue entry (the one format prices are stored in)."""
+    entry: dict[str, Any] = {
+        name: getattr(message, name) for name in _ENTRY_STRINGS if getattr(message, name)
+    }
+    if message.aliases:
+        entry["aliases"] = list(message.aliases)
+    for name in ("effective_time", "end_time"):
+        if message.HasField(name):
+            time_us = time_us_from_pb(v, f"price.{name}", getattr(message, name))
+            entry[name] = time_text(time_us)
+    if message.HasField("request_credits"):
+        entry["request_credits"] = message.request_credits
+    if message.retired:
+        entry["retired"] = True
+    if message.HasField("long_context"):
+        tier = message.long_context
+        entry["long_context"] = {
+            "threshold_input_tokens": tier.threshold_input_tokens,
+            **{name: getattr(tier, name) for name in _TIER_STRINGS if getattr(tier, name)},
+        }
+    return entry
+
+
+def price_entry_pb(entry: dict[str, Any]) -> prices_pb2.PriceEntry:
+    message = prices_pb2.PriceEntry(
+        version=int(entry.get("version", 1)),
+        aliases=list(entry.get("aliases", [])),
+        retired=bool(entry.get("retired", False)),
+    )
+    for name in _ENTRY_STRINGS:
+        if entry.get(name) is not None:
+            setattr(message, name, str(entry[name]))
+    for name in ("effective_time", "end_time"):
+        if entry.get(name):
+            getattr(message, name).FromJsonString(entry[name])
+    if entry.get("request_credits") is not None:
+        message.request_credits = int(entry["request_credits"])
+    tier = entry.get("long_context")
+    if isinstance(tier, dict):
+        message.long_context.CopyFrom(
+            prices_pb2.LongContextTier(
+                threshold_input_tokens=int(tier.get("threshold_input_tokens", 0)),
+                **{name: str(tier[name]) for name in _TIER_STRINGS if tier.get(name) is not None},
+            )
+        )
+    return message
+
+
+_POLICIES = {
+    UnpricedPolicy.REJECT: prices_pb2.UNPRICED_POLICY_REJECT,
+    UnpricedPolicy.RECORD: prices_pb2.UNPRICED_POLICY_RECORD,
+}
+_POLICIES_FROM_PROTO: dict[int, UnpricedPolicy] = {proto: p for p, proto in _POLICIES.items()}
+_ASSETS = {
+    RequestAsset.CREDITS: prices_pb2.REQUEST_ASSET_CREDITS,
+    RequestAsset.MONEY: prices_pb2.REQUEST_ASSET_MONEY,
+}
+_ASSETS_FROM_PROTO: dict[int, RequestAsset] = {proto: a for a, proto in _ASSETS.items()}
+
+
+def policy_from_pb(v: Violations, value: int) -> UnpricedPolicy:
+    if value == prices_pb2.UNPRICED_POLICY_UNSPECIFIED:
+        return UnpricedPolicy.REJECT
+    policy = _POLICIES_FROM_PROTO.get(value)
+    if policy is None:
+        v.add("unpriced_policy", f"unknown unpriced_policy {value}")
+        return UnpricedPolicy.REJECT
+    return policy
+
+
+def asset_from_pb(v: Violations, value: int) -> RequestAsset:
+    if value == prices_pb2.REQUEST_ASSET_UNSPECIFIED:
+        return RequestAsset.CREDITS
+    asset = _ASSETS_FROM_PROTO.get(value)
+    if asset is None:
+        v.add("request_asset", f"unknown request_asset {value}")
+        return RequestAsset.CREDITS
+    return asset
+
+
+def account_pb(account: Account) -> admin_service_pb2.Account:
+    return admin_service_pb2.Account(
+        account_id=account.account_id,
+        currency_code=account.currency_code,
+        billing_mode=mode_pb(account.billing_mode),
+        allow_negative_balance=account.allow_negative_balance,
+        create_time=timestamp_pb(account.create_time_us),
+        unpriced_policy=_POLICIES[account.unpriced_policy],
+        price_adjustment_bps=account.price_adjustment_bps,
+        request_asset=_ASSETS[account.request_asset],
+        default_request_price=money_pb(
+            Money(account.currency_code, account.default_request_price_nanos)
+        ),
+        default_request_credits=account.default_request_credits,
+    )
+
+
+def account_changes_from_pb(
+    v: Violations, message: admin_service_pb2.Account, paths: list[str]
+) -> dict[str, object]:
+    """The settings an UpdateAccount names in its mask, converted."""
+    changes: dict[str, object] = {}
+    for path in paths:
+        if path == "billing_mode":
+            changes[path] = mode_from_pb(v, message.billing_mode)
+        elif path == "allow_negative_balance":
+            changes[path] = message.allow_negative_balance
+        elif path == "unpriced_policy":
+            changes[path] = policy_from_pb(v, message.unpriced_policy)
+        elif path == "price_adjustment_bps":
+            changes[path] = message.price_adjustment_bps
+        elif path == "request_asset":
+            changes[path] = asset_from_pb(v, message.request_asset)
+        elif path == "default_request_price":
+            price = money_from_pb(v, "account.default_request_price", message.default_request_price)
+            changes["default_request_price_nanos"] = price.nanos
+        elif path == "default_request_credits":
+            changes[path] = message.default_request_credits
+        else:
+            v.add("update_mask", f"{path!r} cannot be updated")
+    return changes

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from metering.api.servicers import MeteringAdminServicer, MeteringServicer
 from metering.service.handlers import Metering
+from metering.service.prices import PriceAdmin
 from metering.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -48,6 +49,7 @@ class RunningServer:
 
 async def start_server(
     metering: Metering,
+    prices: PriceAdmin,
     executor: ThreadPoolExecutor,
     listen: str,
     max_message_bytes: int,
@@ -66,7 +68,7 @@ async def start_server(
         MeteringServicer(metering, executor), server
     )
     admin_service_pb2_grpc.add_MeteringAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        MeteringAdminServicer(metering, executor), server
+        MeteringAdminServicer(metering, prices, executor), server
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

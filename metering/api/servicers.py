@@ -15,11 +15,12 @@ from metering.domain.errors import Violations
 from metering.domain.money import Money
 from metering.service import commands
 from metering.service.handlers import Metering
+from metering.service.prices import PriceAdmin, import_prices
 from metering.v1 import admin_service_pb2 as admin_pb
 from metering.v1 import admin_service_pb2_grpc as admin_grpc
 from metering.v1 import metering_service_pb2 as pb
 from metering.v1 import metering_service_pb2_grpc as pb_grpc
-from metering.v1 import types_pb2
+from metering.v1 import prices_pb2, types_pb2
 
 _T = TypeVar("_T")
 
@@ -61,6 +62,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
             event_time_us=event_time,
             streamed=request.streamed,
             labels=dict(request.labels),
+            batch=request.batch,
         )
         result = await self.run(lambda: self._metering.record_usage(cmd))
         return pb.RecordUsageResponse(
@@ -74,6 +76,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
             request_credits_charged=result.request_credits_charged,
             request_credits=result.request_credits,
             record_id=result.record_id,
+            unpriced=result.unpriced,
         )
 
     @mapped
@@ -162,9 +165,12 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
 
 
 class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
-    def __init__(self, metering: Metering, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, metering: Metering, prices: PriceAdmin, executor: ThreadPoolExecutor
+    ) -> None:
         _Blocking.__init__(self, executor)
         self._metering = metering
+        self._prices = prices
 
     @mapped
     async def CreateAccount(
@@ -172,22 +178,137 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
     ) -> admin_pb.CreateAccountResponse:
         v = Violations()
         mode = convert.mode_from_pb(v, request.billing_mode)
+        policy = convert.policy_from_pb(v, request.unpriced_policy)
+        asset = convert.asset_from_pb(v, request.request_asset)
+        default_price = convert.money_from_pb(
+            v, "default_request_price", request.default_request_price
+        )
         v.raise_if_any()
         cmd = commands.CreateAccount(
             account_id=request.account_id,
             currency_code=request.currency_code or "USD",
             billing_mode=mode,
             allow_negative_balance=request.allow_negative_balance,
+            unpriced_policy=policy,
+            price_adjustment_bps=request.price_adjustment_bps,
+            request_asset=asset,
+            default_request_price_nanos=default_price.nanos,
+            default_request_credits=request.default_request_credits or 1,
         )
         account = await self.run(lambda: self._metering.create_account(cmd))
-        return admin_pb.CreateAccountResponse(
-            account=admin_pb.Account(
-                account_id=account.account_id,
-                currency_code=account.currency_code,
-                billing_mode=convert.mode_pb(account.billing_mode),
-                allow_negative_balance=account.allow_negative_balance,
-                create_time=convert.timestamp_pb(account.create_time_us),
+        return admin_pb.CreateAccountResponse(account=convert.account_pb(account))
+
+    @mapped
+    async def UpdateAccount(
+        self, request: admin_pb.UpdateAccountRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.UpdateAccountResponse:
+        v = Violations()
+        changes = convert.account_changes_from_pb(
+            v, request.account, list(request.update_mask.paths)
+        )
+        v.raise_if_any()
+        cmd = commands.UpdateAccount(request.account.account_id, changes)
+        account = await self.run(lambda: self._metering.update_account(cmd))
+        return admin_pb.UpdateAccountResponse(account=convert.account_pb(account))
+
+    @mapped
+    async def SetApiKeyBillingMode(
+        self, request: admin_pb.SetApiKeyBillingModeRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.SetApiKeyBillingModeResponse:
+        v = Violations()
+        mode = (
+            convert.mode_from_pb(v, request.billing_mode)
+            if request.billing_mode != types_pb2.BILLING_MODE_UNSPECIFIED
+            else None
+        )
+        v.raise_if_any()
+        effective = await self.run(
+            lambda: self._metering.set_api_key_billing_mode(
+                request.account_id, request.api_key_id, mode
             )
+        )
+        return admin_pb.SetApiKeyBillingModeResponse(
+            effective_billing_mode=convert.mode_pb(effective)
+        )
+
+    @mapped
+    async def ListPrices(
+        self, request: admin_pb.ListPricesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ListPricesResponse:
+        entries, token = await self.run(
+            lambda: self._prices.list_prices(
+                request.provider,
+                request.model,
+                request.account_id,
+                request.all_versions,
+                request.page_size,
+                request.page_token,
+            )
+        )
+        return admin_pb.ListPricesResponse(
+            prices=[convert.price_entry_pb(entry) for entry in entries], next_page_token=token
+        )
+
+    @mapped
+    async def AddPrice(
+        self, request: admin_pb.AddPriceRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.AddPriceResponse:
+        v = Violations()
+        entry = convert.price_entry_to_dict(v, request.price)
+        v.raise_if_any()
+        stored = await self.run(lambda: self._prices.add_price(entry))
+        return admin_pb.AddPriceResponse(price=convert.price_entry_pb(stored))
+
+    @mapped
+    async def RetirePrice(
+        self, request: admin_pb.RetirePriceRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.RetirePriceResponse:
+        v = Violations()
+        at = (
+            convert.time_us_from_pb(v, "retire_time", request.retire_time)
+            if request.HasField("retire_time")
+            else None
+        )
+        if not request.price_id:
+            v.add("price_id", "price_id is required")
+        v.raise_if_any()
+        stored = await self.run(lambda: self._prices.retire_price(request.price_id, at))
+        return admin_pb.RetirePriceResponse(price=convert.price_entry_pb(stored))
+
+    @mapped
+    async def ImportPrices(
+        self, request: admin_pb.ImportPricesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ImportPricesResponse:
+        v = Violations()
+        at = (
+            convert.time_us_from_pb(v, "effective_time", request.effective_time)
+            if request.HasField("effective_time")
+            else None
+        )
+        fmt = {
+            prices_pb2.PRICE_FILE_FORMAT_METERING: "METERING",
+            prices_pb2.PRICE_FILE_FORMAT_LITELLM: "LITELLM",
+        }.get(request.format)
+        if request.format and fmt is None:
+            v.add("format", f"unknown format {request.format}")
+        if len(request.source) > 256:
+            v.add("source", "source must be at most 256 characters")
+        v.raise_if_any()
+        report = await self.run(
+            lambda: import_prices(
+                self._prices,
+                request.content,
+                fmt,
+                request.source or "ImportPrices",
+                at,
+                request.dry_run,
+            )
+        )
+        return admin_pb.ImportPricesResponse(
+            added_count=len(report.added),
+            unchanged_count=report.unchanged,
+            skipped_count=report.skipped,
+            added_price_ids=report.added,
         )
 
     @mapped

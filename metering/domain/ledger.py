@@ -25,6 +25,8 @@ ASSET_REQUEST_CREDITS = "REQUEST_CREDITS"
 class TransactionKind(enum.Enum):
     GRANT = "GRANT"
     USAGE = "USAGE"
+    # Corrects an earlier transaction by the difference; names it.
+    CORRECTION = "CORRECTION"
 
 
 @dataclass(frozen=True)

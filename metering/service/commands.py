@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from metering.domain.accounts import BillingMode
+from metering.domain.accounts import BillingMode, RequestAsset, UnpricedPolicy
 from metering.domain.summary import Granularity, GroupKey
 from metering.domain.usage import TokenUsage, UsageSource
 
@@ -46,6 +46,19 @@ class CreateAccount:
     currency_code: str = "USD"
     billing_mode: BillingMode = BillingMode.TOKEN
     allow_negative_balance: bool = False
+    unpriced_policy: UnpricedPolicy = UnpricedPolicy.REJECT
+    price_adjustment_bps: int = 0
+    request_asset: RequestAsset = RequestAsset.CREDITS
+    default_request_price_nanos: int = 0
+    default_request_credits: int = 1
+
+
+@dataclass(frozen=True)
+class UpdateAccount:
+    """New values for the named settings of an account; other settings stay."""
+
+    account_id: str
+    changes: dict[str, object]
 
 
 @dataclass(frozen=True)

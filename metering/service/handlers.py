@@ -16,17 +16,20 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from metering.domain.accounts import (
+    PRICE_ADJUSTMENT_BPS_MAX,
+    PRICE_ADJUSTMENT_BPS_MIN,
     Account,
     BillingMode,
     UnpricedPolicy,
     charge_for,
     is_exhausted,
 )
+from metering.domain.catalogue import REQUEST_CREDITS_PER_CALL_MAX
 from metering.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -57,6 +60,7 @@ from metering.service.commands import (
     RecordResult,
     RecordUsage,
     SummaryQuery,
+    UpdateAccount,
 )
 from metering.service.ports import Clock, Database, Store
 from metering.storage.store import DuplicateKey
@@ -134,14 +138,20 @@ class Metering:
         val.check_new_account_id(v, cmd.account_id)
         if not is_currency_code(cmd.currency_code):
             v.add("currency_code", "currency_code must be an ISO 4217 code such as USD")
-        v.raise_if_any()
         account = Account(
             account_id=cmd.account_id,
             currency_code=cmd.currency_code,
             billing_mode=cmd.billing_mode,
             allow_negative_balance=cmd.allow_negative_balance,
             create_time_us=self._clock.now_us(),
+            unpriced_policy=cmd.unpriced_policy,
+            price_adjustment_bps=cmd.price_adjustment_bps,
+            request_asset=cmd.request_asset,
+            default_request_price_nanos=cmd.default_request_price_nanos,
+            default_request_credits=cmd.default_request_credits,
         )
+        _check_settings(v, account)
+        v.raise_if_any()
         try:
             with self._db.write() as store:
                 if store.get_account(cmd.account_id) is not None:
@@ -150,6 +160,43 @@ class Metering:
         except DuplicateKey:
             raise _account_exists(cmd.account_id) from None
         return account
+
+    def update_account(self, cmd: UpdateAccount) -> Account:
+        """Change the named billing settings of an account; NOT_FOUND if it does not exist."""
+        v = Violations()
+        val.check_account_id(v, cmd.account_id)
+        unknown = set(cmd.changes) - _SETTINGS
+        for name in sorted(unknown):
+            v.add("update_mask", f"{name!r} cannot be updated")
+        if not cmd.changes:
+            v.add("update_mask", "name at least one field to update")
+        v.raise_if_any()
+        with self._db.write() as store:
+            account = store.get_account(cmd.account_id, for_update=True)
+            if account is None:
+                raise _account_not_found(cmd.account_id)
+            updated = replace(account, **cmd.changes)  # type: ignore[arg-type]
+            _check_settings(v, updated)
+            v.raise_if_any()
+            store.update_account_settings(updated)
+        return updated
+
+    def set_api_key_billing_mode(
+        self, account_id: str, api_key_id: str, mode: BillingMode | None
+    ) -> BillingMode:
+        """Override (None: inherit) the billing mode of one API key; return the mode in effect."""
+        v = Violations()
+        val.check_account_id(v, account_id)
+        if not api_key_id:
+            v.add("api_key_id", "api_key_id is required")
+        val.check_name(v, "api_key_id", api_key_id)
+        v.raise_if_any()
+        with self._db.write() as store:
+            account = store.get_account(account_id, for_update=True)
+            if account is None:
+                raise _account_not_found(account_id)
+            store.set_api_key_mode(account_id, api_key_id, mode, self._clock.now_us())
+        return mode or account.billing_mode
 
     def grant_credits(self, cmd: GrantCredits) -> GrantResult:
         """Add money and/or request credits as a balanced ledger transaction; idempotent."""
@@ -194,7 +241,7 @@ class Metering:
                 "CURRENCY_MISMATCH",
                 f"account {cmd.account_id} is in {account.currency_code}, not {cmd.currency_code}",
             )
-        balance, credits = _checked_balances(
+        balance, credits = checked_balances(
             store, account.account_id, cmd.amount_nanos, cmd.request_credits
         )
         now = self._clock.now_us()
@@ -353,7 +400,7 @@ class Metering:
         price = pending.price
         charge = charge_for(account, pending.mode, price, pending.usage, batch=cmd.batch)
         try:
-            balance, credits = _checked_balances(
+            balance, credits = checked_balances(
                 store, account.account_id, -charge.cost_nanos, -charge.request_credits
             )
         except FailedPrecondition as exc:
@@ -569,7 +616,7 @@ def _zone(name: str) -> ZoneInfo | None:
         return None
 
 
-def _checked_balances(
+def checked_balances(
     store: Store, account_id: str, delta_nanos: int, delta_credits: int
 ) -> tuple[int, int]:
     """The balances after the deltas, refused when they would leave the supported range.
@@ -607,6 +654,35 @@ def _decode_page_token(token: str, fingerprint: str, v: Violations) -> int:
     except (ValueError, KeyError, TypeError):
         v.add("page_token", "page_token is invalid or belongs to a different query")
         return 0
+
+
+_SETTINGS = frozenset(
+    {
+        "billing_mode",
+        "allow_negative_balance",
+        "unpriced_policy",
+        "price_adjustment_bps",
+        "request_asset",
+        "default_request_price_nanos",
+        "default_request_credits",
+    }
+)
+
+
+def _check_settings(v: Violations, account: Account) -> None:
+    if not PRICE_ADJUSTMENT_BPS_MIN <= account.price_adjustment_bps <= PRICE_ADJUSTMENT_BPS_MAX:
+        v.add(
+            "price_adjustment_bps",
+            f"price_adjustment_bps must be in [{PRICE_ADJUSTMENT_BPS_MIN}, "
+            f"{PRICE_ADJUSTMENT_BPS_MAX}]",
+        )
+    if not 0 <= account.default_request_price_nanos <= AMOUNT_NANOS_MAX:
+        v.add("default_request_price", f"must be in [0, {AMOUNT_UNITS_MAX}] units")
+    if not 0 <= account.default_request_credits <= REQUEST_CREDITS_PER_CALL_MAX:
+        v.add(
+            "default_request_credits",
+            f"default_request_credits must be in [0, {REQUEST_CREDITS_PER_CALL_MAX}]",
+        )
 
 
 def _account_not_found(account_id: str) -> NotFound:

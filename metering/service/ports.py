@@ -71,7 +71,21 @@ class Store(Protocol):
         end_time_us: int | None,
         entry_json: str,
         now_us: int,
+        account_id: str = "",
     ) -> None: ...
+    def get_revision(self, name: str) -> int: ...
+    def bump_revision(self, name: str) -> None: ...
+    def usage_page(
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        after: tuple[int, str, str],
+        limit: int,
+    ) -> list[UsageRecord]: ...
+    def adjustment_sums(
+        self, account_id: str, record_ids: list[str]
+    ) -> dict[str, tuple[int, int]]: ...
 
 
 class Database(Protocol):

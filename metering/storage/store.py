@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
@@ -23,6 +23,7 @@ from metering.domain.errors import Unavailable
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
 from metering.domain.records import UsageRecord
 from metering.domain.summary import SLICE_US, Aggregate, SummaryFilter
+from metering.domain.usage import TokenUsage, UsageSource
 from metering.storage import schema as t
 from metering.storage.engine import write_lock_for
 
@@ -71,6 +72,43 @@ def _settings(account: Account) -> dict[str, Any]:
         "default_request_price_nanos": account.default_request_price_nanos,
         "default_request_credits": account.default_request_credits,
     }
+
+
+def _usage_record(row: Any) -> UsageRecord:
+    return UsageRecord(
+        account_id=row.account_id,
+        record_id=row.record_id,
+        request_id=row.request_id,
+        transaction_id=row.transaction_id,
+        event_time_us=int(row.event_time_us),
+        record_time_us=int(row.record_time_us),
+        provider=row.provider,
+        model=row.model,
+        api_key_id=row.api_key_id,
+        service=row.service,
+        streamed=bool(row.streamed),
+        usage_source=UsageSource(row.usage_source),
+        usage=TokenUsage(
+            input_tokens=int(row.input_tokens),
+            output_tokens=int(row.output_tokens),
+            cache_read_tokens=int(row.cache_read_tokens),
+            cache_write_tokens=int(row.cache_write_tokens),
+            cache_write_1h_tokens=int(row.cache_write_1h_tokens),
+            reasoning_tokens=int(row.reasoning_tokens),
+        ),
+        currency_code=row.currency_code,
+        cost_nanos=int(row.cost_nanos),
+        request_credits=int(row.request_credits),
+        price_id=row.price_id,
+        price_version=int(row.price_version),
+        labels=json.loads(row.labels_json),
+        record_kind=row.record_kind,
+        request_count=int(row.request_count),
+        corrects_record_id=row.corrects_record_id,
+        billing_mode=row.billing_mode,
+        unpriced=bool(row.unpriced),
+        batch=bool(row.batch),
+    )
 
 
 class SqlStore:
@@ -359,9 +397,11 @@ class SqlStore:
         end_time_us: int | None,
         entry_json: str,
         now_us: int,
+        account_id: str = "",
     ) -> None:
         self._c.execute(
             insert(t.prices).values(
+                account_id=account_id,
                 price_id=price_id,
                 version=version,
                 provider=provider,
@@ -374,6 +414,73 @@ class SqlStore:
                 create_time_us=now_us,
             )
         )
+
+    def get_revision(self, name: str) -> int:
+        row = self._c.execute(
+            select(t.revisions.c.revision).where(t.revisions.c.name == name)
+        ).first()
+        return int(row.revision) if row else 0
+
+    def bump_revision(self, name: str) -> None:
+        """Tell every process that ``name`` changed (they compare revisions)."""
+        self._c.execute(
+            update(t.revisions)
+            .where(t.revisions.c.name == name)
+            .values(revision=t.revisions.c.revision + 1)
+        )
+
+    # Repricing ------------------------------------------------------------
+
+    def usage_page(
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        after: tuple[int, str, str],
+        limit: int,
+    ) -> list[UsageRecord]:
+        """Original usage records in [start, end) after a (time, account, id) key, in key order."""
+        u = t.usage_records.c
+        after_time, after_account, after_id = after
+        query = (
+            select(t.usage_records)
+            .where(
+                u.event_time_us >= start_us,
+                u.event_time_us < end_us,
+                u.record_kind == "USAGE",
+                or_(
+                    u.event_time_us > after_time,
+                    and_(
+                        u.event_time_us == after_time,
+                        or_(
+                            u.account_id > after_account,
+                            and_(u.account_id == after_account, u.record_id > after_id),
+                        ),
+                    ),
+                ),
+            )
+            .order_by(u.event_time_us, u.account_id, u.record_id)
+            .limit(limit)
+        )
+        if account_id is not None:
+            query = query.where(u.account_id == account_id)
+        return [_usage_record(row) for row in self._c.execute(query)]
+
+    def adjustment_sums(self, account_id: str, record_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """Per corrected record id: the (cost, credits) its adjustments add."""
+        if not record_ids:
+            return {}
+        u = t.usage_records.c
+        rows = self._c.execute(
+            select(
+                u.corrects_record_id,
+                func.sum(u.cost_nanos).label("cost"),
+                func.sum(u.request_credits).label("credits"),
+            )
+            .where(u.account_id == account_id, u.corrects_record_id.in_(record_ids))
+            .group_by(u.corrects_record_id)
+        )
+        return {row.corrects_record_id: (int(row.cost), int(row.credits)) for row in rows}
 
     # Verification ---------------------------------------------------------
 

@@ -45,6 +45,36 @@ class MeteringAdminServiceStub:
                 request_serializer=metering_dot_v1_dot_admin__service__pb2.GrantCreditsRequest.SerializeToString,
                 response_deserializer=metering_dot_v1_dot_admin__service__pb2.GrantCreditsResponse.FromString,
                 _registered_method=True)
+        self.UpdateAccount = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/UpdateAccount',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.UpdateAccountRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.UpdateAccountResponse.FromString,
+                _registered_method=True)
+        self.SetApiKeyBillingMode = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/SetApiKeyBillingMode',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.SetApiKeyBillingModeRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.SetApiKeyBillingModeResponse.FromString,
+                _registered_method=True)
+        self.ListPrices = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/ListPrices',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.ListPricesRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.ListPricesResponse.FromString,
+                _registered_method=True)
+        self.AddPrice = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/AddPrice',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.AddPriceRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.AddPriceResponse.FromString,
+                _registered_method=True)
+        self.RetirePrice = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/RetirePrice',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.RetirePriceRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.RetirePriceResponse.FromString,
+                _registered_method=True)
+        self.ImportPrices = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/ImportPrices',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.ImportPricesRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.ImportPricesResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringAdminServiceServicer:
@@ -71,6 +101,56 @@ class MeteringAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateAccount(self, request, context):
+        """UpdateAccount changes an account's billing settings (the fields named in
+        update_mask). Balances change only through the ledger.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetApiKeyBillingMode(self, request, context):
+        """SetApiKeyBillingMode overrides the billing mode for one API key of an
+        account; BILLING_MODE_UNSPECIFIED removes the override.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPrices(self, request, context):
+        """ListPrices lists price entries, newest version of each id first unless
+        all versions are asked for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPrice(self, request, context):
+        """AddPrice adds a price version: a new price id, or a new version of an
+        existing one (taking effect at its effective_time; records before keep
+        their price). Every process sees it on its next record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetirePrice(self, request, context):
+        """RetirePrice adds a tombstone version: from retire_time on the price id
+        prices nothing (the account's unpriced policy then applies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportPrices(self, request, context):
+        """ImportPrices adds every entry of a price file (metering or LiteLLM
+        format) whose content differs from its id's newest version, as a new
+        version. With dry_run it only reports.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +163,36 @@ def add_MeteringAdminServiceServicer_to_server(servicer, server):
                     servicer.GrantCredits,
                     request_deserializer=metering_dot_v1_dot_admin__service__pb2.GrantCreditsRequest.FromString,
                     response_serializer=metering_dot_v1_dot_admin__service__pb2.GrantCreditsResponse.SerializeToString,
+            ),
+            'UpdateAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAccount,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.UpdateAccountRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.UpdateAccountResponse.SerializeToString,
+            ),
+            'SetApiKeyBillingMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetApiKeyBillingMode,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.SetApiKeyBillingModeRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.SetApiKeyBillingModeResponse.SerializeToString,
+            ),
+            'ListPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPrices,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.ListPricesRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.ListPricesResponse.SerializeToString,
+            ),
+            'AddPrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPrice,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.AddPriceRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.AddPriceResponse.SerializeToString,
+            ),
+            'RetirePrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetirePrice,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.RetirePriceRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.RetirePriceResponse.SerializeToString,
+            ),
+            'ImportPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportPrices,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.ImportPricesRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.ImportPricesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +250,168 @@ class MeteringAdminService:
             '/metering.v1.MeteringAdminService/GrantCredits',
             metering_dot_v1_dot_admin__service__pb2.GrantCreditsRequest.SerializeToString,
             metering_dot_v1_dot_admin__service__pb2.GrantCreditsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/UpdateAccount',
+            metering_dot_v1_dot_admin__service__pb2.UpdateAccountRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.UpdateAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetApiKeyBillingMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/SetApiKeyBillingMode',
+            metering_dot_v1_dot_admin__service__pb2.SetApiKeyBillingModeRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.SetApiKeyBillingModeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/ListPrices',
+            metering_dot_v1_dot_admin__service__pb2.ListPricesRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.ListPricesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/AddPrice',
+            metering_dot_v1_dot_admin__service__pb2.AddPriceRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.AddPriceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetirePrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/RetirePrice',
+            metering_dot_v1_dot_admin__service__pb2.RetirePriceRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.RetirePriceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/ImportPrices',
+            metering_dot_v1_dot_admin__service__pb2.ImportPricesRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.ImportPricesResponse.FromString,
             options,
             channel_credentials,
             insecure,

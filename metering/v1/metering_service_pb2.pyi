@@ -51,7 +51,7 @@ GROUP_BY_USAGE_SOURCE: GroupBy
 GROUP_BY_ACCOUNT: GroupBy
 
 class RecordUsageRequest(_message.Message):
-    __slots__ = ("account_id", "request_id", "model", "provider", "usage", "api_key_id", "service", "event_time", "streamed", "labels")
+    __slots__ = ("account_id", "request_id", "model", "provider", "usage", "api_key_id", "service", "event_time", "streamed", "labels", "batch")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class RecordUsageRequest(_message.Message):
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     STREAMED_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     request_id: str
     model: str
@@ -79,10 +80,11 @@ class RecordUsageRequest(_message.Message):
     event_time: _timestamp_pb2.Timestamp
     streamed: bool
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streamed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    batch: bool
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streamed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., batch: _Optional[bool] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
-    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id")
+    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id", "unpriced")
     COST_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +95,7 @@ class RecordUsageResponse(_message.Message):
     REQUEST_CREDITS_CHARGED_FIELD_NUMBER: _ClassVar[int]
     REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_FIELD_NUMBER: _ClassVar[int]
     cost: _types_pb2.Money
     balance: _types_pb2.Money
     replayed: bool
@@ -103,7 +106,8 @@ class RecordUsageResponse(_message.Message):
     request_credits_charged: int
     request_credits: int
     record_id: str
-    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ...) -> None: ...
+    unpriced: bool
+    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ..., unpriced: _Optional[bool] = ...) -> None: ...
 
 class EstimateTokensRequest(_message.Message):
     __slots__ = ("model", "provider", "text", "completion_text", "max_output_tokens", "account_id")
@@ -190,7 +194,7 @@ class UsageSummaryRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., time_zone: _Optional[str] = ..., group_by: _Optional[_Iterable[_Union[GroupBy, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., currency_code: _Optional[str] = ...) -> None: ...
 
 class UsageSummaryRow(_message.Message):
-    __slots__ = ("start_time", "model", "provider", "api_key_id", "service", "usage_source", "request_count", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost", "account_id", "request_credits")
+    __slots__ = ("start_time", "model", "provider", "api_key_id", "service", "usage_source", "request_count", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost", "account_id", "request_credits", "unpriced_request_count")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +211,7 @@ class UsageSummaryRow(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_REQUEST_COUNT_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     model: str
     provider: str
@@ -223,7 +228,8 @@ class UsageSummaryRow(_message.Message):
     cost: _types_pb2.Money
     account_id: str
     request_credits: int
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., request_count: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., account_id: _Optional[str] = ..., request_credits: _Optional[int] = ...) -> None: ...
+    unpriced_request_count: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., request_count: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., account_id: _Optional[str] = ..., request_credits: _Optional[int] = ..., unpriced_request_count: _Optional[int] = ...) -> None: ...
 
 class UsageSummaryResponse(_message.Message):
     __slots__ = ("rows", "totals", "next_page_token")

@@ -93,7 +93,16 @@ class MeteringServiceServicer:
 
         Errors: NOT_FOUND (ACCOUNT_NOT_FOUND), FAILED_PRECONDITION
         (PRICE_NOT_FOUND: no price for the model in the account's currency at
-        `event_time`; nothing is written), INVALID_ARGUMENT, ALREADY_EXISTS.
+        `event_time` and the account's unpriced policy is REJECT; nothing is
+        written), INVALID_ARGUMENT, ALREADY_EXISTS.
+
+        The charge follows the billing mode (the API key's override, else the
+        account's): TOKEN debits token prices plus the price's per-request fee;
+        REQUEST debits the model's per-request price (else the account's default)
+        in request credits or money, as the account's request_asset says; HYBRID
+        uses the REQUEST rule where the model has its own per-request price and
+        the TOKEN rule otherwise. An account's markup or discount applies to
+        money. The money amount is rounded once per record, half away from zero.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

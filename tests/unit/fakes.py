@@ -34,6 +34,7 @@ class FakeState:
     records: list[UsageRecord] = field(default_factory=list)
     prices: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
     api_keys: dict[tuple[str, str], BillingMode | None] = field(default_factory=dict)
+    revisions: dict[str, int] = field(default_factory=dict)
 
 
 class FakeStore:
@@ -155,11 +156,49 @@ class FakeStore:
         end_time_us: int | None,
         entry_json: str,
         now_us: int,
+        account_id: str = "",
     ) -> None:
         self.state.prices[(price_id, version)] = (
             hashlib.sha256(entry_json.encode()).hexdigest(),
             entry_json,
         )
+
+    def get_revision(self, name: str) -> int:
+        return self.state.revisions.get(name, 0)
+
+    def bump_revision(self, name: str) -> None:
+        self.state.revisions[name] = self.state.revisions.get(name, 0) + 1
+
+    def usage_page(
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        after: tuple[int, str, str],
+        limit: int,
+    ) -> list[UsageRecord]:
+        records = sorted(
+            (
+                r
+                for r in self.state.records
+                if start_us <= r.event_time_us < end_us
+                and r.record_kind == "USAGE"
+                and (account_id is None or r.account_id == account_id)
+                and (r.event_time_us, r.account_id, r.record_id) > after
+            ),
+            key=lambda r: (r.event_time_us, r.account_id, r.record_id),
+        )
+        return records[:limit]
+
+    def adjustment_sums(
+        self, account_id: str, record_ids: list[str]
+    ) -> dict[str, tuple[int, int]]:
+        sums: dict[str, tuple[int, int]] = {}
+        for r in self.state.records:
+            if r.account_id == account_id and r.corrects_record_id in record_ids:
+                cost, credits = sums.get(r.corrects_record_id, (0, 0))
+                sums[r.corrects_record_id] = (cost + r.cost_nanos, credits + r.request_credits)
+        return sums
 
 
 class FakeDatabase:
