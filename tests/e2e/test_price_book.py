@@ -411,3 +411,26 @@ def test_prices_check_lists_every_problem(tmp_path: Path) -> None:
         f"{litellm}: 'gpt-x'.input_cost_per_token: must be a finite non-negative number"
         in done.stdout
     )
+
+
+def test_account_price_override_applies_to_that_account_only(verified: Live) -> None:
+    special, regular = verified.new_account(units=10), verified.new_account(units=10)
+    verified.admin.AddPrice(
+        admin_pb.AddPriceRequest(
+            price=prices_pb2.PriceEntry(
+                price_id=f"{special}/gpt-4o-mini",
+                provider="openai",
+                model="gpt-4o-mini",
+                account_id=special,
+                effective_time=_ts("2025-01-01T00:00:00Z"),
+                input_per_million="0.10",
+                output_per_million="0.40",
+                source="contract 42",
+            )
+        ),
+        timeout=T,
+    )
+    own = _record(verified, special, "r", "gpt-4o-mini", 1_000_000)
+    listed = _record(verified, regular, "r", "gpt-4o-mini", 1_000_000)
+    assert (own.price_id, _nanos(own.cost)) == (f"{special}/gpt-4o-mini", 100_000_000)
+    assert (listed.price_id, _nanos(listed.cost)) == ("openai/gpt-4o-mini", 150_000_000)

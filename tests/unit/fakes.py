@@ -190,9 +190,7 @@ class FakeStore:
         )
         return records[:limit]
 
-    def adjustment_sums(
-        self, account_id: str, record_ids: list[str]
-    ) -> dict[str, tuple[int, int]]:
+    def adjustment_sums(self, account_id: str, record_ids: list[str]) -> dict[str, tuple[int, int]]:
         sums: dict[str, tuple[int, int]] = {}
         for r in self.state.records:
             if r.account_id == account_id and r.corrects_record_id in record_ids:

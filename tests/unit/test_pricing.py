@@ -7,6 +7,7 @@ token costs 50,000,000 / 1,000,000 = 50 nanos.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import replace
@@ -75,8 +76,10 @@ def make_price(
     aliases: tuple[str, ...] = (),
     request_fee_nanos: int = 0,
     long_context: LongContextTier | None = None,
+    account_id: str = "",
 ) -> Price:
     return Price(
+        account_id=account_id,
         price_id=price_id,
         version=version,
         provider=provider,
@@ -735,3 +738,40 @@ def test_tiny_rates_round_half_up_against_fraction(usage: TokenUsage, rate: int)
     p = make_price(Rates(input=rate, output=rate + 1, cache_read=rate // 3 or None))
     scaled = p.rates.cost_scaled(usage)
     assert p.token_cost_nanos(usage) == math.floor(Fraction(scaled, 1_000_000) + Fraction(1, 2))
+
+
+# --- patterns, account overrides, tombstones -----------------------------------
+
+
+def test_pattern_entries_match_when_no_name_does() -> None:
+    pattern = make_price(Rates(1, 1), price_id="cf/all", model="@cf/meta/*", provider="cloudflare")
+    narrower = make_price(
+        Rates(2, 2), price_id="cf/llama", model="@cf/meta/llama-*", provider="cloudflare"
+    )
+    exact = make_price(
+        Rates(3, 3), price_id="cf/exact", model="@cf/meta/llama-3-8b", provider="cloudflare"
+    )
+    book = PriceBook.of([pattern, narrower, exact])
+    assert book.resolve("", "@cf/meta/llama-3-8b", "USD", NOW).price_id == "cf/exact"
+    assert book.resolve("", "@cf/meta/llama-4", "USD", NOW).price_id == "cf/llama"
+    assert book.resolve("", "@cf/meta/other", "USD", NOW).price_id == "cf/all"
+    assert book.find("", "@cf/qwen/x", "USD", NOW) is None
+
+
+def test_account_override_wins_for_that_account_only() -> None:
+    listed = make_price(Rates(1, 1), price_id="p/m")
+    own = make_price(Rates(9, 9), price_id="acme/p/m", account_id="acme")
+    book = PriceBook.of([listed, own])
+    assert book.resolve("", listed.model, "USD", NOW, "acme").price_id == "acme/p/m"
+    assert book.resolve("", listed.model, "USD", NOW, "other").price_id == "p/m"
+    assert book.resolve("", listed.model, "USD", NOW).price_id == "p/m"
+
+
+def test_retired_version_prices_nothing_from_its_time() -> None:
+    live = make_price(Rates(1, 1), price_id="p/m")
+    tombstone = dataclasses.replace(
+        live, version=2, retired=True, effective_time_us=NOW + 1_000_000
+    )
+    book = PriceBook.of([live, tombstone])
+    assert book.resolve("", live.model, "USD", NOW).version == 1
+    assert book.find("", live.model, "USD", NOW + 1_000_000) is None
