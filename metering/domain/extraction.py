@@ -26,7 +26,7 @@ import json
 import re
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 from metering.domain.errors import FieldViolation, InvalidArgument, Violations
 from metering.domain.usage import TOKENS_PER_RECORD_MAX, TokenUsage
@@ -123,12 +123,17 @@ def detect_format(obj: object) -> ResponseFormat | None:
 # --- reading the bytes ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Event:
-    """One JSON object: the whole body, one element of a JSON array, or one stream event."""
+class _Event(NamedTuple):
+    """One JSON object: the whole body, one element of a JSON array, or one stream event.
+
+    A tuple, not a dataclass: a hostile 4 MiB stream holds a million of them.
+    """
 
     obj: dict[str, Any]
-    loc: str  # where it came from, for messages: "" (the body), "line 7", "item 2"
+    # Where it came from, for messages: unit "" (the body), "line" or "item"
+    # (of a JSON array) and its number; formatted only if there is a problem.
+    unit: str
+    number: int
     sse_event: str  # the SSE `event:` field in force for it, "" if none
 
 
@@ -208,9 +213,6 @@ def _loads(text: str) -> object:
         return _NOT_JSON
 
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # SSE's line ends; never inside a JSON text
-
-
 def _parse(text: str, field: str) -> _Parsed:
     body = text.strip()
     if not body:
@@ -230,11 +232,11 @@ def _parse(text: str, field: str) -> _Parsed:
 
 def _document(doc: object, field: str) -> _Parsed:
     if isinstance(doc, dict):
-        return _Parsed([_Event(doc, "", "")], streamed=False)
+        return _Parsed([_Event(doc, "", 0, "")], streamed=False)
     if isinstance(doc, list):
         # Gemini's streamGenerateContent without alt=sse: one array of chunks.
         events = [
-            _Event(item, f"item {index}", "")
+            _Event(item, "item", index, "")
             for index, item in enumerate(doc)
             if isinstance(item, dict)
         ]
@@ -256,26 +258,27 @@ def _lines(text: str, field: str, too_deep: bool) -> _Parsed:
     sse_event = ""
     done = False
     first = True
-    for number, raw_line in enumerate(_LINE_BREAK.split(text), start=1):
+    # SSE ends lines with CRLF, LF or CR; a JSON text never holds a raw one.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for number, raw_line in enumerate(lines, start=1):
         line = raw_line.strip()
         if not line:
             sse_event = ""  # a blank line ends an SSE event
             continue
         is_first, first = first, False
-        if line.startswith("data:"):
-            payload = line[5:].strip()
-        elif line.startswith("event:"):
+        head = line[0]
+        if head == "{":
+            payload = line  # newline-delimited JSON
+        elif head == "d" and line.startswith("data:"):
+            payload = line[5:].lstrip()
+            if not payload.startswith("{"):
+                done = done or payload == "[DONE]"
+                continue
+        elif head == "e" and line.startswith("event:"):
             sse_event = line[6:].strip()
             continue
-        elif line[0] in "{[":
-            payload = line  # newline-delimited JSON
         else:
-            continue
-        if payload == "[DONE]":
-            done = True
-            continue
-        if not payload or payload[0] not in "{[":
-            continue
+            continue  # comments, id:, retry:, and the partial first line of a tail
         if _depth(payload) > JSON_DEPTH_MAX:
             if is_first:
                 # The first line of a tail may start inside a string, which
@@ -285,7 +288,7 @@ def _lines(text: str, field: str, too_deep: bool) -> _Parsed:
             raise _too_deep(field, f" (line {number})")
         obj = _loads(payload)
         if isinstance(obj, dict):
-            events.append(_Event(obj, f"line {number}", sse_event))
+            events.append(_Event(obj, "line", number, sse_event))
     if not events and not done:
         if too_deep:
             raise _too_deep(field, "")
@@ -396,11 +399,12 @@ class _Reader:
 
     def __init__(self, field: str) -> None:
         self.field = field
-        self.loc = ""
+        self.at: tuple[str, int] = ("", 0)  # the event being read: _Event.unit, .number
         self.violations = Violations()
 
     def problem(self, path: str, description: str) -> None:
-        where = f" ({self.loc})" if self.loc else ""
+        unit, number = self.at
+        where = f" ({unit} {number})" if unit else ""
         self.violations.add(self.field, f"{path} {description}{where}")
 
     def object(self, parent: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
@@ -550,7 +554,7 @@ def _chat_body(body: dict[str, Any], path: str, r: _Reader, seen: _Seen) -> None
 def _openai_chat(events: list[_Event], r: _Reader) -> _Seen:
     seen = _Seen()
     for event in events:
-        r.loc = event.loc
+        r.at = (event.unit, event.number)
         _chat_body(event.obj, "", r, seen)
     return seen
 
@@ -617,7 +621,7 @@ def _responses_body(response: dict[str, Any], path: str, r: _Reader, seen: _Seen
 def _openai_responses(events: list[_Event], r: _Reader) -> _Seen:
     seen = _Seen()
     for event in events:
-        r.loc = event.loc
+        r.at = (event.unit, event.number)
         obj = event.obj
         kind = _event_type(event)
         if obj.get("object") == "response":
@@ -725,7 +729,7 @@ def _anthropic(events: list[_Event], r: _Reader) -> _Seen:
     seen = _Seen()
     merged: dict[str, int] = {}
     for event in events:
-        r.loc = event.loc
+        r.at = (event.unit, event.number)
         obj = event.obj
         kind = _event_type(event)
         if kind == "message":
@@ -748,7 +752,7 @@ def _anthropic(events: list[_Event], r: _Reader) -> _Seen:
                 _nonempty(delta.get(key)) for key in ("text", "thinking", "partial_json")
             ):
                 seen.has_completion = True
-    r.loc = ""
+    r.at = ("", 0)
     seen.usage = _anthropic_usage(merged, r)
     return seen
 
@@ -756,19 +760,17 @@ def _anthropic(events: list[_Event], r: _Reader) -> _Seen:
 # Gemini generateContent / streamGenerateContent.
 
 
-def _gemini_usage(metadata: dict[str, Any], path: str, r: _Reader) -> TokenUsage | None:
+def _gemini_usage(metadata: dict[str, Any], path: str, r: _Reader) -> TokenUsage:
     prompt = r.count(metadata, "promptTokenCount", path)
     cached = r.count(metadata, "cachedContentTokenCount", path)
     candidates = r.count(metadata, "candidatesTokenCount", path)
     thoughts = r.count(metadata, "thoughtsTokenCount", path)
     tool_use = r.count(metadata, "toolUsePromptTokenCount", path)
-    # totalTokenCount is the sum of the others, but it is neither needed nor
-    # checked: a mismatch there says nothing about which count is right, and
-    # failing would lose a record that the parts describe fully.
-    r.count(metadata, "totalTokenCount", path)  # still well-formed, like every count
-    if all(value is None for value in (prompt, cached, candidates, thoughts, tool_use)):
-        return None
-    # proto3 JSON omits zero counts, so absent means 0. promptTokenCount
+    # totalTokenCount should be the sum of the others, but it is not read: a
+    # mismatch would not say which count is wrong, and refusing would lose a
+    # record that the parts describe fully.
+    # proto3 JSON omits zero counts, so absent means 0 (and an empty
+    # usageMetadata is an all-zero usage, not a missing one). promptTokenCount
     # includes the cached content; tool-use prompts are counted beside it, and
     # thoughts beside the candidates (and are billed as output).
     return TokenUsage(
@@ -797,7 +799,7 @@ def _gemini_candidates_have_output(candidates: object) -> bool:
 def _gemini(events: list[_Event], r: _Reader) -> _Seen:
     seen = _Seen()
     for event in events:
-        r.loc = event.loc
+        r.at = (event.unit, event.number)
         obj = event.obj
         seen.saw_model(obj.get("modelVersion"))
         if _gemini_candidates_have_output(obj.get("candidates")):
@@ -805,9 +807,7 @@ def _gemini(events: list[_Event], r: _Reader) -> _Seen:
         metadata = r.object(obj, "usageMetadata", "")
         if metadata is not None:
             # Stream chunks carry running totals; the last one is the whole call.
-            found = _gemini_usage(metadata, "usageMetadata", r)
-            if found is not None:
-                seen.usage = found
+            seen.usage = _gemini_usage(metadata, "usageMetadata", r)
     return seen
 
 
@@ -817,7 +817,7 @@ def _gemini(events: list[_Event], r: _Reader) -> _Seen:
 def _workers_ai(events: list[_Event], r: _Reader) -> _Seen:
     seen = _Seen()
     for event in events:
-        r.loc = event.loc
+        r.at = (event.unit, event.number)
         obj = event.obj
         # The REST API wraps the model's output in {"result": ..., "success": ...};
         # the bindings, the streams and the OpenAI-compatible endpoints do not.
@@ -852,7 +852,7 @@ def _dify_usage(usage: dict[str, Any], path: str, r: _Reader) -> TokenUsage | No
 def _dify(events: list[_Event], r: _Reader) -> _Seen:
     seen = _Seen()
     for event in events:
-        r.loc = event.loc
+        r.at = (event.unit, event.number)
         obj = event.obj
         if _nonempty(obj.get("answer")):
             seen.has_completion = True

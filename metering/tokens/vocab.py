@@ -21,11 +21,11 @@ _VOCAB_SHA256 = {
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
 }
 
-_CL100K_PATTERN = (
+CL100K_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
     r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
 )
-_O200K_PATTERN = "|".join(
+O200K_PATTERN = "|".join(
     [
         r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
         r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
@@ -36,6 +36,25 @@ _O200K_PATTERN = "|".join(
         r"""\s+""",
     ]
 )
+
+_HARMONY_SPECIAL_TOKENS: dict[str, int] = {
+    "<|startoftext|>": 199998,
+    "<|endoftext|>": 199999,
+    "<|reserved_200000|>": 200000,
+    "<|reserved_200001|>": 200001,
+    "<|return|>": 200002,
+    "<|constrain|>": 200003,
+    "<|reserved_200004|>": 200004,
+    "<|channel|>": 200005,
+    "<|start|>": 200006,
+    "<|end|>": 200007,
+    "<|message|>": 200008,
+    "<|reserved_200009|>": 200009,
+    "<|reserved_200010|>": 200010,
+    "<|reserved_200011|>": 200011,
+    "<|call|>": 200012,
+    "<|endofprompt|>": 200018,
+} | {f"<|reserved_{i}|>": i for i in range(200013, 201088)}
 
 _lock = threading.Lock()
 _encodings: dict[str, tiktoken.Encoding] = {}
@@ -64,7 +83,7 @@ def _build(name: str) -> tiktoken.Encoding:
     if name == "cl100k_base":
         return tiktoken.Encoding(
             name=name,
-            pat_str=_CL100K_PATTERN,
+            pat_str=CL100K_PATTERN,
             mergeable_ranks=_load_ranks(name),
             special_tokens={
                 "<|endoftext|>": 100257,
@@ -77,9 +96,20 @@ def _build(name: str) -> tiktoken.Encoding:
     if name == "o200k_base":
         return tiktoken.Encoding(
             name=name,
-            pat_str=_O200K_PATTERN,
+            pat_str=O200K_PATTERN,
             mergeable_ranks=_load_ranks(name),
             special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+        )
+    if name == "o200k_harmony":
+        # gpt-oss: the o200k_base ranks and pattern plus the harmony chat tokens.
+        base = _encodings.get("o200k_base")
+        if base is None:
+            base = _encodings["o200k_base"] = _build("o200k_base")
+        return tiktoken.Encoding(
+            name=name,
+            pat_str=O200K_PATTERN,
+            mergeable_ranks=base._mergeable_ranks,
+            special_tokens=_HARMONY_SPECIAL_TOKENS,
         )
     raise KeyError(name)
 
