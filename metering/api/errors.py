@@ -19,6 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from metering.domain import errors
+from metering.v1 import metering_service_pb2
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,18 @@ def to_status(exc: errors.MeteringError) -> status_pb2.Status:
         holder.Pack(detail)
         packed.append(holder)
     return status_pb2.Status(code=code, message=exc.message, details=packed)
+
+
+def record_error(exc: errors.MeteringError) -> metering_service_pb2.RecordError:
+    """A batch record's error: the same code, reason and fields RecordUsage would give."""
+    status = to_status(exc)
+    fields = exc.violations if isinstance(exc, errors.InvalidArgument) else []
+    return metering_service_pb2.RecordError(
+        code=status.code,
+        message=status.message,
+        reason=exc.reason,
+        fields=[v.field for v in fields],
+    )
 
 
 _Req = TypeVar("_Req")

@@ -10,8 +10,8 @@ from typing import TypeVar
 import grpc
 
 from metering.api import convert
-from metering.api.errors import mapped
-from metering.domain.errors import Violations
+from metering.api.errors import mapped, record_error
+from metering.domain.errors import FieldViolation, InvalidArgument, MeteringError, Violations
 from metering.domain.money import Money
 from metering.service import commands
 from metering.service.handlers import Metering
@@ -35,6 +35,55 @@ class _Blocking:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
 
+def _record_command(request: pb.RecordUsageRequest) -> commands.RecordUsage:
+    v = Violations()
+    event_time = (
+        convert.time_us_from_pb(v, "event_time", request.event_time)
+        if request.HasField("event_time")
+        else None
+    )
+    v.raise_if_any()
+    return commands.RecordUsage(
+        account_id=request.account_id,
+        request_id=request.request_id,
+        model=request.model,
+        provider=request.provider,
+        usage=convert.usage_from_pb(request.usage) if request.HasField("usage") else None,
+        api_key_id=request.api_key_id,
+        service=request.service,
+        event_time_us=event_time,
+        streamed=request.streamed,
+        labels=dict(request.labels),
+        batch=request.batch,
+    )
+
+
+def _record_response(result: commands.RecordResult) -> pb.RecordUsageResponse:
+    return pb.RecordUsageResponse(
+        cost=convert.money_pb(Money(result.currency_code, result.cost_nanos)),
+        balance=convert.money_pb(Money(result.currency_code, result.balance_nanos)),
+        replayed=result.replayed,
+        usage_source=convert.source_pb(result.usage_source),
+        price_id=result.price_id,
+        price_version=result.price_version,
+        balance_exhausted=result.balance_exhausted,
+        request_credits_charged=result.request_credits_charged,
+        request_credits=result.request_credits,
+        record_id=result.record_id,
+        unpriced=result.unpriced,
+    )
+
+
+def _prefixed(exc: MeteringError, prefix: str) -> MeteringError:
+    """Field paths of a batch record's violations, named within the batch."""
+    if isinstance(exc, InvalidArgument):
+        return InvalidArgument(
+            [FieldViolation(f"{prefix}.{v.field}", v.description) for v in exc.violations],
+            exc.reason,
+        )
+    return exc
+
+
 class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
     def __init__(self, metering: Metering, executor: ThreadPoolExecutor) -> None:
         _Blocking.__init__(self, executor)
@@ -44,40 +93,32 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
     async def RecordUsage(
         self, request: pb.RecordUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordUsageResponse:
-        v = Violations()
-        event_time = (
-            convert.time_us_from_pb(v, "event_time", request.event_time)
-            if request.HasField("event_time")
-            else None
-        )
-        v.raise_if_any()
-        cmd = commands.RecordUsage(
-            account_id=request.account_id,
-            request_id=request.request_id,
-            model=request.model,
-            provider=request.provider,
-            usage=convert.usage_from_pb(request.usage) if request.HasField("usage") else None,
-            api_key_id=request.api_key_id,
-            service=request.service,
-            event_time_us=event_time,
-            streamed=request.streamed,
-            labels=dict(request.labels),
-            batch=request.batch,
-        )
+        cmd = _record_command(request)
         result = await self.run(lambda: self._metering.record_usage(cmd))
-        return pb.RecordUsageResponse(
-            cost=convert.money_pb(Money(result.currency_code, result.cost_nanos)),
-            balance=convert.money_pb(Money(result.currency_code, result.balance_nanos)),
-            replayed=result.replayed,
-            usage_source=convert.source_pb(result.usage_source),
-            price_id=result.price_id,
-            price_version=result.price_version,
-            balance_exhausted=result.balance_exhausted,
-            request_credits_charged=result.request_credits_charged,
-            request_credits=result.request_credits,
-            record_id=result.record_id,
-            unpriced=result.unpriced,
-        )
+        return _record_response(result)
+
+    @mapped
+    async def RecordUsageBatch(
+        self, request: pb.RecordUsageBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordUsageBatchResponse:
+        cmds: list[commands.RecordUsage | MeteringError] = []
+        for item in request.records:
+            try:
+                cmds.append(_record_command(item))
+            except MeteringError as exc:
+                cmds.append(exc)
+        outcomes = await self.run(lambda: self._metering.record_usage_batch(cmds))
+        results = []
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, MeteringError):
+                results.append(
+                    pb.RecordUsageResult(
+                        error=record_error(_prefixed(outcome, f"records[{index}]"))
+                    )
+                )
+            else:
+                results.append(pb.RecordUsageResult(response=_record_response(outcome)))
+        return pb.RecordUsageBatchResponse(results=results)
 
     @mapped
     async def EstimateTokens(

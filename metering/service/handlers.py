@@ -33,6 +33,8 @@ from metering.domain.catalogue import REQUEST_CREDITS_PER_CALL_MAX
 from metering.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
     MeteringError,
     NotFound,
     Unavailable,
@@ -78,6 +80,8 @@ WRITE_ATTEMPTS_MAX = 3
 # Request credits are bounded like money, for the same int64 reason.
 REQUEST_CREDITS_MAX = AMOUNT_UNITS_MAX
 REQUEST_CREDITS_BALANCE_MAX = 4 * REQUEST_CREDITS_MAX
+
+BATCH_RECORDS_MAX = 1000
 
 _OP_RECORD = "RecordUsage"
 _OP_GRANT = "GrantCredits"
@@ -298,6 +302,37 @@ class Metering:
         if isinstance(result, MeteringError):
             raise result
         return result
+
+    def record_usage_batch(
+        self, cmds: Sequence[RecordUsage | MeteringError]
+    ) -> list[RecordResult | MeteringError]:
+        """Record many calls in one transaction; a result or an error per call, in order.
+
+        An entry that is already an error (it failed conversion) stays one; a
+        call that fails validation or pricing gets its error and does not
+        fail the others.
+        """
+        if not 1 <= len(cmds) <= BATCH_RECORDS_MAX:
+            raise InvalidArgument(
+                [FieldViolation("records", f"send 1-{BATCH_RECORDS_MAX} records")]
+            )
+        results: list[RecordResult | MeteringError] = []
+        pending: list[PendingRecord] = []
+        slots: list[int] = []
+        for cmd in cmds:
+            if isinstance(cmd, MeteringError):
+                results.append(cmd)
+                continue
+            try:
+                pending.append(self.prepare_record(cmd))
+                slots.append(len(results))
+                results.append(MeteringError("INTERNAL", "not written"))
+            except MeteringError as exc:
+                results.append(exc)
+        if pending:
+            for slot, outcome in zip(slots, self.write_usage_batch(pending), strict=True):
+                results[slot] = outcome
+        return results
 
     def prepare_record(self, cmd: RecordUsage) -> PendingRecord:
         """Validate, bound and price a record outside any write transaction."""

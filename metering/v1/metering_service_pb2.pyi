@@ -51,7 +51,7 @@ GROUP_BY_USAGE_SOURCE: GroupBy
 GROUP_BY_ACCOUNT: GroupBy
 
 class RecordUsageRequest(_message.Message):
-    __slots__ = ("account_id", "request_id", "model", "provider", "usage", "api_key_id", "service", "event_time", "streamed", "labels", "batch")
+    __slots__ = ("account_id", "request_id", "model", "provider", "usage", "api_key_id", "service", "event_time", "streamed", "labels", "batch", "response_json", "response_format")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,8 @@ class RecordUsageRequest(_message.Message):
     STREAMED_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     request_id: str
     model: str
@@ -81,10 +83,12 @@ class RecordUsageRequest(_message.Message):
     streamed: bool
     labels: _containers.ScalarMap[str, str]
     batch: bool
-    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streamed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., batch: _Optional[bool] = ...) -> None: ...
+    response_json: bytes
+    response_format: _types_pb2.ApiFormat
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streamed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., batch: _Optional[bool] = ..., response_json: _Optional[bytes] = ..., response_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
-    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id", "unpriced")
+    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id", "unpriced", "usage")
     COST_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +100,7 @@ class RecordUsageResponse(_message.Message):
     REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     UNPRICED_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     cost: _types_pb2.Money
     balance: _types_pb2.Money
     replayed: bool
@@ -107,26 +112,31 @@ class RecordUsageResponse(_message.Message):
     request_credits: int
     record_id: str
     unpriced: bool
-    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ..., unpriced: _Optional[bool] = ...) -> None: ...
+    usage: _types_pb2.TokenUsage
+    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ..., unpriced: _Optional[bool] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ...) -> None: ...
 
 class EstimateTokensRequest(_message.Message):
-    __slots__ = ("model", "provider", "text", "completion_text", "max_output_tokens", "account_id")
+    __slots__ = ("model", "provider", "text", "completion_text", "max_output_tokens", "account_id", "request_json", "request_format")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TEXT_FIELD_NUMBER: _ClassVar[int]
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FORMAT_FIELD_NUMBER: _ClassVar[int]
     model: str
     provider: str
     text: str
     completion_text: str
     max_output_tokens: int
     account_id: str
-    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., text: _Optional[str] = ..., completion_text: _Optional[str] = ..., max_output_tokens: _Optional[int] = ..., account_id: _Optional[str] = ...) -> None: ...
+    request_json: bytes
+    request_format: _types_pb2.ApiFormat
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., text: _Optional[str] = ..., completion_text: _Optional[str] = ..., max_output_tokens: _Optional[int] = ..., account_id: _Optional[str] = ..., request_json: _Optional[bytes] = ..., request_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ...) -> None: ...
 
 class EstimateTokensResponse(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens", "method", "tokenizer", "estimated_cost", "worst_case_cost", "price_id", "price_version")
+    __slots__ = ("input_tokens", "output_tokens", "method", "tokenizer", "estimated_cost", "worst_case_cost", "price_id", "price_version", "request_format", "max_output_tokens")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +145,8 @@ class EstimateTokensResponse(_message.Message):
     WORST_CASE_COST_FIELD_NUMBER: _ClassVar[int]
     PRICE_ID_FIELD_NUMBER: _ClassVar[int]
     PRICE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
     method: EstimateMethod
@@ -143,7 +155,9 @@ class EstimateTokensResponse(_message.Message):
     worst_case_cost: _types_pb2.Money
     price_id: str
     price_version: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., method: _Optional[_Union[EstimateMethod, str]] = ..., tokenizer: _Optional[str] = ..., estimated_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., worst_case_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ...) -> None: ...
+    request_format: _types_pb2.ApiFormat
+    max_output_tokens: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., method: _Optional[_Union[EstimateMethod, str]] = ..., tokenizer: _Optional[str] = ..., estimated_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., worst_case_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., request_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...
 
 class GetBalanceRequest(_message.Message):
     __slots__ = ("account_id",)
@@ -240,3 +254,35 @@ class UsageSummaryResponse(_message.Message):
     totals: UsageSummaryRow
     next_page_token: str
     def __init__(self, rows: _Optional[_Iterable[_Union[UsageSummaryRow, _Mapping]]] = ..., totals: _Optional[_Union[UsageSummaryRow, _Mapping]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RecordUsageBatchRequest(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[RecordUsageRequest]
+    def __init__(self, records: _Optional[_Iterable[_Union[RecordUsageRequest, _Mapping]]] = ...) -> None: ...
+
+class RecordUsageBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RecordUsageResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[RecordUsageResult, _Mapping]]] = ...) -> None: ...
+
+class RecordUsageResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: RecordUsageResponse
+    error: RecordError
+    def __init__(self, response: _Optional[_Union[RecordUsageResponse, _Mapping]] = ..., error: _Optional[_Union[RecordError, _Mapping]] = ...) -> None: ...
+
+class RecordError(_message.Message):
+    __slots__ = ("code", "message", "reason", "fields")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    reason: str
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -47,6 +47,11 @@ class MeteringServiceStub:
                 request_serializer=metering_dot_v1_dot_metering__service__pb2.RecordUsageRequest.SerializeToString,
                 response_deserializer=metering_dot_v1_dot_metering__service__pb2.RecordUsageResponse.FromString,
                 _registered_method=True)
+        self.RecordUsageBatch = channel.unary_unary(
+                '/metering.v1.MeteringService/RecordUsageBatch',
+                request_serializer=metering_dot_v1_dot_metering__service__pb2.RecordUsageBatchRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_metering__service__pb2.RecordUsageBatchResponse.FromString,
+                _registered_method=True)
         self.EstimateTokens = channel.unary_unary(
                 '/metering.v1.MeteringService/EstimateTokens',
                 request_serializer=metering_dot_v1_dot_metering__service__pb2.EstimateTokensRequest.SerializeToString,
@@ -108,6 +113,17 @@ class MeteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordUsageBatch(self, request, context):
+        """RecordUsageBatch records up to 1000 usage records in one call, for
+        relays that aggregate. Each record gets its own result: one invalid
+        record does not reject the others. Every record follows RecordUsage's
+        rules (idempotency per account and request_id included), and the
+        response is sent only after all accepted records are committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EstimateTokens(self, request, context):
         """EstimateTokens counts the tokens of a text before (or after) a call and
         prices them at today's price.
@@ -139,6 +155,11 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     servicer.RecordUsage,
                     request_deserializer=metering_dot_v1_dot_metering__service__pb2.RecordUsageRequest.FromString,
                     response_serializer=metering_dot_v1_dot_metering__service__pb2.RecordUsageResponse.SerializeToString,
+            ),
+            'RecordUsageBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordUsageBatch,
+                    request_deserializer=metering_dot_v1_dot_metering__service__pb2.RecordUsageBatchRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_metering__service__pb2.RecordUsageBatchResponse.SerializeToString,
             ),
             'EstimateTokens': grpc.unary_unary_rpc_method_handler(
                     servicer.EstimateTokens,
@@ -191,6 +212,33 @@ class MeteringService:
             '/metering.v1.MeteringService/RecordUsage',
             metering_dot_v1_dot_metering__service__pb2.RecordUsageRequest.SerializeToString,
             metering_dot_v1_dot_metering__service__pb2.RecordUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordUsageBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringService/RecordUsageBatch',
+            metering_dot_v1_dot_metering__service__pb2.RecordUsageBatchRequest.SerializeToString,
+            metering_dot_v1_dot_metering__service__pb2.RecordUsageBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

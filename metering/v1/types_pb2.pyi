@@ -18,6 +18,16 @@ class BillingMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BILLING_MODE_TOKEN: _ClassVar[BillingMode]
     BILLING_MODE_REQUEST: _ClassVar[BillingMode]
     BILLING_MODE_HYBRID: _ClassVar[BillingMode]
+
+class ApiFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    API_FORMAT_UNSPECIFIED: _ClassVar[ApiFormat]
+    API_FORMAT_OPENAI_CHAT_COMPLETIONS: _ClassVar[ApiFormat]
+    API_FORMAT_OPENAI_RESPONSES: _ClassVar[ApiFormat]
+    API_FORMAT_ANTHROPIC_MESSAGES: _ClassVar[ApiFormat]
+    API_FORMAT_GEMINI_GENERATE_CONTENT: _ClassVar[ApiFormat]
+    API_FORMAT_WORKERS_AI: _ClassVar[ApiFormat]
+    API_FORMAT_DIFY: _ClassVar[ApiFormat]
 USAGE_SOURCE_UNSPECIFIED: UsageSource
 USAGE_SOURCE_REPORTED: UsageSource
 USAGE_SOURCE_ESTIMATED: UsageSource
@@ -26,6 +36,13 @@ BILLING_MODE_UNSPECIFIED: BillingMode
 BILLING_MODE_TOKEN: BillingMode
 BILLING_MODE_REQUEST: BillingMode
 BILLING_MODE_HYBRID: BillingMode
+API_FORMAT_UNSPECIFIED: ApiFormat
+API_FORMAT_OPENAI_CHAT_COMPLETIONS: ApiFormat
+API_FORMAT_OPENAI_RESPONSES: ApiFormat
+API_FORMAT_ANTHROPIC_MESSAGES: ApiFormat
+API_FORMAT_GEMINI_GENERATE_CONTENT: ApiFormat
+API_FORMAT_WORKERS_AI: ApiFormat
+API_FORMAT_DIFY: ApiFormat
 
 class Money(_message.Message):
     __slots__ = ("currency_code", "units", "nanos")
