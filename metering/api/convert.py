@@ -83,6 +83,41 @@ def usage_from_pb(message: types_pb2.TokenUsage) -> TokenUsage:
     )
 
 
+def usage_pb(usage: TokenUsage) -> types_pb2.TokenUsage:
+    return types_pb2.TokenUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+    )
+
+
+API_FORMATS_BY_NAME: dict[str, types_pb2.ApiFormat] = {
+    "OPENAI_CHAT_COMPLETIONS": types_pb2.API_FORMAT_OPENAI_CHAT_COMPLETIONS,
+    "OPENAI_RESPONSES": types_pb2.API_FORMAT_OPENAI_RESPONSES,
+    "ANTHROPIC_MESSAGES": types_pb2.API_FORMAT_ANTHROPIC_MESSAGES,
+    "GEMINI_GENERATE_CONTENT": types_pb2.API_FORMAT_GEMINI_GENERATE_CONTENT,
+    "WORKERS_AI": types_pb2.API_FORMAT_WORKERS_AI,
+    "DIFY": types_pb2.API_FORMAT_DIFY,
+}
+
+
+_API_FORMAT_NAMES: dict[int, str] = {int(v): k for k, v in API_FORMATS_BY_NAME.items()}
+
+
+def api_format_name(v: Violations, value: int, field: str = "response_format") -> str:
+    """The format's name, "" for UNSPECIFIED (detect)."""
+    if value == types_pb2.API_FORMAT_UNSPECIFIED:
+        return ""
+    name = _API_FORMAT_NAMES.get(value)
+    if name is None:
+        v.add(field, f"unknown format {value}")
+        return ""
+    return name
+
+
 def source_pb(source: UsageSource) -> types_pb2.UsageSource:
     return _SOURCES[source]
 

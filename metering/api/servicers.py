@@ -42,6 +42,7 @@ def _record_command(request: pb.RecordUsageRequest) -> commands.RecordUsage:
         if request.HasField("event_time")
         else None
     )
+    response_format = convert.api_format_name(v, request.response_format)
     v.raise_if_any()
     return commands.RecordUsage(
         account_id=request.account_id,
@@ -55,6 +56,8 @@ def _record_command(request: pb.RecordUsageRequest) -> commands.RecordUsage:
         streamed=request.streamed,
         labels=dict(request.labels),
         batch=request.batch,
+        response_json=request.response_json,
+        response_format=response_format,
     )
 
 
@@ -71,6 +74,7 @@ def _record_response(result: commands.RecordResult) -> pb.RecordUsageResponse:
         request_credits=result.request_credits,
         record_id=result.record_id,
         unpriced=result.unpriced,
+        usage=convert.usage_pb(result.usage) if result.usage is not None else None,
     )
 
 
@@ -124,6 +128,11 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
     async def EstimateTokens(
         self, request: pb.EstimateTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.EstimateTokensResponse:
+        v = Violations()
+        request_format = convert.api_format_name(v, request.request_format, "request_format")
+        if request_format in ("WORKERS_AI", "DIFY"):
+            v.add("request_format", f"{request_format} request bodies are not counted")
+        v.raise_if_any()
         cmd = commands.EstimateTokens(
             model=request.model,
             provider=request.provider,
@@ -131,6 +140,8 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
             completion_text=request.completion_text,
             max_output_tokens=request.max_output_tokens,
             account_id=request.account_id,
+            request_json=request.request_json,
+            request_format=request_format,
         )
         result = await self.run(lambda: self._metering.estimate_tokens(cmd))
         response = pb.EstimateTokensResponse(
@@ -140,6 +151,10 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
             tokenizer=result.tokenizer,
             price_id=result.price_id,
             price_version=result.price_version,
+            request_format=convert.API_FORMATS_BY_NAME.get(
+                result.request_format, types_pb2.API_FORMAT_UNSPECIFIED
+            ),
+            max_output_tokens=result.max_output_tokens,
         )
         if result.estimated_cost_nanos is not None:
             response.estimated_cost.CopyFrom(

@@ -175,8 +175,10 @@ _BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def _depth(text: str) -> int:
-    """The deepest bracket nesting of a JSON text, outside strings, without parsing it.
+    """The bracket nesting depth of a JSON text, outside strings, without parsing it.
 
+    When the text has no more opening brackets than the limit allows, their
+    count is returned instead: a bound that is enough to let it through.
     Up to the first syntax error json.loads tokenizes strings exactly as
     _JSON_STRING does, so it never nests deeper than this before it fails.
     Linear in the text, and done in C (re, itertools) because inputs reach 4 MiB.
@@ -386,7 +388,8 @@ def _kind(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, float):
-        return "a fraction" if value == value and abs(value) != float("inf") else "not finite"
+        finite = value == value and abs(value) != float("inf")
+        return "a fraction" if finite else "a non-finite number"
     return type(value).__name__
 
 

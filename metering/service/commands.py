@@ -22,6 +22,9 @@ class RecordUsage:
     streamed: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     batch: bool = False
+    # Instead of usage: the provider's raw response body or SSE tail.
+    response_json: bytes = b""
+    response_format: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class RecordResult:
     balance_exhausted: bool
     replayed: bool = False
     unpriced: bool = False
+    usage: TokenUsage | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class EstimateTokens:
     completion_text: str = ""
     max_output_tokens: int = 0
     account_id: str = ""
+    request_json: bytes = b""
+    request_format: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,8 @@ class Estimate:
     worst_case_cost_nanos: int | None
     price_id: str
     price_version: int
+    request_format: str = ""
+    max_output_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from metering.domain.errors import (
     Unavailable,
     Violations,
 )
+from metering.domain.extraction import ResponseFormat, extract_usage
 from metering.domain.ledger import TransactionKind, grant_entries, usage_entries
 from metering.domain.money import (
     AMOUNT_NANOS_MAX,
@@ -66,7 +67,8 @@ from metering.service.commands import (
 )
 from metering.service.ports import Clock, Database, Store
 from metering.storage.store import DuplicateKey
-from metering.tokens.counter import count_text
+from metering.tokens.counter import TextCount, count_text
+from metering.tokens.formats import RequestFormat, count_request
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class PendingRecord:
     event_time_us: int
     usage_source: UsageSource
     usage: TokenUsage
+    streamed: bool
     price: Price | None
     pricing_error: MeteringError | None
 
@@ -350,6 +353,7 @@ class Metering:
         if cmd.event_time_us is not None:
             val.check_time(v, "event_time", cmd.event_time_us, now)
         v.raise_if_any()
+        usage, source, streamed = self._usage_of(cmd)
         with self._db.read() as store:
             account = store.get_account(cmd.account_id)
             if account is None:
@@ -361,8 +365,6 @@ class Metering:
             )
         mode = key_mode or account.billing_mode
         event_time = cmd.event_time_us if cmd.event_time_us is not None else now
-        usage = cmd.usage if cmd.usage is not None else TokenUsage()
-        source = UsageSource.REPORTED if cmd.usage is not None else UsageSource.MISSING
         price = self._prices().find(
             cmd.provider, cmd.model, account.currency_code, event_time, account.account_id
         )
@@ -372,9 +374,14 @@ class Metering:
             # Deferred: a retry of an already recorded request_id is answered
             # from the stored result even if the price has since gone.
             pricing_error = price_not_found(cmd.provider, cmd.model, account.currency_code)
+        payload = asdict(cmd)
+        if cmd.response_json:
+            # The body's digest stands for the body in the idempotency fingerprint.
+            payload["response_json"] = hashlib.sha256(cmd.response_json).hexdigest()
         return PendingRecord(
             command=cmd,
-            payload_sha256=_payload_sha256(asdict(cmd)),
+            payload_sha256=_payload_sha256(payload),
+            streamed=streamed,
             account=account,
             mode=mode,
             event_time_us=event_time,
@@ -383,6 +390,26 @@ class Metering:
             price=price,
             pricing_error=pricing_error,
         )
+
+    def _usage_of(self, cmd: RecordUsage) -> tuple[TokenUsage, UsageSource, bool]:
+        """The usage to record and how it is known: as sent, extracted, or missing.
+
+        A provider block of all zeros for a call that produced a completion
+        is a provider bug (or a stream cut short), not a free call: it counts
+        as missing.
+        """
+        if cmd.usage is not None:
+            return cmd.usage, UsageSource.REPORTED, cmd.streamed
+        if not cmd.response_json:
+            return TokenUsage(), UsageSource.MISSING, cmd.streamed
+        fmt = ResponseFormat(cmd.response_format) if cmd.response_format else None
+        extracted = extract_usage(cmd.response_json, fmt, field="response_json")
+        streamed = cmd.streamed or extracted.streamed
+        if extracted.usage is None:
+            return TokenUsage(), UsageSource.MISSING, streamed
+        if extracted.usage == TokenUsage() and extracted.has_completion:
+            return TokenUsage(), UsageSource.MISSING, streamed
+        return extracted.usage, UsageSource.REPORTED, streamed
 
     def write_usage_batch(
         self, batch: Sequence[PendingRecord]
@@ -429,6 +456,8 @@ class Metering:
                 return _request_id_conflict(cmd.request_id)
             data = json.loads(stored.result_json)
             data["usage_source"] = UsageSource(data["usage_source"])
+            # Results stored before the usage was part of them have none.
+            data["usage"] = TokenUsage(**data["usage"]) if data.get("usage") else None
             return RecordResult(**{**data, "replayed": True})
         if pending.pricing_error is not None:
             return pending.pricing_error
@@ -465,7 +494,7 @@ class Metering:
                 model=cmd.model,
                 api_key_id=cmd.api_key_id,
                 service=cmd.service,
-                streamed=cmd.streamed,
+                streamed=pending.streamed,
                 usage_source=pending.usage_source,
                 usage=pending.usage,
                 currency_code=account.currency_code,
@@ -492,6 +521,7 @@ class Metering:
             price_version=price.version if price else 0,
             balance_exhausted=is_exhausted(account, balance, credits),
             unpriced=charge.unpriced,
+            usage=pending.usage,
         )
         stored_json = json.dumps({**asdict(result), "usage_source": result.usage_source.value})
         store.store_result(
@@ -517,6 +547,8 @@ class Metering:
             v.add("max_output_tokens", f"max_output_tokens must be in [0, {TOKENS_PER_RECORD_MAX}]")
         if cmd.account_id:
             val.check_account_id(v, cmd.account_id)
+        if cmd.request_json and cmd.text:
+            v.add("text", "send either text or request_json, not both")
         v.raise_if_any()
         account = Account("", "USD", BillingMode.TOKEN, False, 0)
         if cmd.account_id:
@@ -526,8 +558,16 @@ class Metering:
                 raise _account_not_found(cmd.account_id)
             account = found
         currency, mode = account.currency_code, account.billing_mode
-        prompt = count_text(cmd.model, cmd.text)
         completion = count_text(cmd.model, cmd.completion_text)
+        request_format, output_limit = "", cmd.max_output_tokens
+        if cmd.request_json:
+            fmt = RequestFormat[cmd.request_format] if cmd.request_format else None
+            counted = count_request(cmd.model, cmd.request_json, fmt)
+            prompt = TextCount(counted.input_tokens, counted.exact, counted.tokenizer)
+            request_format = counted.format.name
+            output_limit = output_limit or counted.max_output_tokens or 0
+        else:
+            prompt = count_text(cmd.model, cmd.text)
         price = self._prices().find(
             cmd.provider, cmd.model, currency, self._clock.now_us(), account.account_id
         )
@@ -539,12 +579,15 @@ class Metering:
                 price,
                 TokenUsage(input_tokens=prompt.tokens, output_tokens=completion.tokens),
             ).cost_nanos
-            if cmd.max_output_tokens:
+            if output_limit:
                 worst = charge_for(
                     account,
                     mode,
                     price,
-                    TokenUsage(input_tokens=prompt.tokens, output_tokens=cmd.max_output_tokens),
+                    TokenUsage(
+                        input_tokens=prompt.tokens,
+                        output_tokens=min(output_limit, TOKENS_PER_RECORD_MAX),
+                    ),
                 ).cost_nanos
         return Estimate(
             input_tokens=prompt.tokens,
@@ -556,6 +599,8 @@ class Metering:
             worst_case_cost_nanos=worst,
             price_id=price.price_id if price else "",
             price_version=price.version if price else 0,
+            request_format=request_format,
+            max_output_tokens=output_limit,
         )
 
     # Summaries --------------------------------------------------------------
