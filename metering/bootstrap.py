@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -18,6 +19,7 @@ from metering.service.reprice import Repricer
 from metering.storage import migrate
 from metering.storage.engine import make_engine
 from metering.storage.store import SqlDatabase
+from metering.tokens.registry import TokenizerRegistry
 
 
 class SystemClock:
@@ -51,6 +53,30 @@ def bundled_catalogue() -> dict[str, Any]:
     return loaded
 
 
+def load_tokenizers(path: Path | None) -> TokenizerRegistry:
+    """The operator's model-pattern -> tokenizer-file registry (METERING_TOKENIZERS_FILE).
+
+    The file is a JSON list of {"pattern": "llama-3*", "file": "/path/tokenizer.json",
+    "kind": "huggingface" | "tiktoken"}; relative files are relative to it.
+    """
+    registry = TokenizerRegistry()
+    if path is None:
+        return registry
+    try:
+        entries = json.loads(path.read_text("utf-8"))
+        if not isinstance(entries, list):
+            raise ValueError("must be a JSON list")
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not {"pattern", "file"} <= entry.keys():
+                raise ValueError(f"entry {index}: needs 'pattern' and 'file'")
+            registry.register(
+                str(entry["pattern"]), path.parent / str(entry["file"]), kind=entry.get("kind")
+            )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise StartupError(f"METERING_TOKENIZERS_FILE={path}: {exc}") from None
+    return registry
+
+
 def prepare_database(settings: Settings, engine: Engine) -> None:
     """Migrate the embedded SQLite database; insist that PostgreSQL is already migrated.
 
@@ -73,6 +99,7 @@ def prepare_database(settings: Settings, engine: Engine) -> None:
 
 def build_app(settings: Settings) -> App:
     """Open the database, load prices and build the service; no network listening yet."""
+    tokenizers = load_tokenizers(settings.tokenizers_file)  # before touching the database
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     clock = SystemClock()
     try:
@@ -96,7 +123,7 @@ def build_app(settings: Settings) -> App:
         settings=settings,
         engine=engine,
         database=database,
-        metering=Metering(database, book, clock),
+        metering=Metering(database, book, clock, tokenizers),
         executor=executor,
         price_book=book,
         price_admin=PriceAdmin(database, book, clock),

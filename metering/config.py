@@ -38,6 +38,7 @@ class Settings:
     shutdown_grace_seconds: float
     max_message_bytes: int
     log_level: str
+    tokenizers_file: Path | None = None
 
     @property
     def listen(self) -> str:
@@ -96,6 +97,15 @@ def check_database_url(value: str, name: str = "METERING_DATABASE_URL") -> str:
     return value
 
 
+def _existing_file(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name)
+    if not value:
+        return None
+    if not Path(value).is_file():
+        raise ConfigError(f"{name}={value!r}: no such file")
+    return Path(value)
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     *,
@@ -140,4 +150,5 @@ def load_settings(
             64 * 1024 * 1024,
         ),
         log_level=log_level,
+        tokenizers_file=_existing_file(env, "METERING_TOKENIZERS_FILE"),
     )

@@ -69,6 +69,7 @@ from metering.service.ports import Clock, Database, Store
 from metering.storage.store import DuplicateKey
 from metering.tokens.counter import TextCount, count_text
 from metering.tokens.formats import RequestFormat, count_request
+from metering.tokens.registry import TokenizerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,17 @@ def _new_id() -> str:
 class Metering:
     """The metering use cases over a database, a price book and a clock."""
 
-    def __init__(self, db: Database, prices: Callable[[], PriceBook], clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        prices: Callable[[], PriceBook],
+        clock: Clock,
+        tokenizers: TokenizerRegistry | None = None,
+    ) -> None:
         self._db = db
         self._prices = prices
         self._clock = clock
+        self._tokenizers = tokenizers or TokenizerRegistry()
 
     # Accounts and credits -------------------------------------------------
 
@@ -558,16 +566,16 @@ class Metering:
                 raise _account_not_found(cmd.account_id)
             account = found
         currency, mode = account.currency_code, account.billing_mode
-        completion = count_text(cmd.model, cmd.completion_text)
+        completion = count_text(cmd.model, cmd.completion_text, self._tokenizers)
         request_format, output_limit = "", cmd.max_output_tokens
         if cmd.request_json:
             fmt = RequestFormat[cmd.request_format] if cmd.request_format else None
-            counted = count_request(cmd.model, cmd.request_json, fmt)
+            counted = count_request(cmd.model, cmd.request_json, fmt, registry=self._tokenizers)
             prompt = TextCount(counted.input_tokens, counted.exact, counted.tokenizer)
             request_format = counted.format.name
             output_limit = output_limit or counted.max_output_tokens or 0
         else:
-            prompt = count_text(cmd.model, cmd.text)
+            prompt = count_text(cmd.model, cmd.text, self._tokenizers)
         price = self._prices().find(
             cmd.provider, cmd.model, currency, self._clock.now_us(), account.account_id
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from metering.tokens.registry import TokenizerRegistry
 from metering.tokens.vocab import get_encoding
 
 # Longest prefix wins; OpenAI names model families by prefix.
@@ -51,8 +52,16 @@ def encoding_name_for(model: str) -> str | None:
     return best[1] if best else None
 
 
-def count_text(model: str, text: str) -> TextCount:
-    """Tokens of ``text`` as plain content (special-token strings count as ordinary text)."""
+def count_text(model: str, text: str, registry: TokenizerRegistry | None = None) -> TextCount:
+    """Tokens of ``text`` as plain content (special-token strings count as ordinary text).
+
+    An operator's registered tokenizer for the model wins; then OpenAI's
+    encodings; then the approximation.
+    """
+    if registry is not None:
+        tokenizer = registry.lookup(model)
+        if tokenizer is not None:
+            return TextCount(tokenizer.count(text), tokenizer.exact, tokenizer.name)
     encoding_name = encoding_name_for(model)
     if encoding_name is None:
         tokens = -(-len(text) // APPROX_CHARS_PER_TOKEN)

@@ -201,3 +201,42 @@ def test_sigterm_finishes_in_flight_calls_and_retries_complete_exactly_once(tmp_
     assert count == 200  # every call recorded exactly once
     done = _metering("ledger", "verify", "--database-url", url)
     assert done.returncode == 0, done.stdout
+
+
+def test_operator_tokenizer_file_is_used_for_its_model_pattern(tmp_path: Path) -> None:
+    import base64
+    import json
+
+    # A byte-level BPE vocabulary: every byte is its own token, nothing merges.
+    vocab = tmp_path / "bytes.tiktoken"
+    vocab.write_text("".join(f"{base64.b64encode(bytes([b])).decode()} {b}\n" for b in range(256)))
+    config = tmp_path / "tokenizers.json"
+    config.write_text(json.dumps([{"pattern": "llama-*", "file": "bytes.tiktoken"}]))
+    server = ServerProcess(
+        f"sqlite:///{tmp_path / 'm.db'}",
+        prices_file=Path(__file__).parents[1] / "data" / "prices.json",
+        env={"METERING_TOKENIZERS_FILE": str(config)},
+    ).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.MeteringServiceStub(channel)
+            mine = stub.EstimateTokens(
+                pb.EstimateTokensRequest(model="llama-3.3-70b", text="hello"), timeout=10
+            )
+            other = stub.EstimateTokens(
+                pb.EstimateTokensRequest(model="qwen-3", text="hello"), timeout=10
+            )
+    finally:
+        server.stop()
+    # The operator's tokenizer counts the text; without the model's chat framing rules
+    # the service still calls the estimate approximate.
+    assert (mine.input_tokens, mine.tokenizer) == (5, "bytes")
+    assert (other.input_tokens, other.method) == (2, pb.ESTIMATE_METHOD_APPROXIMATE)
+
+
+def test_bad_tokenizer_file_fails_at_startup(tmp_path: Path) -> None:
+    config = tmp_path / "tokenizers.json"
+    config.write_text('[{"pattern": "x*", "file": "missing.tiktoken"}]')
+    done = _metering("serve", env={"METERING_TOKENIZERS_FILE": str(config)}, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("metering: METERING_TOKENIZERS_FILE=")
