@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metering.domain.ledger import Entry, TransactionKind
 from metering.domain.usage import TokenUsage, UsageSource
 
 
@@ -36,3 +37,29 @@ class UsageRecord:
     billing_mode: str = "TOKEN"
     unpriced: bool = False
     batch: bool = False
+
+
+@dataclass(frozen=True)
+class NewTransaction:
+    """A ledger transaction to append, with its entries."""
+
+    account_id: str
+    transaction_id: str
+    kind: TransactionKind
+    request_id: str
+    reason: str
+    now_us: int
+    entries: list[Entry]
+    corrects_transaction_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NewResult:
+    """An idempotency key with the result to return on a replay."""
+
+    account_id: str
+    request_id: str
+    operation: str
+    payload_sha256: str
+    result_json: str
+    now_us: int

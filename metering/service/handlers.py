@@ -49,7 +49,7 @@ from metering.domain.money import (
     is_currency_code,
 )
 from metering.domain.pricing import Price, PriceBook, price_not_found
-from metering.domain.records import UsageRecord
+from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.summary import Aggregate, Granularity, SummaryFilter, regroup
 from metering.domain.usage import TOKENS_PER_RECORD_MAX, TokenUsage, UsageSource
 from metering.service import validation as val
@@ -65,7 +65,7 @@ from metering.service.commands import (
     SummaryQuery,
     UpdateAccount,
 )
-from metering.service.ports import Clock, Database, Store
+from metering.service.ports import Clock, Database, Store, StoredResultLike
 from metering.storage.store import DuplicateKey
 from metering.tokens.counter import TextCount, count_text
 from metering.tokens.formats import RequestFormat, count_request
@@ -424,9 +424,14 @@ class Metering:
     ) -> list[RecordResult | MeteringError]:
         """Write prepared records in one transaction; a result or an error per record.
 
-        A record's own error (conflict, no price) writes nothing for it and
-        does not fail the others. Accounts are locked in id order so that
-        concurrent batches cannot deadlock.
+        The batch costs a fixed number of statements whatever its size: one
+        query locks every account involved (in id order, so concurrent
+        batches cannot deadlock), one reads their idempotency keys, the rows
+        are inserted in bulk, and each account's balance is written once
+        with the sum of its records, while every record still gets its own
+        ledger transaction and sees the running balance. A record's own
+        error (conflict, no price, not found) writes nothing for it and does
+        not fail the others.
         """
         order = sorted(range(len(batch)), key=lambda i: batch[i].account.account_id)
         for attempt in range(WRITE_ATTEMPTS_MAX):
@@ -435,9 +440,10 @@ class Metering:
             ] * len(batch)
             try:
                 with self._db.write() as store:
-                    locked: dict[str, Account] = {}
+                    writes = _BatchWrites(store, batch, self._clock.now_us())
                     for index in order:
-                        results[index] = self._write_record(store, batch[index], locked)
+                        results[index] = self._write_record(writes, batch[index])
+                    writes.flush()
                 return results
             except DuplicateKey:
                 if attempt == WRITE_ATTEMPTS_MAX - 1:
@@ -447,18 +453,16 @@ class Metering:
         raise AssertionError("unreachable")
 
     def _write_record(
-        self, store: Store, pending: PendingRecord, locked: dict[str, Account]
+        self, writes: _BatchWrites, pending: PendingRecord
     ) -> RecordResult | MeteringError:
         cmd = pending.command
-        account = pending.account
-        if account.account_id not in locked:
-            fresh = store.get_account(account.account_id, for_update=True)
-            if fresh is None:
-                return _account_not_found(account.account_id)
-            locked[account.account_id] = fresh
+        account_id = pending.account.account_id
+        locked = writes.accounts.get(account_id)
+        if locked is None:
+            return _account_not_found(account_id)
         # Settings as of the lock (a markup may have changed since prepare_record).
-        account = locked[account.account_id]
-        stored = store.get_stored_result(account.account_id, cmd.request_id)
+        account = locked
+        stored = writes.stored_result(account_id, cmd.request_id)
         if stored is not None:
             if stored.operation != _OP_RECORD or stored.payload_sha256 != pending.payload_sha256:
                 return _request_id_conflict(cmd.request_id)
@@ -472,51 +476,35 @@ class Metering:
         price = pending.price
         charge = charge_for(account, pending.mode, price, pending.usage, batch=cmd.batch)
         try:
-            balance, credits = checked_balances(
-                store, account.account_id, -charge.cost_nanos, -charge.request_credits
-            )
+            balance, credits = writes.debit(account_id, charge.cost_nanos, charge.request_credits)
         except FailedPrecondition as exc:
             return exc
-        now = self._clock.now_us()
+        now = writes.now_us
         transaction_id, record_id = _new_id(), _new_id()
-        store.append_transaction(
-            account_id=account.account_id,
-            transaction_id=transaction_id,
-            kind=TransactionKind.USAGE,
+        record = UsageRecord(
+            account_id=account_id,
+            record_id=record_id,
             request_id=cmd.request_id,
-            reason="",
-            now_us=now,
-            entries=usage_entries(
-                account.account_id, account.currency_code, charge.cost_nanos, charge.request_credits
-            ),
+            transaction_id=transaction_id,
+            event_time_us=pending.event_time_us,
+            record_time_us=now,
+            provider=cmd.provider.lower() or (price.provider if price else ""),
+            model=cmd.model,
+            api_key_id=cmd.api_key_id,
+            service=cmd.service,
+            streamed=pending.streamed,
+            usage_source=pending.usage_source,
+            usage=pending.usage,
+            currency_code=account.currency_code,
+            cost_nanos=charge.cost_nanos,
+            request_credits=charge.request_credits,
+            price_id=price.price_id if price else "",
+            price_version=price.version if price else 0,
+            labels=dict(cmd.labels),
+            billing_mode=pending.mode.value,
+            unpriced=charge.unpriced,
+            batch=cmd.batch,
         )
-        store.insert_usage_record(
-            UsageRecord(
-                account_id=account.account_id,
-                record_id=record_id,
-                request_id=cmd.request_id,
-                transaction_id=transaction_id,
-                event_time_us=pending.event_time_us,
-                record_time_us=now,
-                provider=cmd.provider.lower() or (price.provider if price else ""),
-                model=cmd.model,
-                api_key_id=cmd.api_key_id,
-                service=cmd.service,
-                streamed=pending.streamed,
-                usage_source=pending.usage_source,
-                usage=pending.usage,
-                currency_code=account.currency_code,
-                cost_nanos=charge.cost_nanos,
-                request_credits=charge.request_credits,
-                price_id=price.price_id if price else "",
-                price_version=price.version if price else 0,
-                labels=dict(cmd.labels),
-                billing_mode=pending.mode.value,
-                unpriced=charge.unpriced,
-                batch=cmd.batch,
-            )
-        )
-        store.set_balances(account.account_id, balance, credits)
         result = RecordResult(
             record_id=record_id,
             cost_nanos=charge.cost_nanos,
@@ -525,15 +513,35 @@ class Metering:
             request_credits_charged=charge.request_credits,
             request_credits=credits,
             usage_source=pending.usage_source,
-            price_id=price.price_id if price else "",
-            price_version=price.version if price else 0,
+            price_id=record.price_id,
+            price_version=record.price_version,
             balance_exhausted=is_exhausted(account, balance, credits),
             unpriced=charge.unpriced,
             usage=pending.usage,
         )
-        stored_json = json.dumps({**asdict(result), "usage_source": result.usage_source.value})
-        store.store_result(
-            account.account_id, cmd.request_id, _OP_RECORD, pending.payload_sha256, stored_json, now
+        writes.add(
+            NewTransaction(
+                account_id=account_id,
+                transaction_id=transaction_id,
+                kind=TransactionKind.USAGE,
+                request_id=cmd.request_id,
+                reason="",
+                now_us=now,
+                entries=usage_entries(
+                    account_id, account.currency_code, charge.cost_nanos, charge.request_credits
+                ),
+            ),
+            record,
+            NewResult(
+                account_id=account_id,
+                request_id=cmd.request_id,
+                operation=_OP_RECORD,
+                payload_sha256=pending.payload_sha256,
+                result_json=json.dumps(
+                    {**asdict(result), "usage_source": result.usage_source.value}
+                ),
+                now_us=now,
+            ),
         )
         return result
 
@@ -713,7 +721,59 @@ def checked_balances(
     before it writes them back.
     """
     balance, credits = store.get_balances(account_id)
-    balance, credits = balance + delta_nanos, credits + delta_credits
+    return _in_range(account_id, balance + delta_nanos, credits + delta_credits)
+
+
+class _BatchWrites:
+    """The state of one write batch: locked accounts, running balances, rows to insert."""
+
+    def __init__(self, store: Store, batch: Sequence[PendingRecord], now_us: int) -> None:
+        self.store = store
+        self.now_us = now_us
+        ids = sorted({p.account.account_id for p in batch})
+        locked = store.lock_accounts(ids)
+        self.accounts = {account_id: row[0] for account_id, row in locked.items()}
+        self.balances = {account_id: (row[1], row[2]) for account_id, row in locked.items()}
+        self._stored: dict[tuple[str, str], StoredResultLike] = dict(
+            store.get_stored_results(
+                sorted({(p.account.account_id, p.command.request_id) for p in batch})
+            )
+        )
+        self._dirty: set[str] = set()
+        self._transactions: list[NewTransaction] = []
+        self._records: list[UsageRecord] = []
+        self._results: list[NewResult] = []
+
+    def stored_result(self, account_id: str, request_id: str) -> StoredResultLike | None:
+        return self._stored.get((account_id, request_id))
+
+    def debit(self, account_id: str, cost_nanos: int, credits: int) -> tuple[int, int]:
+        """The running balances after this record; refused outside the supported range."""
+        balance, left = self.balances[account_id]
+        balance, left = _in_range(account_id, balance - cost_nanos, left - credits)
+        self.balances[account_id] = (balance, left)
+        self._dirty.add(account_id)
+        return balance, left
+
+    def add(self, transaction: NewTransaction, record: UsageRecord, result: NewResult) -> None:
+        self._transactions.append(transaction)
+        self._records.append(record)
+        self._results.append(result)
+        # A later record of the batch with the same key must see this one.
+        self._stored[(result.account_id, result.request_id)] = result
+
+    def flush(self) -> None:
+        if not self._records:
+            return
+        self.store.append_transactions(self._transactions)
+        self.store.insert_usage_records(self._records)
+        self.store.store_results(self._results)
+        self.store.set_balances_many(
+            [(account_id, *self.balances[account_id]) for account_id in sorted(self._dirty)]
+        )
+
+
+def _in_range(account_id: str, balance: int, credits: int) -> tuple[int, int]:
     if abs(balance) > BALANCE_NANOS_MAX or abs(credits) > REQUEST_CREDITS_BALANCE_MAX:
         raise FailedPrecondition(
             "BALANCE_OUT_OF_RANGE",

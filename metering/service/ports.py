@@ -6,12 +6,13 @@ importing them; unit tests can supply fakes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Protocol
 
 from metering.domain.accounts import Account, BillingMode
 from metering.domain.ledger import Entry, TransactionKind
-from metering.domain.records import UsageRecord
+from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.summary import Aggregate, SummaryFilter
 
 
@@ -33,6 +34,14 @@ class Store(Protocol):
     def set_api_key_mode(
         self, account_id: str, api_key_id: str, mode: BillingMode | None, now_us: int
     ) -> None: ...
+    def lock_accounts(self, account_ids: list[str]) -> dict[str, tuple[Account, int, int]]: ...
+    def get_stored_results(
+        self, keys: list[tuple[str, str]]
+    ) -> Mapping[tuple[str, str], StoredResultLike]: ...
+    def append_transactions(self, transactions: list[NewTransaction]) -> None: ...
+    def insert_usage_records(self, records: list[UsageRecord]) -> None: ...
+    def store_results(self, results: list[NewResult]) -> None: ...
+    def set_balances_many(self, balances: list[tuple[str, int, int]]) -> None: ...
     def set_balances(self, account_id: str, balance_nanos: int, request_credits: int) -> None: ...
     def get_stored_result(self, account_id: str, request_id: str) -> StoredResultLike | None: ...
     def store_result(

@@ -15,13 +15,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
 from metering.domain.errors import Unavailable
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
-from metering.domain.records import UsageRecord
+from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.summary import SLICE_US, Aggregate, SummaryFilter
 from metering.domain.usage import TokenUsage, UsageSource
 from metering.storage import schema as t
@@ -71,6 +82,42 @@ def _settings(account: Account) -> dict[str, Any]:
         "request_asset": account.request_asset.value,
         "default_request_price_nanos": account.default_request_price_nanos,
         "default_request_credits": account.default_request_credits,
+    }
+
+
+def _usage_row(record: UsageRecord) -> dict[str, Any]:
+    usage = record.usage
+    return {
+        "account_id": record.account_id,
+        "record_id": record.record_id,
+        "request_id": record.request_id,
+        "event_time_us": record.event_time_us,
+        "record_time_us": record.record_time_us,
+        "provider": record.provider,
+        "model": record.model,
+        "api_key_id": record.api_key_id,
+        "service": record.service,
+        "streamed": record.streamed,
+        "usage_source": record.usage_source.value,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "currency_code": record.currency_code,
+        "cost_nanos": record.cost_nanos,
+        "request_credits": record.request_credits,
+        "price_id": record.price_id,
+        "price_version": record.price_version,
+        "transaction_id": record.transaction_id,
+        "labels_json": json.dumps(record.labels, sort_keys=True, separators=(",", ":")),
+        "record_kind": record.record_kind,
+        "request_count": record.request_count,
+        "corrects_record_id": record.corrects_record_id,
+        "billing_mode": record.billing_mode,
+        "unpriced": record.unpriced,
+        "batch": record.batch,
     }
 
 
@@ -187,6 +234,37 @@ class SqlStore:
         ).one()
         return int(row.balance_nanos), int(row.request_credits)
 
+    def lock_accounts(self, account_ids: list[str]) -> dict[str, tuple[Account, int, int]]:
+        """Lock these accounts' rows in id order (no deadlocks between batches); read them."""
+        if not account_ids:
+            return {}
+        a = t.accounts.c
+        rows = self._c.execute(
+            select(t.accounts)
+            .where(a.account_id.in_(account_ids))
+            .order_by(a.account_id)
+            .with_for_update()
+        )
+        return {
+            row.account_id: (_account(row), int(row.balance_nanos), int(row.request_credits))
+            for row in rows
+        }
+
+    def set_balances_many(self, balances: list[tuple[str, int, int]]) -> None:
+        """Write several accounts' cached balances in one statement."""
+        if not balances:
+            return
+        a = t.accounts.c
+        self._c.execute(
+            update(t.accounts)
+            .where(a.account_id == bindparam("target"))
+            .values(balance_nanos=bindparam("balance"), request_credits=bindparam("credits")),
+            [
+                {"target": account_id, "balance": balance, "credits": credits}
+                for account_id, balance, credits in balances
+            ],
+        )
+
     def set_balances(self, account_id: str, balance_nanos: int, request_credits: int) -> None:
         """Write the cached balances; the caller holds the account's row lock."""
         self._c.execute(
@@ -221,16 +299,53 @@ class SqlStore:
         result_json: str,
         now_us: int,
     ) -> None:
+        self.store_results(
+            [NewResult(account_id, request_id, operation, payload_sha256, result_json, now_us)]
+        )
+
+    def store_results(self, results: list[NewResult]) -> None:
+        if not results:
+            return
         self._c.execute(
-            insert(t.idempotency_keys).values(
-                account_id=account_id,
-                request_id=request_id,
-                operation=operation,
-                payload_sha256=payload_sha256,
-                result_json=result_json,
-                create_time_us=now_us,
+            insert(t.idempotency_keys),
+            [
+                {
+                    "account_id": r.account_id,
+                    "request_id": r.request_id,
+                    "operation": r.operation,
+                    "payload_sha256": r.payload_sha256,
+                    "result_json": r.result_json,
+                    "create_time_us": r.now_us,
+                }
+                for r in results
+            ],
+        )
+
+    def get_stored_results(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredResult]:
+        """The stored results of these (account, request id) keys, in one query.
+
+        SQLite cannot compare row values with a list, so the query selects
+        by account and by request id separately and the exact pairs are kept.
+        """
+        if not keys:
+            return {}
+        k = t.idempotency_keys.c
+        wanted = set(keys)
+        rows = self._c.execute(
+            select(k.account_id, k.request_id, k.operation, k.payload_sha256, k.result_json).where(
+                k.account_id.in_(sorted({a for a, _ in keys})),
+                k.request_id.in_(sorted({r for _, r in keys})),
             )
         )
+        return {
+            (row.account_id, row.request_id): StoredResult(
+                row.operation, row.payload_sha256, row.result_json
+            )
+            for row in rows
+            if (row.account_id, row.request_id) in wanted
+        }
 
     # Ledger ---------------------------------------------------------------
 
@@ -246,69 +361,63 @@ class SqlStore:
         entries: list[Entry],
         corrects_transaction_id: str | None = None,
     ) -> None:
-        self._c.execute(
-            insert(t.ledger_transactions).values(
-                account_id=account_id,
-                transaction_id=transaction_id,
-                kind=kind.value,
-                request_id=request_id,
-                reason=reason,
-                create_time_us=now_us,
-                corrects_transaction_id=corrects_transaction_id,
-            )
+        self.append_transactions(
+            [
+                NewTransaction(
+                    account_id=account_id,
+                    transaction_id=transaction_id,
+                    kind=kind,
+                    request_id=request_id,
+                    reason=reason,
+                    now_us=now_us,
+                    entries=entries,
+                    corrects_transaction_id=corrects_transaction_id,
+                )
+            ]
         )
+
+    def append_transactions(self, transactions: list[NewTransaction]) -> None:
+        """Insert transactions and their entries, each table in one statement."""
+        if not transactions:
+            return
+        self._c.execute(
+            insert(t.ledger_transactions),
+            [
+                {
+                    "account_id": tx.account_id,
+                    "transaction_id": tx.transaction_id,
+                    "kind": tx.kind.value,
+                    "request_id": tx.request_id,
+                    "reason": tx.reason,
+                    "create_time_us": tx.now_us,
+                    "corrects_transaction_id": tx.corrects_transaction_id,
+                }
+                for tx in transactions
+            ],
+        )
+        entries = [
+            {
+                "account_id": tx.account_id,
+                "transaction_id": tx.transaction_id,
+                "seq": seq,
+                "ledger_account": entry.ledger_account,
+                "asset": entry.asset,
+                "amount": entry.amount,
+            }
+            for tx in transactions
+            for seq, entry in enumerate(tx.entries)
+        ]
         if entries:
-            self._c.execute(
-                insert(t.ledger_entries),
-                [
-                    {
-                        "account_id": account_id,
-                        "transaction_id": transaction_id,
-                        "seq": seq,
-                        "ledger_account": entry.ledger_account,
-                        "asset": entry.asset,
-                        "amount": entry.amount,
-                    }
-                    for seq, entry in enumerate(entries)
-                ],
-            )
+            self._c.execute(insert(t.ledger_entries), entries)
 
     def insert_usage_record(self, record: UsageRecord) -> None:
-        usage = record.usage
-        self._c.execute(
-            insert(t.usage_records).values(
-                account_id=record.account_id,
-                record_id=record.record_id,
-                request_id=record.request_id,
-                event_time_us=record.event_time_us,
-                record_time_us=record.record_time_us,
-                provider=record.provider,
-                model=record.model,
-                api_key_id=record.api_key_id,
-                service=record.service,
-                streamed=record.streamed,
-                usage_source=record.usage_source.value,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_tokens=usage.cache_read_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-                cache_write_1h_tokens=usage.cache_write_1h_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                currency_code=record.currency_code,
-                cost_nanos=record.cost_nanos,
-                request_credits=record.request_credits,
-                price_id=record.price_id,
-                price_version=record.price_version,
-                transaction_id=record.transaction_id,
-                labels_json=json.dumps(record.labels, sort_keys=True, separators=(",", ":")),
-                record_kind=record.record_kind,
-                request_count=record.request_count,
-                corrects_record_id=record.corrects_record_id,
-                billing_mode=record.billing_mode,
-                unpriced=record.unpriced,
-                batch=record.batch,
-            )
-        )
+        self.insert_usage_records([record])
+
+    def insert_usage_records(self, records: list[UsageRecord]) -> None:
+        """Insert usage records in one statement."""
+        if not records:
+            return
+        self._c.execute(insert(t.usage_records), [_usage_row(record) for record in records])
 
     def count_usage_records(self, account_id: str | None = None) -> int:
         query = select(func.count()).select_from(t.usage_records)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from metering.domain.accounts import Account, BillingMode
 from metering.domain.ledger import Entry, TransactionKind
-from metering.domain.records import UsageRecord
+from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.summary import SLICE_US, Aggregate, SummaryFilter
 
 
@@ -59,6 +59,37 @@ class FakeStore:
         self, account_id: str, api_key_id: str, mode: BillingMode | None, now_us: int
     ) -> None:
         self.state.api_keys[(account_id, api_key_id)] = mode
+
+    def lock_accounts(self, account_ids: list[str]) -> dict[str, tuple[Account, int, int]]:
+        return {
+            account_id: (self.state.accounts[account_id], *self.state.balances[account_id])
+            for account_id in account_ids
+            if account_id in self.state.accounts
+        }
+
+    def set_balances_many(self, balances: list[tuple[str, int, int]]) -> None:
+        for account_id, balance, credits in balances:
+            self.state.balances[account_id] = (balance, credits)
+
+    def get_stored_results(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], FakeStoredResult]:
+        return {key: self.state.results[key] for key in keys if key in self.state.results}
+
+    def append_transactions(self, transactions: list[NewTransaction]) -> None:
+        for tx in transactions:
+            self.state.transactions.append(
+                (tx.account_id, tx.transaction_id, tx.kind, list(tx.entries))
+            )
+
+    def insert_usage_records(self, records: list[UsageRecord]) -> None:
+        self.state.records.extend(records)
+
+    def store_results(self, results: list[NewResult]) -> None:
+        for r in results:
+            key = (r.account_id, r.request_id)
+            assert key not in self.state.results
+            self.state.results[key] = FakeStoredResult(r.operation, r.payload_sha256, r.result_json)
 
     def get_balances(self, account_id: str) -> tuple[int, int]:
         return self.state.balances[account_id]
