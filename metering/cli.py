@@ -272,6 +272,8 @@ def _serve(settings: Settings) -> int:
             settings.listen,
             settings.max_message_bytes,
             app.database.ping,
+            settings.group_commit_linger_ms / 1000,
+            settings.group_commit_records_max,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

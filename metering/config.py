@@ -39,6 +39,8 @@ class Settings:
     max_message_bytes: int
     log_level: str
     tokenizers_file: Path | None = None
+    group_commit_linger_ms: int = 2
+    group_commit_records_max: int = 500
 
     @property
     def listen(self) -> str:
@@ -151,4 +153,13 @@ def load_settings(
         ),
         log_level=log_level,
         tokenizers_file=_existing_file(env, "METERING_TOKENIZERS_FILE"),
+        group_commit_linger_ms=_int(
+            env.get("METERING_GROUP_COMMIT_LINGER_MS", "2"), "METERING_GROUP_COMMIT_LINGER_MS", 0, 5
+        ),
+        group_commit_records_max=_int(
+            env.get("METERING_GROUP_COMMIT_RECORDS_MAX", "500"),
+            "METERING_GROUP_COMMIT_RECORDS_MAX",
+            1,
+            1000,
+        ),
     )

@@ -14,6 +14,11 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from metering.api.servicers import MeteringAdminServicer, MeteringServicer
+from metering.service.group_commit import (
+    BATCH_RECORDS_MAX_DEFAULT,
+    LINGER_SECONDS_DEFAULT,
+    GroupCommitter,
+)
 from metering.service.handlers import Metering
 from metering.service.prices import PriceAdmin
 from metering.v1 import (
@@ -37,14 +42,20 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health_aio.HealthServicer
+    committer: GroupCommitter
     probe_task: asyncio.Task[None] | None = None
 
     async def stop(self, grace_seconds: float) -> None:
-        """Stop accepting calls, let in-flight calls finish within the grace period."""
+        """Stop accepting calls, let in-flight calls finish within the grace period.
+
+        In-flight RecordUsage calls wait for their group commit, which keeps
+        running until the server has stopped; then what is left is written.
+        """
         if self.probe_task is not None:
             self.probe_task.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_seconds)
+        await self.committer.close()
 
 
 async def start_server(
@@ -54,6 +65,8 @@ async def start_server(
     listen: str,
     max_message_bytes: int,
     database_ping: Callable[[], bool],
+    linger_seconds: float = LINGER_SECONDS_DEFAULT,
+    batch_records_max: int = BATCH_RECORDS_MAX_DEFAULT,
 ) -> RunningServer:
     server = grpc.aio.server(
         options=[
@@ -64,8 +77,10 @@ async def start_server(
         ]
     )
     # The generated registration functions are untyped (grpc_tools emits no annotations).
+    committer = GroupCommitter(metering, executor, linger_seconds, batch_records_max)
+    committer.start()
     metering_service_pb2_grpc.add_MeteringServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        MeteringServicer(metering, executor), server
+        MeteringServicer(metering, committer, executor), server
     )
     admin_service_pb2_grpc.add_MeteringAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
         MeteringAdminServicer(metering, prices, executor), server
@@ -84,7 +99,7 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
-    running = RunningServer(server, port, health)
+    running = RunningServer(server, port, health, committer)
     await _set_health(health, database_ping(), executor)
     running.probe_task = asyncio.create_task(_probe_database(health, database_ping, executor))
     return running

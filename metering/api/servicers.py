@@ -14,7 +14,8 @@ from metering.api.errors import mapped, record_error
 from metering.domain.errors import FieldViolation, InvalidArgument, MeteringError, Violations
 from metering.domain.money import Money
 from metering.service import commands
-from metering.service.handlers import Metering
+from metering.service.group_commit import GroupCommitter
+from metering.service.handlers import Metering, check_batch_size
 from metering.service.prices import PriceAdmin, import_prices
 from metering.v1 import admin_service_pb2 as admin_pb
 from metering.v1 import admin_service_pb2_grpc as admin_grpc
@@ -89,16 +90,18 @@ def _prefixed(exc: MeteringError, prefix: str) -> MeteringError:
 
 
 class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
-    def __init__(self, metering: Metering, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, metering: Metering, committer: GroupCommitter, executor: ThreadPoolExecutor
+    ) -> None:
         _Blocking.__init__(self, executor)
         self._metering = metering
+        self._committer = committer
 
     @mapped
     async def RecordUsage(
         self, request: pb.RecordUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordUsageResponse:
-        cmd = _record_command(request)
-        result = await self.run(lambda: self._metering.record_usage(cmd))
+        result = await self._committer.record(_record_command(request))
         return _record_response(result)
 
     @mapped
@@ -111,7 +114,8 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
                 cmds.append(_record_command(item))
             except MeteringError as exc:
                 cmds.append(exc)
-        outcomes = await self.run(lambda: self._metering.record_usage_batch(cmds))
+        check_batch_size(len(cmds))
+        outcomes = await self._committer.record_many(cmds)
         results = []
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, MeteringError):

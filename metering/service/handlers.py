@@ -323,10 +323,7 @@ class Metering:
         call that fails validation or pricing gets its error and does not
         fail the others.
         """
-        if not 1 <= len(cmds) <= BATCH_RECORDS_MAX:
-            raise InvalidArgument(
-                [FieldViolation("records", f"send 1-{BATCH_RECORDS_MAX} records")]
-            )
+        check_batch_size(len(cmds))
         results: list[RecordResult | MeteringError] = []
         pending: list[PendingRecord] = []
         slots: list[int] = []
@@ -710,6 +707,11 @@ def _zone(name: str) -> ZoneInfo | None:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
+
+
+def check_batch_size(size: int) -> None:
+    if not 1 <= size <= BATCH_RECORDS_MAX:
+        raise InvalidArgument([FieldViolation("records", f"send 1-{BATCH_RECORDS_MAX} records")])
 
 
 def checked_balances(

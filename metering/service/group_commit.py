@@ -1,0 +1,176 @@
+"""Group commit: concurrent RecordUsage calls share one durable transaction.
+
+Each call is validated and priced on the worker pool (its own errors are
+its own), then queued. One writer task per process takes everything queued
+(up to ``batch_records_max``), waiting at most ``linger_seconds`` for more
+once the first record arrived, and writes it with
+:meth:`Metering.write_usage_batch` in one transaction. Every caller is
+answered only after that transaction committed. While a transaction is in
+flight new records queue up, so batches grow with load without adding
+latency when the service is idle.
+
+If a batch fails as a whole (the database refused the transaction), it is
+written again record by record, so one record cannot fail the others and
+each caller gets the answer its own record deserves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from metering.domain.errors import MeteringError, Unavailable
+from metering.service.commands import RecordResult, RecordUsage
+from metering.service.handlers import Metering, PendingRecord
+
+log = logging.getLogger(__name__)
+
+LINGER_SECONDS_DEFAULT = 0.002
+BATCH_RECORDS_MAX_DEFAULT = 500
+
+
+@dataclass
+class GroupCommitStats:
+    """Counters for observability and tests."""
+
+    batches: int = 0
+    records: int = 0
+    fallbacks: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def observe(self, size: int) -> None:
+        self.batches += 1
+        self.records += size
+        if len(self.batch_sizes) < 10_000:
+            self.batch_sizes.append(size)
+
+
+_Item = tuple[PendingRecord, "asyncio.Future[RecordResult | MeteringError]"]
+
+
+class GroupCommitter:
+    """Funnels prepared records into shared transactions; one writer per process."""
+
+    def __init__(
+        self,
+        metering: Metering,
+        executor: ThreadPoolExecutor,
+        linger_seconds: float = LINGER_SECONDS_DEFAULT,
+        batch_records_max: int = BATCH_RECORDS_MAX_DEFAULT,
+    ) -> None:
+        self._metering = metering
+        self._executor = executor
+        # The writer gets a thread of its own so that preparing records on the
+        # shared pool never waits behind a commit.
+        self._write_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metering-wr")
+        self._linger_seconds = linger_seconds
+        self._batch_records_max = batch_records_max
+        self._queue: list[_Item] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.stats = GroupCommitStats()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    async def record(self, cmd: RecordUsage) -> RecordResult:
+        """Record one call; returns after its transaction committed (raises its error)."""
+        result = (await self.record_many([cmd]))[0]
+        if isinstance(result, MeteringError):
+            raise result
+        return result
+
+    async def record_many(
+        self, cmds: Sequence[RecordUsage | MeteringError]
+    ) -> list[RecordResult | MeteringError]:
+        """Record several calls; a result or an error per call, in order."""
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self._executor, self._prepare_all, list(cmds))
+        futures: list[asyncio.Future[RecordResult | MeteringError] | None] = []
+        for item in prepared:
+            if isinstance(item, MeteringError):
+                futures.append(None)
+                continue
+            future: asyncio.Future[RecordResult | MeteringError] = loop.create_future()
+            self._queue.append((item, future))
+            futures.append(future)
+        self._wake.set()
+        results: list[RecordResult | MeteringError] = []
+        for item, waiting in zip(prepared, futures, strict=True):
+            if waiting is None:
+                assert isinstance(item, MeteringError)
+                results.append(item)
+            else:
+                results.append(await waiting)
+        return results
+
+    def _prepare_all(
+        self, cmds: list[RecordUsage | MeteringError]
+    ) -> list[PendingRecord | MeteringError]:
+        prepared: list[PendingRecord | MeteringError] = []
+        for cmd in cmds:
+            if isinstance(cmd, MeteringError):
+                prepared.append(cmd)
+                continue
+            try:
+                prepared.append(self._metering.prepare_record(cmd))
+            except MeteringError as exc:
+                prepared.append(exc)
+        return prepared
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            if not self._queue:
+                self._wake.clear()
+                if self._closing:
+                    return
+                continue
+            if self._linger_seconds and len(self._queue) < self._batch_records_max:
+                await asyncio.sleep(self._linger_seconds)
+            batch = self._queue[: self._batch_records_max]
+            del self._queue[: len(batch)]
+            if not self._queue:
+                self._wake.clear()
+            self.stats.observe(len(batch))
+            await self._write(loop, batch)
+
+    async def _write(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        pending = [item for item, _ in batch]
+        try:
+            outcomes = await loop.run_in_executor(
+                self._write_executor, self._metering.write_usage_batch, pending
+            )
+        except Exception:  # the transaction failed as a whole: retry record by record
+            log.warning("group commit of %d records failed; writing them one by one", len(batch))
+            self.stats.fallbacks += 1
+            outcomes = []
+            for item in pending:
+                try:
+                    single = await loop.run_in_executor(
+                        self._write_executor, self._metering.write_usage_batch, [item]
+                    )
+                    outcomes.append(single[0])
+                except MeteringError as exc:
+                    outcomes.append(exc)
+                except Exception:
+                    log.exception("writing a usage record failed")
+                    outcomes.append(
+                        Unavailable("DATABASE_ERROR", "the record could not be written; retry")
+                    )
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+
+    async def close(self) -> None:
+        """Write everything queued, then stop the writer."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._write_executor.shutdown(wait=True)
