@@ -137,6 +137,8 @@ class PriceBook:
     _by_name: dict[str, list[Price]] = field(default_factory=dict)
     _patterns: list[tuple[re.Pattern[str], int, Price]] = field(default_factory=list)
     _count: int = 0
+    # The database's price revision this book was loaded at (0: not from a database).
+    revision: int = 0
 
     @staticmethod
     def of(prices: Iterable[Price]) -> PriceBook:

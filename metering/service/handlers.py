@@ -112,6 +112,9 @@ class PendingRecord:
     streamed: bool
     price: Price | None
     pricing_error: MeteringError | None
+    # The price revision the record was priced at; the write re-prices a
+    # record whose revision is no longer the database's.
+    price_revision: int = 0
 
 
 def _payload_sha256(payload: dict[str, Any]) -> str:
@@ -370,15 +373,8 @@ class Metering:
             )
         mode = key_mode or account.billing_mode
         event_time = cmd.event_time_us if cmd.event_time_us is not None else now
-        price = self._prices().find(
-            cmd.provider, cmd.model, account.currency_code, event_time, account.account_id
-        )
-        pricing_error: MeteringError | None = None
-        needs_price = mode is not BillingMode.REQUEST
-        if price is None and needs_price and account.unpriced_policy is UnpricedPolicy.REJECT:
-            # Deferred: a retry of an already recorded request_id is answered
-            # from the stored result even if the price has since gone.
-            pricing_error = price_not_found(cmd.provider, cmd.model, account.currency_code)
+        book = self._prices()
+        price, pricing_error = _price_of(book, cmd, account, mode, event_time)
         payload = asdict(cmd)
         if cmd.response_json:
             # The body's digest stands for the body in the idempotency fingerprint.
@@ -394,6 +390,7 @@ class Metering:
             usage=usage,
             price=price,
             pricing_error=pricing_error,
+            price_revision=book.revision,
         )
 
     def _usage_of(self, cmd: RecordUsage) -> tuple[TokenUsage, UsageSource, bool]:
@@ -437,6 +434,7 @@ class Metering:
             ] * len(batch)
             try:
                 with self._db.write() as store:
+                    batch = self._priced_at(store.get_revision("prices"), batch)
                     writes = _BatchWrites(store, batch, self._clock.now_us())
                     for index in order:
                         results[index] = self._write_record(writes, batch[index])
@@ -448,6 +446,30 @@ class Metering:
                         "WRITE_CONFLICT", "concurrent writes kept conflicting; retry"
                     ) from None
         raise AssertionError("unreachable")
+
+    def _priced_at(self, revision: int, batch: Sequence[PendingRecord]) -> Sequence[PendingRecord]:
+        """Re-price records priced before the latest price change, so that a
+        change made through any process applies to every record committed
+        after it."""
+        stale = [p for p in batch if p.price_revision and p.price_revision != revision]
+        if not stale:
+            return batch
+        refresh = getattr(self._prices, "refresh", None)
+        if refresh is not None:
+            refresh()
+        book = self._prices()
+        repriced: list[PendingRecord] = []
+        for pending in batch:
+            if pending.price_revision in (0, revision):
+                repriced.append(pending)
+                continue
+            price, error = _price_of(
+                book, pending.command, pending.account, pending.mode, pending.event_time_us
+            )
+            repriced.append(
+                replace(pending, price=price, pricing_error=error, price_revision=book.revision)
+            )
+        return repriced
 
     def _write_record(
         self, writes: _BatchWrites, pending: PendingRecord
@@ -707,6 +729,23 @@ def _zone(name: str) -> ZoneInfo | None:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
+
+
+def _price_of(
+    book: PriceBook, cmd: RecordUsage, account: Account, mode: BillingMode, event_time_us: int
+) -> tuple[Price | None, MeteringError | None]:
+    """The price of a record, or the error its account's unpriced policy calls for.
+
+    The error is deferred to the write: a retry of an already recorded
+    request_id is answered from the stored result even if the price has gone.
+    """
+    price = book.find(
+        cmd.provider, cmd.model, account.currency_code, event_time_us, account.account_id
+    )
+    needs_price = mode is not BillingMode.REQUEST
+    if price is None and needs_price and account.unpriced_policy is UnpricedPolicy.REJECT:
+        return None, price_not_found(cmd.provider, cmd.model, account.currency_code)
+    return price, None
 
 
 def check_batch_size(size: int) -> None:

@@ -137,7 +137,9 @@ class PriceBookCache:
             with self._db.read() as store:
                 revision = store.get_revision(_REVISION)
             if revision != self._revision:
-                self._book = load_price_book(self._db)
+                book = load_price_book(self._db)
+                book.revision = revision
+                self._book = book
                 self._revision = revision
             self._checked = self._monotonic()
 
