@@ -6,8 +6,12 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT (default: $METERING_LISTEN or 127.0.0.1:50051)")
     database_flag(serve)
     serve.add_argument("--prices-file", help="price catalogue JSON instead of the bundled one")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port (SO_REUSEPORT); default $METERING_WORKERS or 1",
+    )
 
     migrate_cmd = commands.add_parser("migrate", help="upgrade the database schema")
     database_flag(migrate_cmd)
@@ -103,6 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         if args.command == "serve":
+            workers = args.workers if args.workers is not None else settings.workers
+            if not 1 <= workers <= 64:
+                print("metering: --workers must be in [1, 64]", file=sys.stderr)
+                return 2
+            if workers > 1 and not settings.reuse_port:
+                return _serve_workers(settings, workers)
             return _serve(settings)
         if args.command == "migrate":
             return _migrate(settings)
@@ -259,6 +274,74 @@ def _verify(settings: Settings) -> int:
     return 0
 
 
+def _serve_workers(settings: Settings, workers: int) -> int:
+    """Run ``workers`` server processes on one port; the kernel balances connections.
+
+    The parent prepares the database once (migrations, catalogue), picks the
+    port, starts the workers with SO_REUSEPORT, forwards SIGTERM/SIGINT to
+    them and exits when they have all stopped. Each worker has its own group
+    commit; the database's row locks keep them correct together.
+    """
+    build_app(settings).close()
+    host, port = settings.listen_host, settings.listen_port
+    if port == 0:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    command = [sys.executable, "-m", "metering", "serve", "--listen", listen]
+    command += ["--database-url", settings.database_url]
+    if settings.prices_file is not None:
+        command += ["--prices-file", str(settings.prices_file)]
+    env = {**os.environ, "METERING_REUSE_PORT": "1", "METERING_WORKERS": "1"}
+    children = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(workers)
+    ]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    ready = 0
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if "metering listening on" in line:
+            ready += 1
+    if ready != workers:
+        forward(signal.SIGTERM, None)
+        for child in children:
+            child.wait()
+        print(f"metering: only {ready} of {workers} workers started", file=sys.stderr)
+        return 1
+    print(
+        f"metering listening on {listen} database={settings.database_dialect} workers={workers}",
+        flush=True,
+    )
+    codes = []
+    while children:
+        for child in list(children):
+            code = child.poll()
+            if code is None:
+                continue
+            children.remove(child)
+            codes.append(code)
+            if code != 0 and not stopping:
+                # A worker died on its own: stop the rest rather than serve at reduced capacity
+                # without anyone noticing; the supervisor restarts the whole service.
+                forward(signal.SIGTERM, None)
+        time.sleep(0.1)
+    print("metering stopped", flush=True)
+    return 0 if all(code == 0 for code in codes) else 1
+
+
 def _serve(settings: Settings) -> int:
     from metering.api.server import start_server  # grpc only for the serving command
 
@@ -274,6 +357,7 @@ def _serve(settings: Settings) -> int:
             app.database.ping,
             settings.group_commit_linger_ms / 1000,
             settings.group_commit_records_max,
+            settings.reuse_port,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -41,6 +41,9 @@ class Settings:
     tokenizers_file: Path | None = None
     group_commit_linger_ms: int = 2
     group_commit_records_max: int = 500
+    workers: int = 1
+    # Set by `serve --workers N` for its worker processes, which share one port.
+    reuse_port: bool = False
 
     @property
     def listen(self) -> str:
@@ -156,6 +159,8 @@ def load_settings(
         group_commit_linger_ms=_int(
             env.get("METERING_GROUP_COMMIT_LINGER_MS", "2"), "METERING_GROUP_COMMIT_LINGER_MS", 0, 5
         ),
+        workers=_int(env.get("METERING_WORKERS", "1"), "METERING_WORKERS", 1, 64),
+        reuse_port=env.get("METERING_REUSE_PORT") == "1",
         group_commit_records_max=_int(
             env.get("METERING_GROUP_COMMIT_RECORDS_MAX", "500"),
             "METERING_GROUP_COMMIT_RECORDS_MAX",

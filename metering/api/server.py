@@ -67,13 +67,15 @@ async def start_server(
     database_ping: Callable[[], bool],
     linger_seconds: float = LINGER_SECONDS_DEFAULT,
     batch_records_max: int = BATCH_RECORDS_MAX_DEFAULT,
+    reuse_port: bool = False,
 ) -> RunningServer:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            # One process per port unless the operator runs several on purpose.
-            ("grpc.so_reuseport", 0),
+            # One process per port, unless `serve --workers N` runs several on purpose:
+            # then the kernel spreads connections over them.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     # The generated registration functions are untyped (grpc_tools emits no annotations).

@@ -240,3 +240,44 @@ def test_bad_tokenizer_file_fails_at_startup(tmp_path: Path) -> None:
     done = _metering("serve", env={"METERING_TOKENIZERS_FILE": str(config)}, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("metering: METERING_TOKENIZERS_FILE=")
+
+
+def test_workers_share_one_port_and_count_exactly_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    prices = Path(__file__).parents[1] / "data" / "prices.json"
+    server = ServerProcess(url, prices_file=prices, env={"METERING_WORKERS": "2"}).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            admin_grpc.MeteringAdminServiceStub(channel).CreateAccount(
+                admin_pb.CreateAccountRequest(account_id="a", allow_negative_balance=True),
+                timeout=10,
+            )
+
+        async def load() -> list[pb.RecordUsageResponse]:
+            # Many connections, so that the kernel spreads them over both workers; each
+            # record sent twice on different connections.
+            channels = [grpc.aio.insecure_channel(server.target) for _ in range(8)]
+            try:
+                stubs = [pb_grpc.MeteringServiceStub(c) for c in channels]
+                calls = [
+                    stubs[(i + copy) % 8].RecordUsage(_usage(i), timeout=30)
+                    for i in range(100)
+                    for copy in range(2)
+                ]
+                return list(await asyncio.gather(*calls))
+            finally:
+                for channel in channels:
+                    await channel.close()
+
+        responses = asyncio.run(load())
+    finally:
+        assert server.stop() == 0
+    assert sum(not r.replayed for r in responses) == 100
+    assert "workers=2" in server.log_tail()
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        count = connection.execute(text("SELECT count(*) FROM usage_records")).scalar_one()
+    engine.dispose()
+    assert count == 100
+    done = _metering("ledger", "verify", "--database-url", url)
+    assert done.returncode == 0, done.stdout
