@@ -159,6 +159,37 @@ prices = Table(
     Column("account_id", String(128), nullable=False, server_default=""),
 )
 
+ROLLUP_KEYS = ("model", "provider", "api_key_id", "service", "usage_source", "currency_code")
+ROLLUP_SUMS = (
+    "request_count",
+    "unpriced_request_count",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "request_credits",
+)
+
+# Sums of usage records per account, 15-minute slice (event_time_us // 900e6)
+# and group keys (0003), updated in the transaction that writes the records.
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("slice", BigInteger, primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("api_key_id", String(128), primary_key=True),
+    Column("service", String(128), primary_key=True),
+    Column("usage_source", String(16), primary_key=True),
+    Column("currency_code", String(3), primary_key=True),
+    *(Column(name, BigInteger, nullable=False) for name in ROLLUP_SUMS),
+    Index("ix_usage_rollups_slice", "slice"),
+)
+
 # Tables that may only grow: the migration installs triggers refusing UPDATE
 # and DELETE on them.
 APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_entries", "usage_records")
@@ -174,4 +205,5 @@ __all__ = [
     "prices",
     "revisions",
     "usage_records",
+    "usage_rollups",
 ]

@@ -27,6 +27,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
@@ -418,6 +420,7 @@ class SqlStore:
         if not records:
             return
         self._c.execute(insert(t.usage_records), [_usage_row(record) for record in records])
+        self.add_to_rollups(records)
 
     def count_usage_records(self, account_id: str | None = None) -> int:
         query = select(func.count()).select_from(t.usage_records)
@@ -434,55 +437,134 @@ class SqlStore:
     # Summaries ------------------------------------------------------------
 
     def summarize(self, flt: SummaryFilter) -> list[Aggregate]:
-        """Sums per (15-minute slice when sliced, group keys, currency)."""
+        """Sums per (15-minute slice when sliced, group keys, currency).
+
+        Whole slices inside the range come from the rollups; the partial
+        slices at its two ends, if any, from the records themselves.
+        """
+        first = -(-flt.start_us // SLICE_US)  # the first slice starting inside the range
+        last = flt.end_us // SLICE_US  # the slice the range ends in (exclusive)
+        if first >= last:
+            return self._summarize_records(flt, flt.start_us, flt.end_us)
+        parts = [
+            *self._summarize_records(flt, flt.start_us, first * SLICE_US),
+            *self._summarize_rollups(flt, first, last),
+            *self._summarize_records(flt, last * SLICE_US, flt.end_us),
+        ]
+        merged: dict[tuple[int, tuple[str, ...], str], Aggregate] = {}
+        for part in parts:
+            key = (part.start_us, part.keys, part.currency_code)
+            if key in merged:
+                merged[key].add(part)
+            else:
+                merged[key] = part
+        return list(merged.values())
+
+    def _summarize_records(self, flt: SummaryFilter, start_us: int, end_us: int) -> list[Aggregate]:
+        if start_us >= end_us:
+            return []
         u = t.usage_records.c
-        key_columns = [getattr(u, key.value) for key in flt.group_by]
-        group_columns: list[Any] = [*key_columns, u.currency_code]
-        slice_column = (u.event_time_us // SLICE_US).label("slice")
-        if flt.sliced:
-            group_columns.insert(0, slice_column)
         sums = [
             func.sum(u.request_count).label("request_count"),
             func.sum(case((u.unpriced, u.request_count), else_=0)).label("unpriced_request_count"),
-            func.sum(u.input_tokens).label("input_tokens"),
-            func.sum(u.output_tokens).label("output_tokens"),
-            func.sum(u.cache_read_tokens).label("cache_read_tokens"),
-            func.sum(u.cache_write_tokens).label("cache_write_tokens"),
-            func.sum(u.cache_write_1h_tokens).label("cache_write_1h_tokens"),
-            func.sum(u.reasoning_tokens).label("reasoning_tokens"),
-            func.sum(u.cost_nanos).label("cost_nanos"),
-            func.sum(u.request_credits).label("request_credits"),
+            *(
+                func.sum(getattr(u, name)).label(name)
+                for name in t.ROLLUP_SUMS
+                if name not in ("request_count", "unpriced_request_count")
+            ),
         ]
-        query = select(*group_columns, *sums).where(
-            u.event_time_us >= flt.start_us, u.event_time_us < flt.end_us
-        )
+        # One expression object in SELECT and GROUP BY, so that PostgreSQL sees the
+        # same bound parameter in both and accepts the grouping.
+        groups = self._groups(flt, u, (u.event_time_us // SLICE_US).label("slice"))
+        query = select(*groups, *sums).where(u.event_time_us >= start_us, u.event_time_us < end_us)
         if flt.account_id is not None:
             query = query.where(u.account_id == flt.account_id)
         if flt.currency_code is not None:
             query = query.where(u.currency_code == flt.currency_code)
-        query = query.group_by(*group_columns)
+        return self._aggregates(flt, query.group_by(*groups))
+
+    def _summarize_rollups(self, flt: SummaryFilter, first: int, last: int) -> list[Aggregate]:
+        r = t.usage_rollups.c
+        sums = [func.sum(getattr(r, name)).label(name) for name in t.ROLLUP_SUMS]
+        groups = self._groups(flt, r, r.slice.label("slice"))
+        query = select(*groups, *sums).where(r.slice >= first, r.slice < last)
+        if flt.account_id is not None:
+            query = query.where(r.account_id == flt.account_id)
+        if flt.currency_code is not None:
+            query = query.where(r.currency_code == flt.currency_code)
+        return self._aggregates(flt, query.group_by(*groups))
+
+    @staticmethod
+    def _groups(flt: SummaryFilter, columns: Any, slice_expression: Any) -> list[Any]:
+        groups: list[Any] = [getattr(columns, key.value) for key in flt.group_by]
+        groups.append(columns.currency_code)
+        if flt.sliced:
+            groups.insert(0, slice_expression)
+        return groups
+
+    def _aggregates(self, flt: SummaryFilter, query: Any) -> list[Aggregate]:
         result: list[Aggregate] = []
         for row in self._c.execute(query):
             mapping = row._mapping
-            start = int(mapping["slice"]) * SLICE_US if flt.sliced else flt.start_us
-            result.append(
-                Aggregate(
-                    start_us=start,
-                    keys=tuple(str(mapping[key.value]) for key in flt.group_by),
-                    currency_code=str(mapping["currency_code"]),
-                    request_count=int(mapping["request_count"]),
-                    input_tokens=int(mapping["input_tokens"]),
-                    output_tokens=int(mapping["output_tokens"]),
-                    cache_read_tokens=int(mapping["cache_read_tokens"]),
-                    cache_write_tokens=int(mapping["cache_write_tokens"]),
-                    cache_write_1h_tokens=int(mapping["cache_write_1h_tokens"]),
-                    reasoning_tokens=int(mapping["reasoning_tokens"]),
-                    cost_nanos=int(mapping["cost_nanos"]),
-                    request_credits=int(mapping["request_credits"]),
-                    unpriced_request_count=int(mapping["unpriced_request_count"]),
-                )
+            aggregate = Aggregate(
+                start_us=int(mapping["slice"]) * SLICE_US if flt.sliced else flt.start_us,
+                keys=tuple(str(mapping[key.value]) for key in flt.group_by),
+                currency_code=str(mapping["currency_code"]),
             )
+            for name in t.ROLLUP_SUMS:
+                setattr(aggregate, name, int(mapping[name]))
+            result.append(aggregate)
         return result
+
+    def add_to_rollups(self, records: list[UsageRecord]) -> None:
+        """Add records to their slices' sums: one upsert per distinct slice and keys."""
+        sums: dict[tuple[Any, ...], dict[str, int]] = {}
+        for record in records:
+            key = (
+                record.account_id,
+                record.event_time_us // SLICE_US,
+                record.model,
+                record.provider,
+                record.api_key_id,
+                record.service,
+                record.usage_source.value,
+                record.currency_code,
+            )
+            usage = record.usage
+            values = {
+                "request_count": record.request_count,
+                "unpriced_request_count": record.request_count if record.unpriced else 0,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_tokens": usage.cache_read_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+                "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+                "reasoning_tokens": usage.reasoning_tokens,
+                "cost_nanos": record.cost_nanos,
+                "request_credits": record.request_credits,
+            }
+            total = sums.setdefault(key, dict.fromkeys(t.ROLLUP_SUMS, 0))
+            for name, value in values.items():
+                total[name] += value
+        if not sums:
+            return
+        rows = [
+            dict(
+                zip(("account_id", "slice", *t.ROLLUP_KEYS), key, strict=True),
+                **total,
+            )
+            for key, total in sorted(sums.items())
+        ]
+        dialect = self._c.dialect.name
+        upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(t.usage_rollups)
+        statement = upsert.on_conflict_do_update(
+            index_elements=["account_id", "slice", *t.ROLLUP_KEYS],
+            set_={
+                name: getattr(t.usage_rollups.c, name) + getattr(upsert.excluded, name)
+                for name in t.ROLLUP_SUMS
+            },
+        )
+        self._c.execute(statement, rows)
 
     # Prices ---------------------------------------------------------------
 

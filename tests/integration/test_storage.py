@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,49 @@ def test_price_sync_is_idempotent_and_refuses_silent_changes(database_url: str) 
         assert sync_catalogue(database, catalogue, "test", SystemClock()) == 1
     finally:
         engine.dispose()
+
+
+def test_rollup_migration_backfills_existing_records(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from alembic import command
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        server = request.getfixturevalue("postgres_server")
+        name = f"rollup_{uuid.uuid4().hex[:8]}"
+        server.create_database(name)
+        url = server.url(name)
+    engine = make_engine(url)
+    config = migrate._config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0002")
+    insert_record = text(
+        "INSERT INTO usage_records (account_id, record_id, request_id, event_time_us, "
+        "record_time_us, provider, model, api_key_id, service, streamed, usage_source, "
+        "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+        "cache_write_1h_tokens, reasoning_tokens, currency_code, cost_nanos, request_credits, "
+        "price_id, price_version, transaction_id, labels_json, unpriced) VALUES "
+        "('a', :id, :id, :time, 1, 'p', 'm', '', '', false, 'REPORTED', :tokens, 0, 0, 0, 0, 0, "
+        "'USD', :cost, 0, 'p/m', 1, 't', '{}', :unpriced)"
+    )
+    rows = [
+        {"id": "r1", "time": 0, "tokens": 5, "cost": 7, "unpriced": False},
+        {"id": "r2", "time": 899_999_999, "tokens": 6, "cost": 8, "unpriced": True},
+        {"id": "r3", "time": 900_000_000, "tokens": 1, "cost": 1, "unpriced": False},
+    ]
+    with engine.begin() as connection:
+        for row in rows:
+            connection.execute(insert_record, row)
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        got = connection.execute(
+            text(
+                "SELECT slice, request_count, unpriced_request_count, input_tokens, cost_nanos "
+                "FROM usage_rollups ORDER BY slice"
+            )
+        ).all()
+    engine.dispose()
+    assert [tuple(row) for row in got] == [(0, 2, 1, 11, 15), (1, 1, 0, 1, 1)]
