@@ -30,13 +30,82 @@ class GroupKey(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Segment:
+    """Part of a range with one UTC offset: its buckets are integer divisions of slices.
+
+    A record in slice ``s`` falls in bucket ``(s + offset_slices) // slices_per_bucket``,
+    which starts at slice ``bucket * slices_per_bucket - offset_slices``.
+    """
+
+    start_us: int
+    end_us: int
+    offset_slices: int
+    slices_per_bucket: int
+
+
+@dataclass(frozen=True)
 class SummaryFilter:
     start_us: int
     end_us: int
     account_id: str | None
     currency_code: str | None
     group_by: tuple[GroupKey, ...]
-    sliced: bool  # group by 15-minute slices (False for granularity NONE)
+    # Empty for granularity NONE (one bucket over the range).
+    segments: tuple[Segment, ...] = ()
+
+
+_SLICES_PER_BUCKET = {Granularity.HOUR: 4, Granularity.DAY: 96, Granularity.MONTH: 96}
+_DAY_US = 86_400_000_000
+
+
+def _offset_slices(zone: ZoneInfo, time_us: int) -> int:
+    offset = datetime.fromtimestamp(time_us / 1_000_000, UTC).astimezone(zone).utcoffset()
+    assert offset is not None
+    return int(offset.total_seconds()) * 1_000_000 // SLICE_US
+
+
+def _first_change(zone: ZoneInfo, low_us: int, high_us: int, offset: int) -> int:
+    """The first slice start in (low, high] where the offset is no longer ``offset``."""
+    low, high = low_us // SLICE_US, -(-high_us // SLICE_US)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset_slices(zone, middle * SLICE_US) == offset:
+            low = middle
+        else:
+            high = middle
+    return high * SLICE_US
+
+
+def segments(
+    start_us: int, end_us: int, zone: ZoneInfo, granularity: Granularity
+) -> tuple[Segment, ...]:
+    """Split [start, end) where the zone's UTC offset changes, so that the database can
+    bucket each part by integer arithmetic (months are bucketed by day, merged later).
+
+    The offset is sampled once a day and each change located to the slice by
+    bisection: zones change offset a few times a year at most, never twice a day,
+    and always at a slice boundary.
+    """
+    if granularity is Granularity.NONE:
+        return ()
+    per = _SLICES_PER_BUCKET[granularity]
+    parts: list[Segment] = []
+    segment_start, time_us = start_us, start_us
+    offset = _offset_slices(zone, start_us)
+    while True:
+        following = min(time_us + _DAY_US, end_us)
+        check = following if following < end_us else end_us - 1
+        if check > time_us and _offset_slices(zone, check) != offset:
+            change = _first_change(zone, time_us, check, offset)
+            parts.append(Segment(segment_start, change, offset, per))
+            segment_start = time_us = change
+            offset = _offset_slices(zone, change)
+            continue
+        if following >= end_us:
+            break
+        time_us = following
+    parts.append(Segment(segment_start, end_us, offset, per))
+    return tuple(parts)
 
 
 @dataclass
@@ -105,10 +174,14 @@ def regroup(
     is reported at the range start.
     """
     merged: dict[tuple[int, tuple[str, ...], str], Aggregate] = {}
+    starts: dict[int, int] = {}  # many aggregates share an instant; convert each once
     for item in slices:
-        start = max(
-            bucket_start_us(item.start_us, granularity, zone, range_start_us), range_start_us
-        )
+        start = starts.get(item.start_us)
+        if start is None:
+            start = max(
+                bucket_start_us(item.start_us, granularity, zone, range_start_us), range_start_us
+            )
+            starts[item.start_us] = start
         key = (start, item.keys, item.currency_code)
         bucket = merged.get(key)
         if bucket is None:

@@ -50,7 +50,7 @@ from metering.domain.money import (
 )
 from metering.domain.pricing import Price, PriceBook, price_not_found
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
-from metering.domain.summary import Aggregate, Granularity, SummaryFilter, regroup
+from metering.domain.summary import Aggregate, SummaryFilter, regroup, segments
 from metering.domain.usage import TOKENS_PER_RECORD_MAX, TokenUsage, UsageSource
 from metering.service import validation as val
 from metering.service.commands import (
@@ -685,7 +685,7 @@ class Metering:
             account_id=query.account_id or None,
             currency_code=query.currency_code or None,
             group_by=query.group_by,
-            sliced=query.granularity is not Granularity.NONE,
+            segments=segments(query.start_us, query.end_us, zone, query.granularity),
         )
         with self._db.read() as store:
             if query.account_id and store.get_account(query.account_id) is None:

@@ -35,7 +35,7 @@ from metering.domain.accounts import Account, BillingMode, RequestAsset, Unprice
 from metering.domain.errors import Unavailable
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
-from metering.domain.summary import SLICE_US, Aggregate, SummaryFilter
+from metering.domain.summary import SLICE_US, Aggregate, Segment, SummaryFilter
 from metering.domain.usage import TokenUsage, UsageSource
 from metering.storage import schema as t
 from metering.storage.engine import write_lock_for
@@ -437,20 +437,25 @@ class SqlStore:
     # Summaries ------------------------------------------------------------
 
     def summarize(self, flt: SummaryFilter) -> list[Aggregate]:
-        """Sums per (15-minute slice when sliced, group keys, currency).
+        """Sums per (bucket, group keys, currency) over the filter's range.
 
-        Whole slices inside the range come from the rollups; the partial
-        slices at its two ends, if any, from the records themselves.
+        Buckets are computed by the database: within each constant-offset
+        segment, bucket = (slice + offset) // slices per bucket. Whole slices
+        come from the rollups, the partial slices at the range's ends from
+        the records. A bucket cut by an offset change comes back in two
+        parts, which the caller merges by local bucket.
         """
-        first = -(-flt.start_us // SLICE_US)  # the first slice starting inside the range
-        last = flt.end_us // SLICE_US  # the slice the range ends in (exclusive)
-        if first >= last:
-            return self._summarize_records(flt, flt.start_us, flt.end_us)
-        parts = [
-            *self._summarize_records(flt, flt.start_us, first * SLICE_US),
-            *self._summarize_rollups(flt, first, last),
-            *self._summarize_records(flt, last * SLICE_US, flt.end_us),
-        ]
+        pieces = flt.segments or (Segment(flt.start_us, flt.end_us, 0, 0),)
+        parts: list[Aggregate] = []
+        for piece in pieces:
+            first = -(-piece.start_us // SLICE_US)  # the first slice starting inside
+            last = piece.end_us // SLICE_US  # the slice the piece ends in (exclusive)
+            if first >= last:
+                parts += self._summarize_records(flt, piece, piece.start_us, piece.end_us)
+                continue
+            parts += self._summarize_records(flt, piece, piece.start_us, first * SLICE_US)
+            parts += self._summarize_rollups(flt, piece, first, last)
+            parts += self._summarize_records(flt, piece, last * SLICE_US, piece.end_us)
         merged: dict[tuple[int, tuple[str, ...], str], Aggregate] = {}
         for part in parts:
             key = (part.start_us, part.keys, part.currency_code)
@@ -460,7 +465,9 @@ class SqlStore:
                 merged[key] = part
         return list(merged.values())
 
-    def _summarize_records(self, flt: SummaryFilter, start_us: int, end_us: int) -> list[Aggregate]:
+    def _summarize_records(
+        self, flt: SummaryFilter, piece: Segment, start_us: int, end_us: int
+    ) -> list[Aggregate]:
         if start_us >= end_us:
             return []
         u = t.usage_records.c
@@ -473,41 +480,53 @@ class SqlStore:
                 if name not in ("request_count", "unpriced_request_count")
             ),
         ]
-        # One expression object in SELECT and GROUP BY, so that PostgreSQL sees the
-        # same bound parameter in both and accepts the grouping.
-        groups = self._groups(flt, u, (u.event_time_us // SLICE_US).label("slice"))
+        groups = self._groups(flt, u, piece, u.event_time_us // SLICE_US)
         query = select(*groups, *sums).where(u.event_time_us >= start_us, u.event_time_us < end_us)
         if flt.account_id is not None:
             query = query.where(u.account_id == flt.account_id)
         if flt.currency_code is not None:
             query = query.where(u.currency_code == flt.currency_code)
-        return self._aggregates(flt, query.group_by(*groups))
+        return self._aggregates(flt, piece, query.group_by(*groups))
 
-    def _summarize_rollups(self, flt: SummaryFilter, first: int, last: int) -> list[Aggregate]:
+    def _summarize_rollups(
+        self, flt: SummaryFilter, piece: Segment, first: int, last: int
+    ) -> list[Aggregate]:
         r = t.usage_rollups.c
         sums = [func.sum(getattr(r, name)).label(name) for name in t.ROLLUP_SUMS]
-        groups = self._groups(flt, r, r.slice.label("slice"))
+        groups = self._groups(flt, r, piece, r.slice)
         query = select(*groups, *sums).where(r.slice >= first, r.slice < last)
         if flt.account_id is not None:
             query = query.where(r.account_id == flt.account_id)
         if flt.currency_code is not None:
             query = query.where(r.currency_code == flt.currency_code)
-        return self._aggregates(flt, query.group_by(*groups))
+        return self._aggregates(flt, piece, query.group_by(*groups))
 
     @staticmethod
-    def _groups(flt: SummaryFilter, columns: Any, slice_expression: Any) -> list[Any]:
+    def _groups(flt: SummaryFilter, columns: Any, piece: Segment, slice_of: Any) -> list[Any]:
+        """GROUP BY terms; one object per term in SELECT and GROUP BY, so that PostgreSQL
+        sees the same bound parameters in both and accepts the grouping."""
         groups: list[Any] = [getattr(columns, key.value) for key in flt.group_by]
         groups.append(columns.currency_code)
-        if flt.sliced:
-            groups.insert(0, slice_expression)
+        if piece.slices_per_bucket:
+            bucket = (slice_of + piece.offset_slices) // piece.slices_per_bucket
+            groups.insert(0, bucket.label("bucket"))
         return groups
 
-    def _aggregates(self, flt: SummaryFilter, query: Any) -> list[Aggregate]:
+    def _aggregates(self, flt: SummaryFilter, piece: Segment, query: Any) -> list[Aggregate]:
         result: list[Aggregate] = []
         for row in self._c.execute(query):
             mapping = row._mapping
+            start_us = flt.start_us
+            if piece.slices_per_bucket:
+                bucket = int(mapping["bucket"])
+                # The bucket's start under this piece's offset, moved into the piece: an
+                # instant inside the bucket, whatever offset the zone had at its start.
+                start_us = max(
+                    (bucket * piece.slices_per_bucket - piece.offset_slices) * SLICE_US,
+                    piece.start_us,
+                )
             aggregate = Aggregate(
-                start_us=int(mapping["slice"]) * SLICE_US if flt.sliced else flt.start_us,
+                start_us=start_us,
                 keys=tuple(str(mapping[key.value]) for key in flt.group_by),
                 currency_code=str(mapping["currency_code"]),
             )

@@ -96,3 +96,66 @@ def test_summary_cost_is_the_sum_of_record_costs(database_url: str) -> None:
         check()
     finally:
         engine.dispose()
+
+
+ZONES = ["UTC", "Europe/Berlin", "America/Santiago", "Asia/Kathmandu", "Australia/Lord_Howe"]
+# 2026-03-27 .. 2026-04-08: Berlin springs forward, Santiago falls back, Lord Howe moves 30 min.
+WINDOW_START_US = 1_774_569_600_000_000
+WINDOW_US = 12 * DAY_US
+
+
+def test_buckets_match_an_independent_oracle_across_offset_changes(database_url: str) -> None:
+    from zoneinfo import ZoneInfo
+
+    from metering.domain.summary import bucket_start_us
+
+    engine = make_engine(database_url)
+    database = SqlDatabase(engine)
+    clock = SystemClock()
+    sync_catalogue(database, json.loads(TEST_PRICES.read_text()), "test", clock)
+    metering = Metering(database, PriceBookCache(database), clock)
+    account = f"dst-{next(_accounts)}"
+    metering.create_account(CreateAccount(account, allow_negative_balance=True))
+    times: list[int] = []
+    for index in range(240):
+        # Spread over the window at odd offsets, so slices and their edges all get records.
+        event_us = WINDOW_START_US + (index * 4_321_987_654_321) % WINDOW_US
+        metering.record_usage(
+            RecordUsage(
+                account, f"r{index}", "cheap-model", usage=TokenUsage(1), event_time_us=event_us
+            )
+        )
+        times.append(event_us)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        st.sampled_from(ZONES),
+        st.sampled_from([Granularity.HOUR, Granularity.DAY, Granularity.MONTH]),
+        st.integers(0, 3 * DAY_US),
+        st.integers(DAY_US, 9 * DAY_US),
+    )
+    def check(zone_name: str, granularity: Granularity, skip_us: int, length_us: int) -> None:
+        start = WINDOW_START_US + skip_us
+        end = start + length_us
+        zone = ZoneInfo(zone_name)
+        expected: dict[int, int] = {}
+        for event_us in times:
+            if start <= event_us < end:
+                bucket = max(bucket_start_us(event_us, granularity, zone, start), start)
+                expected[bucket] = expected.get(bucket, 0) + 1
+        page = metering.usage_summary(
+            SummaryQuery(
+                start,
+                end,
+                account_id=account,
+                granularity=granularity,
+                time_zone=zone_name,
+                page_size=1000,
+            )
+        )
+        assert {row.start_us: row.request_count for row in page.rows} == expected
+
+    try:
+        check()
+    finally:
+        engine.dispose()
