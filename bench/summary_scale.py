@@ -24,21 +24,21 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from metering.bootstrap import SystemClock  # noqa: E402
-from metering.domain.summary import (  # noqa: E402
+from metering.bootstrap import SystemClock
+from metering.domain.summary import (
     SLICE_US,
     Granularity,
     GroupKey,
     SummaryFilter,
     segments,
 )
-from metering.service.commands import SummaryQuery  # noqa: E402
-from metering.service.handlers import Metering  # noqa: E402
-from metering.service.prices import PriceBookCache  # noqa: E402
-from metering.storage import migrate  # noqa: E402
-from metering.storage.engine import make_engine  # noqa: E402
-from metering.storage.store import SqlDatabase  # noqa: E402
-from tests.support.postgres import PostgresServer  # noqa: E402
+from metering.service.commands import SummaryQuery
+from metering.service.handlers import Metering
+from metering.service.prices import PriceBookCache
+from metering.storage import migrate
+from metering.storage.engine import make_engine
+from metering.storage.store import SqlDatabase
+from tests.support.postgres import PostgresServer
 
 START_US = 1_790_812_800_000_000  # 2026-10-01T00:00:00Z
 DAYS = 30
@@ -72,7 +72,10 @@ SELECT 'acct-' || (i % {ACCOUNTS}), printf('%032x', i), 'r' || i,
 FROM seq
 """
 
-ACCOUNTS_SQL = "INSERT INTO accounts (account_id, currency_code, billing_mode, allow_negative_balance, balance_nanos, request_credits, create_time_us) VALUES (:id, 'USD', 'TOKEN', true, 0, 0, 0)"
+ACCOUNTS_SQL = (
+    "INSERT INTO accounts (account_id, currency_code, billing_mode, allow_negative_balance, "
+    "balance_nanos, request_credits, create_time_us) VALUES (:id, 'USD', 'TOKEN', true, 0, 0, 0)"
+)
 
 ROLLUP = """
 INSERT INTO usage_rollups (account_id, slice, model, provider, api_key_id, service,
@@ -86,6 +89,18 @@ SELECT account_id, event_time_us / 900000000, model, provider, api_key_id, servi
 FROM usage_records
 GROUP BY account_id, event_time_us / 900000000, model, provider, api_key_id, service,
   usage_source, currency_code
+"""
+
+
+GLOBAL_ROLLUP = """
+INSERT INTO usage_rollups_global (slice, model, provider, usage_source, currency_code,
+  request_count, unpriced_request_count, input_tokens, output_tokens, cache_read_tokens,
+  cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, cost_nanos, request_credits)
+SELECT slice, model, provider, usage_source, currency_code, SUM(request_count),
+  SUM(unpriced_request_count), SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),
+  SUM(cache_write_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens), SUM(cost_nanos),
+  SUM(request_credits)
+FROM usage_rollups GROUP BY slice, model, provider, usage_source, currency_code
 """
 
 
@@ -110,7 +125,7 @@ def main() -> int:
         server.create_database("bench")
         url = server.url("bench")
     else:
-        path = Path("/tmp") / f"summary-scale-{args.records}.db"  # noqa: S108 - a scratch file
+        path = Path("/tmp") / f"summary-scale-{args.records}.db"
         path.unlink(missing_ok=True)
         url = f"sqlite:///{path}"
     try:
@@ -128,9 +143,13 @@ def main() -> int:
         started = time.perf_counter()
         with engine.begin() as connection:
             connection.execute(text(ROLLUP))
+            connection.execute(text(GLOBAL_ROLLUP))
             if args.backend == "postgresql":
                 connection.execute(text("ANALYZE"))
             rollup_rows = connection.execute(text("SELECT count(*) FROM usage_rollups")).scalar()
+            global_rows = connection.execute(
+                text("SELECT count(*) FROM usage_rollups_global")
+            ).scalar()
         rollup_seconds = time.perf_counter() - started
         database = SqlDatabase(engine)
         metering = Metering(database, PriceBookCache(database), SystemClock())
@@ -177,8 +196,9 @@ def main() -> int:
         account_seconds, _ = _timed(lambda: metering.usage_summary(account_query), args.repeats)
         first, last = -(-flt.start_us // SLICE_US), end_us // SLICE_US
         plan_sql = (
-            "SELECT (slice + 8) / 96, model, currency_code, SUM(cost_nanos) FROM usage_rollups "
-            f"WHERE slice >= {first} AND slice < {last} GROUP BY (slice + 8) / 96, model, currency_code"
+            "SELECT (slice + 8) / 96, model, currency_code, SUM(cost_nanos) "
+            f"FROM usage_rollups_global WHERE slice >= {first} AND slice < {last} "
+            "GROUP BY (slice + 8) / 96, model, currency_code"
         )
         explain = (
             "EXPLAIN (ANALYZE, BUFFERS) " if args.backend == "postgresql" else "EXPLAIN QUERY PLAN "
@@ -196,8 +216,8 @@ def main() -> int:
         f"command: python bench/summary_scale.py --records {args.records} --backend {args.backend}"
     )
     print(
-        f"records: {args.records:,}  fill: {fill_seconds:.1f}s  rollup rows: {rollup_rows:,} "
-        f"(built in {rollup_seconds:.1f}s)"
+        f"records: {args.records:,}  fill: {fill_seconds:.1f}s  rollup rows: {rollup_rows:,}, "
+        f"global rollup rows: {global_rows:,} (both built in {rollup_seconds:.1f}s)"
     )
     print(
         f"month by day (Europe/Berlin) and model, all accounts: {summary_seconds * 1000:.1f} ms "

@@ -190,6 +190,20 @@ usage_rollups = Table(
     Index("ix_usage_rollups_slice", "slice"),
 )
 
+GLOBAL_ROLLUP_KEYS = ("model", "provider", "usage_source", "currency_code")
+
+# The same sums over all accounts, by the keys dashboards group by (0003).
+usage_rollups_global = Table(
+    "usage_rollups_global",
+    metadata,
+    Column("slice", BigInteger, primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("usage_source", String(16), primary_key=True),
+    Column("currency_code", String(3), primary_key=True),
+    *(Column(name, BigInteger, nullable=False) for name in ROLLUP_SUMS),
+)
+
 # Tables that may only grow: the migration installs triggers refusing UPDATE
 # and DELETE on them.
 APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_entries", "usage_records")
@@ -206,4 +220,5 @@ __all__ = [
     "revisions",
     "usage_records",
     "usage_rollups",
+    "usage_rollups_global",
 ]

@@ -491,12 +491,16 @@ class SqlStore:
     def _summarize_rollups(
         self, flt: SummaryFilter, piece: Segment, first: int, last: int
     ) -> list[Aggregate]:
-        r = t.usage_rollups.c
+        # All accounts grouped by dashboard keys: the small table without accounts.
+        global_ok = flt.account_id is None and all(
+            key.value in t.GLOBAL_ROLLUP_KEYS for key in flt.group_by
+        )
+        r = (t.usage_rollups_global if global_ok else t.usage_rollups).c
         sums = [func.sum(getattr(r, name)).label(name) for name in t.ROLLUP_SUMS]
         groups = self._groups(flt, r, piece, r.slice)
         query = select(*groups, *sums).where(r.slice >= first, r.slice < last)
         if flt.account_id is not None:
-            query = query.where(r.account_id == flt.account_id)
+            query = query.where(r.account_id == flt.account_id)  # never the global table
         if flt.currency_code is not None:
             query = query.where(r.currency_code == flt.currency_code)
         return self._aggregates(flt, piece, query.group_by(*groups))
@@ -568,18 +572,33 @@ class SqlStore:
         if not sums:
             return
         rows = [
-            dict(
-                zip(("account_id", "slice", *t.ROLLUP_KEYS), key, strict=True),
-                **total,
-            )
+            dict(zip(("account_id", "slice", *t.ROLLUP_KEYS), key, strict=True), **total)
             for key, total in sorted(sums.items())
         ]
+        self._upsert_sums(t.usage_rollups, ["account_id", "slice", *t.ROLLUP_KEYS], rows)
+        totals: dict[tuple[Any, ...], dict[str, int]] = {}
+        for row in rows:
+            key = (row["slice"], *(row[name] for name in t.GLOBAL_ROLLUP_KEYS))
+            total = totals.setdefault(key, dict.fromkeys(t.ROLLUP_SUMS, 0))
+            for name in t.ROLLUP_SUMS:
+                total[name] += row[name]
+        self._upsert_sums(
+            t.usage_rollups_global,
+            ["slice", *t.GLOBAL_ROLLUP_KEYS],
+            [
+                dict(zip(("slice", *t.GLOBAL_ROLLUP_KEYS), key, strict=True), **total)
+                for key, total in sorted(totals.items())
+            ],
+        )
+
+    def _upsert_sums(self, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
+        """Insert rows, or add their sums to the rows with the same keys."""
         dialect = self._c.dialect.name
-        upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(t.usage_rollups)
+        upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table)
         statement = upsert.on_conflict_do_update(
-            index_elements=["account_id", "slice", *t.ROLLUP_KEYS],
+            index_elements=keys,
             set_={
-                name: getattr(t.usage_rollups.c, name) + getattr(upsert.excluded, name)
+                name: getattr(table.c, name) + getattr(upsert.excluded, name)
                 for name in t.ROLLUP_SUMS
             },
         )

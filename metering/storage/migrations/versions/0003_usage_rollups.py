@@ -47,6 +47,17 @@ def upgrade() -> None:
         *(sa.Column(name, sa.BigInteger, nullable=False) for name in _SUMS),
     )
     op.create_index("ix_usage_rollups_slice", "usage_rollups", ["slice"])
+    # All accounts together, by the keys an operator's dashboard groups by: a month is
+    # ~2,880 slices x models rows however many records and accounts there are.
+    op.create_table(
+        "usage_rollups_global",
+        sa.Column("slice", sa.BigInteger, primary_key=True),
+        sa.Column("model", sa.String(128), primary_key=True),
+        sa.Column("provider", sa.String(64), primary_key=True),
+        sa.Column("usage_source", sa.String(16), primary_key=True),
+        sa.Column("currency_code", sa.String(3), primary_key=True),
+        *(sa.Column(name, sa.BigInteger, nullable=False) for name in _SUMS),
+    )
     # Backfill from the records already there, in one statement.
     sums = ", ".join(
         "SUM(CASE WHEN unpriced THEN request_count ELSE 0 END)"
@@ -65,8 +76,15 @@ def upgrade() -> None:
         "usage_source, currency_code"
     )
     op.execute(backfill)
+    op.execute(
+        "INSERT INTO usage_rollups_global (slice, model, provider, usage_source, "  # noqa: S608
+        f"currency_code, {columns}) SELECT slice, model, provider, usage_source, currency_code, "
+        f"{', '.join(f'SUM({name})' for name in _SUMS)} FROM usage_rollups "
+        "GROUP BY slice, model, provider, usage_source, currency_code"
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("usage_rollups_global")
     op.drop_index("ix_usage_rollups_slice", "usage_rollups")
     op.drop_table("usage_rollups")
