@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs of metering.v1. Never edit: run scripts/gen."""

@@ -1,0 +1,46 @@
+"""AsyncMeteringClient against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from support import MeteringServer, nanos
+
+from metering_client import AlreadyExistsError, AsyncMeteringClient, NotFoundError
+
+
+async def test_async_round_trip(server: MeteringServer) -> None:
+    account = "aio-" + uuid.uuid4().hex[:10]
+    async with AsyncMeteringClient(server.address) as client:
+        await client.wait_until_ready(5)
+        await client.create_account(account_id=account)
+        grant = await client.grant_credits(
+            account_id=account, request_id="g", amount={"currency_code": "USD", "units": 1}
+        )
+        assert grant.balance.units == 1
+        results = await asyncio.gather(
+            *(
+                client.record_usage(
+                    account_id=account,
+                    request_id=f"a{i}",
+                    model="gpt-4o-mini",
+                    usage={"input_tokens": 1000, "output_tokens": 500, "cache_read_tokens": 200},
+                )
+                for i in range(20)
+            )
+        )
+        assert {nanos(r.cost) for r in results} == {435_000}
+        balance = await client.get_balance(account_id=account)
+        assert nanos(balance.balance) == 10**9 - 20 * 435_000
+        estimate = await client.estimate_tokens(model="gpt-4o-mini", text="tiktoken is great!")
+        assert estimate.input_tokens == 6
+        with pytest.raises(AlreadyExistsError) as info:
+            await client.record_usage(
+                account_id=account, request_id="a0", model="gpt-4o-mini",
+                usage={"input_tokens": 1},
+            )  # fmt: skip
+        assert info.value.reason == "REQUEST_ID_CONFLICT"
+        with pytest.raises(NotFoundError):
+            await client.get_balance(account_id=account + "-nope")
