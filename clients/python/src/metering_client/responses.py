@@ -6,21 +6,19 @@ the **service's extraction is authoritative** (it knows every provider format,
 validates the counts and flags missing usage). :func:`record_request_from_response`
 builds such a request.
 
-:func:`usage_from_response` is a small local reading of the common shapes
-(OpenAI chat completions and responses, Anthropic messages, Gemini
-generateContent; whole bodies or SSE tails) for relays that want the numbers
-before or without calling the service, e.g. for logging or a local quota. It
-follows the service's normalization (``input_tokens`` includes cached tokens,
-``output_tokens`` includes reasoning) but does not validate as strictly; when
-the two disagree, the service is right.
+:func:`usage_from_response` runs the service's own extraction locally (the
+same code, vendored), for relays that want the numbers before or without
+calling the service, e.g. for logging or a local quota.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from metering_client._extraction.errors import InvalidArgument
+from metering_client._extraction.extraction import ResponseFormat, extract_usage
 from metering_client.v1 import metering_service_pb2 as pb
 from metering_client.v1 import types_pb2
 
@@ -75,165 +73,21 @@ def record_request_from_response(
     )
 
 
-def _events(body: bytes | str | Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The JSON objects of a body: one document, or the ``data:`` events of an SSE tail."""
+def _raw(body: bytes | str | Mapping[str, Any]) -> bytes:
     if isinstance(body, Mapping):
-        return [dict(body)]
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    stripped = text.strip()
-    if stripped.startswith(("{", "[")):
-        try:
-            doc = json.loads(stripped)
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict):
-            return [doc]
-        if isinstance(doc, list):  # Gemini's non-SSE streaming: a JSON array of chunks
-            return [d for d in doc if isinstance(d, dict)]
-    out: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if not data or data == "[DONE]":
-            continue
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            continue  # a tail may start mid-event
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out
+        return json.dumps(body).encode()
+    if isinstance(body, str):
+        return body.encode()
+    return bytes(body)
 
 
 def detect_format(body: bytes | str | Mapping[str, Any]) -> int | None:
-    """Guess the ``ApiFormat`` of a response body or SSE tail; ``None`` if unknown."""
-    return _detect_events(_events(body))
-
-
-def _detect_events(events: Iterable[Mapping[str, Any]]) -> int | None:
-    for event in events:
-        fmt = _detect_one(event)
-        if fmt is not None:
-            return fmt
-    return None
-
-
-def _detect_one(obj: Mapping[str, Any]) -> int | None:
-    kind = str(obj.get("object", ""))
-    typ = str(obj.get("type", ""))
-    if kind.startswith("chat.completion") or "choices" in obj:
-        return OPENAI_CHAT
-    if kind == "response" or typ.startswith("response."):
-        return OPENAI_RESPONSES
-    if typ in {"message", "message_start", "message_delta", "message_stop"} or (
-        typ.startswith("content_block")
-    ):
-        return ANTHROPIC
-    if "candidates" in obj or "usageMetadata" in obj:
-        return GEMINI
-    return None
-
-
-def _int(obj: Mapping[str, Any] | None, key: str) -> int:
-    value = obj.get(key) if isinstance(obj, Mapping) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _openai_chat(events: Iterable[Mapping[str, Any]]) -> types_pb2.TokenUsage | None:
-    usage = None
-    for event in events:
-        if isinstance(event.get("usage"), Mapping):
-            usage = event["usage"]
-    if usage is None:
+    """The ``ApiFormat`` of a provider response body or SSE tail, or None if unknown."""
+    try:
+        extracted = extract_usage(_raw(body), None)
+    except InvalidArgument:
         return None
-    cached = _int(usage.get("prompt_tokens_details"), "cached_tokens") or _int(
-        usage, "prompt_cache_hit_tokens"
-    )
-    return types_pb2.TokenUsage(
-        input_tokens=_int(usage, "prompt_tokens"),
-        output_tokens=_int(usage, "completion_tokens"),
-        cache_read_tokens=cached,
-        reasoning_tokens=_int(usage.get("completion_tokens_details"), "reasoning_tokens"),
-    )
-
-
-def _openai_responses(events: Iterable[Mapping[str, Any]]) -> types_pb2.TokenUsage | None:
-    usage = None
-    for event in events:
-        response = event.get("response") if "response" in event else event
-        if isinstance(response, Mapping) and isinstance(response.get("usage"), Mapping):
-            usage = response["usage"]
-    if usage is None:
-        return None
-    return types_pb2.TokenUsage(
-        input_tokens=_int(usage, "input_tokens"),
-        output_tokens=_int(usage, "output_tokens"),
-        cache_read_tokens=_int(usage.get("input_tokens_details"), "cached_tokens"),
-        reasoning_tokens=_int(usage.get("output_tokens_details"), "reasoning_tokens"),
-    )
-
-
-def _anthropic(events: Iterable[Mapping[str, Any]]) -> types_pb2.TokenUsage | None:
-    # Stream counts are cumulative: later events replace earlier ones key by key.
-    merged: dict[str, int] = {}
-    for event in events:
-        message = event.get("message") if isinstance(event.get("message"), Mapping) else event
-        usage = message.get("usage") if isinstance(message, Mapping) else None
-        if not isinstance(usage, Mapping):
-            usage = event.get("usage")
-        if not isinstance(usage, Mapping):
-            continue
-        for key in (
-            "input_tokens",
-            "output_tokens",
-            "cache_read_input_tokens",
-            "cache_creation_input_tokens",
-        ):
-            if isinstance(usage.get(key), int):
-                merged[key] = usage[key]
-        one_hour = usage.get("cache_creation")
-        if isinstance(one_hour, Mapping) and isinstance(
-            one_hour.get("ephemeral_1h_input_tokens"), int
-        ):
-            merged["one_hour"] = one_hour["ephemeral_1h_input_tokens"]
-    if "input_tokens" not in merged:
-        return None
-    read = merged.get("cache_read_input_tokens", 0)
-    write = merged.get("cache_creation_input_tokens", 0)
-    return types_pb2.TokenUsage(
-        # Anthropic's input_tokens exclude cache reads and writes; ours include them.
-        input_tokens=merged["input_tokens"] + read + write,
-        output_tokens=merged.get("output_tokens", 0),
-        cache_read_tokens=read,
-        cache_write_tokens=write,
-        cache_write_1h_tokens=merged.get("one_hour", 0),
-    )
-
-
-def _gemini(events: Iterable[Mapping[str, Any]]) -> types_pb2.TokenUsage | None:
-    meta = None
-    for event in events:
-        if isinstance(event.get("usageMetadata"), Mapping):
-            meta = event["usageMetadata"]
-    if meta is None:
-        return None
-    thoughts = _int(meta, "thoughtsTokenCount")
-    return types_pb2.TokenUsage(
-        input_tokens=_int(meta, "promptTokenCount") + _int(meta, "toolUsePromptTokenCount"),
-        output_tokens=_int(meta, "candidatesTokenCount") + thoughts,
-        cache_read_tokens=_int(meta, "cachedContentTokenCount"),
-        reasoning_tokens=thoughts,
-    )
-
-
-_READERS: dict[int, Callable[[Iterable[Mapping[str, Any]]], types_pb2.TokenUsage | None]] = {
-    OPENAI_CHAT: _openai_chat,
-    OPENAI_RESPONSES: _openai_responses,
-    ANTHROPIC: _anthropic,
-    GEMINI: _gemini,
-}
+    return int(types_pb2.ApiFormat.Value("API_FORMAT_" + extracted.format.value))
 
 
 def usage_from_response(
@@ -242,16 +96,35 @@ def usage_from_response(
 ) -> types_pb2.TokenUsage | None:
     """The normalized usage of a provider response body or SSE tail, read locally.
 
-    Supports OpenAI chat completions (and compatible APIs), OpenAI responses,
-    Anthropic messages and Gemini generateContent, as whole bodies (bytes, str
-    or an already parsed dict) or SSE tails. Returns ``None`` when the body
-    carries no usage (e.g. a stream without ``stream_options.include_usage``)
-    or its format is not known.
-
-    This is a convenience: the service's own extraction of ``response_json``
-    is authoritative and is what gets billed.
+    This runs the service's own extraction (vendored from ``metering/domain``
+    by ``scripts/gen``), so the numbers are the ones the service will record
+    for the same ``response_json``: OpenAI chat completions and responses,
+    Anthropic messages, Gemini generateContent, Cloudflare Workers AI and Dify,
+    as whole bodies or SSE tails. Returns ``None`` when the body carries no
+    usage (e.g. a stream without ``stream_options.include_usage``), when its
+    format cannot be detected, or when the service would refuse it; an
+    all-zero usage block for a non-empty completion is returned as zeros (the
+    service records such a call as missing usage).
     """
-    events = _events(body)
-    fmt = _format_value(response_format) or _detect_events(events) or 0
-    reader = _READERS.get(fmt)
-    return reader(events) if reader is not None else None
+    raw = _raw(body)
+    value = _format_value(response_format)
+    fmt = (
+        ResponseFormat(types_pb2.ApiFormat.Name(value).removeprefix("API_FORMAT_"))
+        if value
+        else None
+    )
+    try:
+        extracted = extract_usage(raw, fmt)
+    except InvalidArgument:
+        return None
+    usage = extracted.usage
+    if usage is None:
+        return None
+    return types_pb2.TokenUsage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+    )

@@ -1,0 +1,1 @@
+"""The service's usage extraction (metering/domain), vendored. Never edit: run scripts/gen."""
