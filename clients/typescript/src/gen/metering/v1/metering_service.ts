@@ -540,7 +540,8 @@ export interface RecordUsageResult {
 /**
  * RecordError is the error a record of a batch would have got from
  * RecordUsage, in the shape of google.rpc.Status with its ErrorInfo reason and
- * BadRequest fields flattened.
+ * BadRequest fields flattened. Field paths are relative to the batch request
+ * (e.g. "records[3].usage.input_tokens").
  */
 export interface RecordError {
   /** The google.rpc.Code (e.g. 3 for INVALID_ARGUMENT). */
