@@ -27,6 +27,7 @@ from metering.service.prices import import_prices, read_price_file
 from metering.storage import migrate
 from metering.storage.engine import make_engine
 from metering.storage.store import SqlDatabase
+from metering.tokens.vocab import warm_up
 
 log = logging.getLogger("metering")
 
@@ -361,6 +362,8 @@ def _serve(settings: Settings) -> int:
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Off the request path: the vocabularies load while the server already answers.
+        loop.run_in_executor(app.executor, warm_up)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         host = settings.listen.rsplit(":", 1)[0]

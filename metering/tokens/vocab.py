@@ -114,6 +114,12 @@ def _build(name: str) -> tiktoken.Encoding:
     raise KeyError(name)
 
 
+def warm_up() -> None:
+    """Build the common encodings now, so that the first estimate is not slow."""
+    for name in ("o200k_base", "cl100k_base"):
+        get_encoding(name)
+
+
 def get_encoding(name: str) -> tiktoken.Encoding:
     """The named encoding, built from the vendored file on first use (thread-safe)."""
     encoding = _encodings.get(name)
