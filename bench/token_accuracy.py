@@ -33,9 +33,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from metering.tokens.counter import encoding_name_for  # noqa: E402
-from metering.tokens.formats import RequestFormat, count_request  # noqa: E402
-from metering.tokens.vocab import get_encoding  # noqa: E402
+from metering.tokens.counter import encoding_name_for
+from metering.tokens.formats import RequestFormat, count_request
+from metering.tokens.vocab import get_encoding
 
 CORPUS = ROOT / "tests" / "data" / "token_corpus"
 

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from metering.tokens.formats import RequestFormat, count_request  # noqa: E402
-from metering.tokens.vocab import get_encoding  # noqa: E402
+from metering.tokens.formats import RequestFormat, count_request
+from metering.tokens.vocab import get_encoding
 
 _TEXT = (
     "the quick brown fox jumps over lazy dog metering ledger token price request account "
