@@ -15,14 +15,23 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from metering import __version__
+from metering import __version__, telemetry
 from metering.bootstrap import App, StartupError, build_app
-from metering.config import ConfigError, Settings, load_settings
+from metering.config import (
+    ConfigError,
+    Settings,
+    is_loopback,
+    load_security_settings,
+    load_settings,
+)
+from metering.domain.auth import Role
 from metering.domain.catalogue import CatalogueError
 from metering.domain.errors import InvalidArgument, MeteringError
+from metering.service.auth import AccountTenants, Authenticator, TokenAdmin
 from metering.service.prices import import_prices, read_price_file
 from metering.storage import migrate
 from metering.storage.engine import make_engine
@@ -86,6 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     reprice.add_argument("--apply", action="store_true", help="write correction entries")
     database_flag(reprice)
 
+    tokens = commands.add_parser("tokens", help="API tokens (METERING_AUTH=token)")
+    tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True)
+    created = tokens_commands.add_parser(
+        "create", help="create a token; prints it once, on stdout (its id goes to stderr)"
+    )
+    created.add_argument("--role", required=True, choices=[role.value for role in Role])
+    created.add_argument("--tenant", help="limit the token to this tenant's accounts")
+    created.add_argument("--name", default="", help="a label for listings")
+    database_flag(created)
+    database_flag(tokens_commands.add_parser("list", help="list tokens (never their secrets)"))
+    revoked = tokens_commands.add_parser("revoke", help="revoke a token (within a second)")
+    revoked.add_argument("token_id")
+    database_flag(revoked)
+
     ledger = commands.add_parser("ledger", help="ledger tools")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_commands.add_parser("verify", help="check balances against entries")
@@ -106,22 +129,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"metering: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    telemetry.configure_logging(settings.log_level, settings.log_format)
     # Alembic narrates every migration step at INFO; start-up errors should stand out.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         if args.command == "serve":
+            # The non-loopback rule and TLS files: a bad setting exits 2 with one line.
+            load_security_settings(os.environ, settings.listen_host)
             workers = args.workers if args.workers is not None else settings.workers
             if not 1 <= workers <= 64:
                 print("metering: --workers must be in [1, 64]", file=sys.stderr)
                 return 2
             if workers > 1 and not settings.reuse_port:
+                if settings.prometheus_port is not None:
+                    # Each worker would need a port of its own; OTLP works with workers.
+                    print(
+                        "metering: METERING_PROMETHEUS_PORT needs --workers 1; use OTLP",
+                        file=sys.stderr,
+                    )
+                    return 2
                 return _serve_workers(settings, workers)
             return _serve(settings)
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "tokens":
+            return _tokens(settings, args)
         if args.command == "prices":
             return _prices(settings, args)
         return _verify(settings)
@@ -343,10 +375,98 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     return 0 if all(code == 0 for code in codes) else 1
 
 
+def _setup_telemetry(settings: Settings) -> telemetry.Telemetry:
+    """OTLP and Prometheus exporters as configured (see metering.telemetry)."""
+    try:
+        exporting = telemetry.setup(
+            otlp_endpoint=settings.otlp_endpoint,
+            prometheus_host=settings.listen_host,
+            prometheus_port=settings.prometheus_port,
+        )
+    except OSError as exc:
+        raise StartupError(
+            f"METERING_PROMETHEUS_PORT={settings.prometheus_port}: "
+            f"cannot listen on {settings.listen_host}: {exc.strerror}"
+        ) from None
+    for exporter in exporting.exporters:
+        log.info("telemetry: exporting to %s", exporter)
+    return exporting
+
+
+def _tokens(settings: Settings, args: argparse.Namespace) -> int:
+    """`metering tokens create|list|revoke`: tokens are hashed at rest, shown once."""
+    from metering.bootstrap import SystemClock, prepare_database
+
+    engine = make_engine(settings.database_url)
+    try:
+        prepare_database(settings, engine)
+        admin = TokenAdmin(SqlDatabase(engine), SystemClock())
+        if args.tokens_command == "create":
+            info, token = admin.create(Role(args.role), args.tenant, args.name)
+            print(
+                f"created token {info.token_id} (role {info.role.value}, "
+                f"tenant {info.tenant_id or '*'}); it is shown only now",
+                file=sys.stderr,
+            )
+            print(token, flush=True)
+        elif args.tokens_command == "list":
+            print("TOKEN_ID\tROLE\tTENANT\tCREATED\tREVOKED\tNAME")
+            for info in admin.list():
+                revoked = _time_text(info.revoke_time_us) if info.revoke_time_us else "-"
+                print(
+                    f"{info.token_id}\t{info.role.value}\t{info.tenant_id or '*'}\t"
+                    f"{_time_text(info.create_time_us)}\t{revoked}\t{info.name}"
+                )
+        else:
+            admin.revoke(args.token_id)
+            print(f"revoked {args.token_id} (every server refuses it within a second)")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _time_text(time_us: int) -> str:
+    return datetime.fromtimestamp(time_us / 1e6, UTC).isoformat(timespec="seconds")
+
+
+def _security(settings: Settings, app: App) -> dict[str, Any]:
+    """The authentication interceptor and TLS credentials `start_server` takes."""
+    from metering.api.auth import AuthInterceptor
+    from metering.api.tls import server_credentials
+
+    security = load_security_settings(os.environ, settings.listen_host)
+    extra: dict[str, Any] = {}
+    if security.auth == "token":
+        authenticator = Authenticator(app.database)
+        authenticator.refresh()
+        if authenticator.token_count == 0:
+            log.warning("METERING_AUTH=token but no tokens yet: see `metering tokens create`")
+        extra["auth"] = AuthInterceptor(authenticator, AccountTenants(app.database), app.executor)
+    elif not is_loopback(settings.listen_host):
+        log.warning(
+            "!!! SERVING WITHOUT AUTHENTICATION on %s (METERING_ALLOW_UNAUTHENTICATED=1): "
+            "anyone who can reach this port can record usage and grant credits !!!",
+            settings.listen,
+        )
+    if security.tls_cert_file is not None and security.tls_key_file is not None:
+        extra["credentials"] = server_credentials(
+            security.tls_cert_file, security.tls_key_file, security.tls_client_ca_file
+        )
+    log.info(
+        "auth=%s tls=%s%s",
+        security.auth,
+        "on" if security.tls else "off",
+        " (client certificates required)" if security.tls_client_ca_file else "",
+    )
+    return extra
+
+
 def _serve(settings: Settings) -> int:
     from metering.api.server import start_server  # grpc only for the serving command
 
+    exporting = _setup_telemetry(settings)
     app = build_app(settings)
+    telemetry.watch_pool(app.engine)
 
     async def run() -> None:
         running = await start_server(
@@ -359,6 +479,8 @@ def _serve(settings: Settings) -> int:
             settings.group_commit_linger_ms / 1000,
             settings.group_commit_records_max,
             settings.reuse_port,
+            **_security(settings, app),
+            sweep_seconds=settings.reservation_sweep_ms / 1000,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -384,6 +506,7 @@ def _serve(settings: Settings) -> int:
         asyncio.run(run())
     finally:
         app.close()
+        exporting.shutdown()  # flushes the last spans and metrics
     print("metering stopped", flush=True)
     return 0
 

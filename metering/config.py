@@ -7,6 +7,7 @@ message naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -42,8 +43,13 @@ class Settings:
     group_commit_linger_ms: int = 2
     group_commit_records_max: int = 500
     workers: int = 1
+    reservation_sweep_ms: int = 1000
     # Set by `serve --workers N` for its worker processes, which share one port.
     reuse_port: bool = False
+    # Observability (metering.telemetry): "auto" is text on a terminal, JSON otherwise.
+    log_format: str = "auto"
+    otlp_endpoint: str | None = None
+    prometheus_port: int | None = None
 
     @property
     def listen(self) -> str:
@@ -111,6 +117,24 @@ def _existing_file(env: Mapping[str, str], name: str) -> Path | None:
     return Path(value)
 
 
+_OTLP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
+
+
+def _otlp_endpoint(env: Mapping[str, str]) -> str | None:
+    """METERING_OTLP_ENDPOINT, else the standard OTEL_EXPORTER_OTLP_ENDPOINT; None: no OTLP."""
+    for name in ("METERING_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        if not _OTLP_URL.fullmatch(value):
+            # The value is not echoed: an endpoint URL may carry credentials.
+            raise ConfigError(
+                f"{name}: expected http://HOST:PORT (plaintext) or https://HOST:PORT (TLS)"
+            )
+        return value
+    return None
+
+
 def load_settings(
     env: Mapping[str, str] | None = None,
     *,
@@ -134,6 +158,10 @@ def load_settings(
     log_level = env.get("METERING_LOG_LEVEL", "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"METERING_LOG_LEVEL={log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+    log_format = env.get("METERING_LOG_FORMAT", "auto").strip().lower() or "auto"
+    if log_format not in ("auto", "json", "text"):
+        raise ConfigError(f"METERING_LOG_FORMAT={log_format!r}: use json, text or auto")
+    prometheus_text = env.get("METERING_PROMETHEUS_PORT", "").strip()
     return Settings(
         listen_host=host,
         listen_port=port,
@@ -160,6 +188,12 @@ def load_settings(
             env.get("METERING_GROUP_COMMIT_LINGER_MS", "2"), "METERING_GROUP_COMMIT_LINGER_MS", 0, 5
         ),
         workers=_int(env.get("METERING_WORKERS", "1"), "METERING_WORKERS", 1, 64),
+        reservation_sweep_ms=_int(
+            env.get("METERING_RESERVATION_SWEEP_MS", "1000"),
+            "METERING_RESERVATION_SWEEP_MS",
+            50,
+            600_000,
+        ),
         reuse_port=env.get("METERING_REUSE_PORT") == "1",
         group_commit_records_max=_int(
             env.get("METERING_GROUP_COMMIT_RECORDS_MAX", "500"),
@@ -167,4 +201,71 @@ def load_settings(
             1,
             1000,
         ),
+        log_format=log_format,
+        otlp_endpoint=_otlp_endpoint(env),
+        prometheus_port=(
+            _int(prometheus_text, "METERING_PROMETHEUS_PORT", 0, 65535) if prometheus_text else None
+        ),
+    )
+
+
+# Security (authentication and TLS) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """How `serve` authenticates callers and whether it speaks TLS."""
+
+    auth: str  # "none" or "token"
+    allow_unauthenticated: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (host names other than localhost:
+    no, they may resolve to anything)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def load_security_settings(
+    env: Mapping[str, str] | None = None, listen_host: str = "127.0.0.1"
+) -> SecuritySettings:
+    """METERING_AUTH (default: ``none`` on loopback, ``token`` elsewhere), the non-loopback
+    rule, METERING_TLS_*; raise ConfigError on the first bad value."""
+    env = os.environ if env is None else env
+    loopback = is_loopback(listen_host)
+    auth = env.get("METERING_AUTH") or ("none" if loopback else "token")
+    if auth not in ("none", "token"):
+        raise ConfigError(f"METERING_AUTH={auth!r}: use none or token")
+    allow = env.get("METERING_ALLOW_UNAUTHENTICATED", "").lower() in ("1", "true", "yes")
+    if auth == "none" and not loopback and not allow:
+        raise ConfigError(
+            f"refusing to serve without authentication on non-loopback address {listen_host}: "
+            "set METERING_AUTH=token (tokens: `metering tokens create`), listen on 127.0.0.1, "
+            "or set METERING_ALLOW_UNAUTHENTICATED=1"
+        )
+    cert = _existing_file(env, "METERING_TLS_CERT_FILE")
+    key = _existing_file(env, "METERING_TLS_KEY_FILE")
+    client_ca = _existing_file(env, "METERING_TLS_CLIENT_CA_FILE")
+    if (cert is None) != (key is None):
+        raise ConfigError("METERING_TLS_CERT_FILE and METERING_TLS_KEY_FILE go together")
+    if client_ca is not None and cert is None:
+        raise ConfigError("METERING_TLS_CLIENT_CA_FILE needs METERING_TLS_CERT_FILE/KEY_FILE")
+    return SecuritySettings(
+        auth=auth,
+        allow_unauthenticated=allow,
+        tls_cert_file=cert,
+        tls_key_file=key,
+        tls_client_ca_file=client_ca,
     )

@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
 from metering.domain.errors import Violations
 from metering.domain.money import AMOUNT_UNITS_MAX, Money, units_nanos_are_consistent
+from metering.domain.reservations import ExpiryPolicy, ReservationState
 from metering.domain.summary import Aggregate, Granularity, GroupKey
 from metering.domain.usage import TokenUsage, UsageSource
 from metering.service.prices import time_text
@@ -286,6 +287,32 @@ def asset_from_pb(v: Violations, value: int) -> RequestAsset:
     return asset
 
 
+_EXPIRY: dict[ExpiryPolicy, types_pb2.ReservationExpiryPolicy] = {
+    ExpiryPolicy.RELEASE: types_pb2.RESERVATION_EXPIRY_POLICY_RELEASE,
+    ExpiryPolicy.CAPTURE: types_pb2.RESERVATION_EXPIRY_POLICY_CAPTURE,
+}
+_EXPIRY_FROM_PROTO: dict[int, ExpiryPolicy] = {int(v): k for k, v in _EXPIRY.items()}
+
+
+def reservation_state_pb(state: ReservationState) -> pb.ReservationState:
+    return {
+        ReservationState.OPEN: pb.RESERVATION_STATE_OPEN,
+        ReservationState.CAPTURED: pb.RESERVATION_STATE_CAPTURED,
+        ReservationState.RELEASED: pb.RESERVATION_STATE_RELEASED,
+        ReservationState.EXPIRED: pb.RESERVATION_STATE_EXPIRED,
+    }[state]
+
+
+def expiry_policy_from_pb(v: Violations, value: int) -> ExpiryPolicy:
+    if value == types_pb2.RESERVATION_EXPIRY_POLICY_UNSPECIFIED:
+        return ExpiryPolicy.RELEASE
+    policy = _EXPIRY_FROM_PROTO.get(value)
+    if policy is None:
+        v.add("reservation_expiry_policy", f"unknown reservation_expiry_policy {value}")
+        return ExpiryPolicy.RELEASE
+    return policy
+
+
 def account_pb(account: Account) -> admin_service_pb2.Account:
     return admin_service_pb2.Account(
         account_id=account.account_id,
@@ -300,6 +327,8 @@ def account_pb(account: Account) -> admin_service_pb2.Account:
             Money(account.currency_code, account.default_request_price_nanos)
         ),
         default_request_credits=account.default_request_credits,
+        reservation_expiry_policy=_EXPIRY[account.reservation_expiry_policy],
+        tenant_id=account.tenant_id or "",
     )
 
 
@@ -324,6 +353,8 @@ def account_changes_from_pb(
             changes["default_request_price_nanos"] = price.nanos
         elif path == "default_request_credits":
             changes[path] = message.default_request_credits
+        elif path == "reservation_expiry_policy":
+            changes[path] = expiry_policy_from_pb(v, message.reservation_expiry_policy)
         else:
             v.add("update_mask", f"{path!r} cannot be updated")
     return changes

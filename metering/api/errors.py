@@ -31,6 +31,8 @@ _CODES: tuple[tuple[type[errors.MeteringError], int], ...] = (
     (errors.AlreadyExists, code_pb2.ALREADY_EXISTS),
     (errors.FailedPrecondition, code_pb2.FAILED_PRECONDITION),
     (errors.Unavailable, code_pb2.UNAVAILABLE),
+    (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (errors.PermissionDenied, code_pb2.PERMISSION_DENIED),
 )
 
 

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from metering.api.observability import ObservabilityInterceptor
 from metering.api.servicers import MeteringAdminServicer, MeteringServicer
 from metering.service.group_commit import (
     BATCH_RECORDS_MAX_DEFAULT,
@@ -31,6 +32,7 @@ from metering.v1 import (
 log = logging.getLogger(__name__)
 
 HEALTH_PROBE_INTERVAL_SECONDS = 5.0
+LIVENESS_SERVICE = "metering.liveness"
 SERVICE_NAMES = (
     metering_service_pb2.DESCRIPTOR.services_by_name["MeteringService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["MeteringAdminService"].full_name,
@@ -44,6 +46,7 @@ class RunningServer:
     health: health_aio.HealthServicer
     committer: GroupCommitter
     probe_task: asyncio.Task[None] | None = None
+    sweep_task: asyncio.Task[None] | None = None
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop accepting calls, let in-flight calls finish within the grace period.
@@ -53,6 +56,8 @@ class RunningServer:
         """
         if self.probe_task is not None:
             self.probe_task.cancel()
+        if self.sweep_task is not None:
+            self.sweep_task.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_seconds)
         await self.committer.close()
@@ -68,15 +73,22 @@ async def start_server(
     linger_seconds: float = LINGER_SECONDS_DEFAULT,
     batch_records_max: int = BATCH_RECORDS_MAX_DEFAULT,
     reuse_port: bool = False,
+    auth: grpc.aio.ServerInterceptor | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+    sweep_seconds: float = 1.0,
 ) -> RunningServer:
+    """``auth`` checks every call (None: no authentication); ``credentials`` serve TLS."""
     server = grpc.aio.server(
+        # Observability first (outermost): it sees every other interceptor's outcome too.
+        # Authentication (metering.api.auth) after it, before any servicer runs.
+        interceptors=[ObservabilityInterceptor(), *([auth] if auth is not None else [])],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             # One process per port, unless `serve --workers N` runs several on purpose:
             # then the kernel spreads connections over them.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ]
+        ],
     )
     # The generated registration functions are untyped (grpc_tools emits no annotations).
     committer = GroupCommitter(metering, executor, linger_seconds, batch_records_max)
@@ -97,14 +109,35 @@ async def start_server(
         ),
         server,
     )
-    port = server.add_insecure_port(listen)
+    port = (
+        server.add_secure_port(listen, credentials)
+        if credentials is not None
+        else server.add_insecure_port(listen)
+    )
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
     running = RunningServer(server, port, health, committer)
+    # Liveness says only that the process answers: a database outage makes the
+    # service NOT_SERVING (readiness) but must not get every replica restarted.
+    await health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await _set_health(health, database_ping(), executor)
     running.probe_task = asyncio.create_task(_probe_database(health, database_ping, executor))
+    running.sweep_task = asyncio.create_task(_sweep_reservations(metering, executor, sweep_seconds))
     return running
+
+
+async def _sweep_reservations(
+    metering: Metering, executor: ThreadPoolExecutor, interval_seconds: float
+) -> None:
+    """Expire holds past their TTL. Every replica sweeps; each hold expires once."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            await loop.run_in_executor(executor, metering.expire_reservations)
+        except Exception:  # a database outage must not kill the sweeper
+            log.warning("reservation sweep failed; retrying", exc_info=True)
 
 
 async def _set_health(

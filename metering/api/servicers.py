@@ -10,6 +10,7 @@ from typing import TypeVar
 import grpc
 
 from metering.api import convert
+from metering.api.auth import new_account_tenant
 from metering.api.errors import mapped, record_error
 from metering.domain.errors import FieldViolation, InvalidArgument, MeteringError, Violations
 from metering.domain.money import Money
@@ -59,6 +60,7 @@ def _record_command(request: pb.RecordUsageRequest) -> commands.RecordUsage:
         batch=request.batch,
         response_json=request.response_json,
         response_format=response_format,
+        reservation_id=request.reservation_id,
     )
 
 
@@ -76,6 +78,12 @@ def _record_response(result: commands.RecordResult) -> pb.RecordUsageResponse:
         record_id=result.record_id,
         unpriced=result.unpriced,
         usage=convert.usage_pb(result.usage) if result.usage is not None else None,
+        reservation_held=(
+            convert.money_pb(Money(result.currency_code, result.reservation_held_nanos))
+            if result.reservation_held_nanos
+            else None
+        ),
+        reservation_exceeded=result.reservation_exceeded,
     )
 
 
@@ -171,6 +179,69 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
         return response
 
     @mapped
+    async def AuthorizeUsage(
+        self, request: pb.AuthorizeUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuthorizeUsageResponse:
+        v = Violations()
+        amount = (
+            convert.money_from_pb(v, "amount", request.amount)
+            if request.HasField("amount")
+            else None
+        )
+        request_format = convert.api_format_name(v, request.request_format, "request_format")
+        ttl_us = None
+        if request.HasField("ttl"):
+            if request.ttl.nanos < 0 or request.ttl.seconds < 0:
+                v.add("ttl", "ttl must be positive")
+            ttl_us = request.ttl.seconds * 1_000_000 + request.ttl.nanos // 1000
+        v.raise_if_any()
+        cmd = commands.AuthorizeUsage(
+            account_id=request.account_id,
+            request_id=request.request_id,
+            model=request.model,
+            provider=request.provider,
+            amount_nanos=amount.nanos if amount is not None else None,
+            currency_code=amount.currency_code if amount is not None else "",
+            request_json=request.request_json,
+            request_format=request_format,
+            input_tokens=request.input_tokens,
+            max_output_tokens=request.max_output_tokens,
+            ttl_us=ttl_us,
+            api_key_id=request.api_key_id,
+        )
+        result = await self.run(lambda: self._metering.authorize_usage(cmd))
+        currency = result.currency_code
+        return pb.AuthorizeUsageResponse(
+            decision=(
+                pb.AUTHORIZATION_DECISION_ALLOWED
+                if result.allowed
+                else pb.AUTHORIZATION_DECISION_DENIED
+            ),
+            reservation_id=result.reservation_id,
+            deny_reason=result.deny_reason,
+            held=convert.money_pb(Money(currency, result.held_nanos)),
+            held_request_credits=result.held_credits,
+            available=convert.money_pb(Money(currency, result.available_nanos)),
+            available_request_credits=result.available_credits,
+            expire_time=(
+                convert.timestamp_pb(result.expire_time_us) if result.expire_time_us else None
+            ),
+            replayed=result.replayed,
+        )
+
+    @mapped
+    async def ReleaseReservation(
+        self, request: pb.ReleaseReservationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReleaseReservationResponse:
+        result = await self.run(
+            lambda: self._metering.release_reservation(request.account_id, request.reservation_id)
+        )
+        return pb.ReleaseReservationResponse(
+            state=convert.reservation_state_pb(result.state),
+            available=convert.money_pb(Money(result.currency_code, result.available_nanos)),
+        )
+
+    @mapped
     async def GetBalance(
         self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBalanceResponse:
@@ -240,12 +311,15 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
         mode = convert.mode_from_pb(v, request.billing_mode)
         policy = convert.policy_from_pb(v, request.unpriced_policy)
         asset = convert.asset_from_pb(v, request.request_asset)
+        expiry = convert.expiry_policy_from_pb(v, request.reservation_expiry_policy)
         default_price = convert.money_from_pb(
             v, "default_request_price", request.default_request_price
         )
+        tenant_id = new_account_tenant(v, request.tenant_id)
         v.raise_if_any()
         cmd = commands.CreateAccount(
             account_id=request.account_id,
+            tenant_id=tenant_id,
             currency_code=request.currency_code or "USD",
             billing_mode=mode,
             allow_negative_balance=request.allow_negative_balance,
@@ -254,6 +328,7 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
             request_asset=asset,
             default_request_price_nanos=default_price.nanos,
             default_request_credits=request.default_request_credits or 1,
+            reservation_expiry_policy=expiry,
         )
         account = await self.run(lambda: self._metering.create_account(cmd))
         return admin_pb.CreateAccountResponse(account=convert.account_pb(account))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from metering.domain.money import TOKENS_PER_MILLION, round_half_up_div
 from metering.domain.pricing import Price
+from metering.domain.reservations import ExpiryPolicy
 from metering.domain.usage import TokenUsage
 
 ID_LENGTH_MAX = 128
@@ -67,6 +68,9 @@ class Account:
     request_asset: RequestAsset = RequestAsset.CREDITS
     default_request_price_nanos: int = 0
     default_request_credits: int = 1
+    reservation_expiry_policy: ExpiryPolicy = ExpiryPolicy.RELEASE
+    # The tenant owning the account (None: no tenant); fixed at creation (0004).
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metering.domain.accounts import BillingMode, RequestAsset, UnpricedPolicy
+from metering.domain.reservations import ExpiryPolicy, ReservationState
 from metering.domain.summary import Granularity, GroupKey
 from metering.domain.usage import TokenUsage, UsageSource
 
@@ -25,6 +26,7 @@ class RecordUsage:
     # Instead of usage: the provider's raw response body or SSE tail.
     response_json: bytes = b""
     response_format: str = ""
+    reservation_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,15 @@ class RecordResult:
     replayed: bool = False
     unpriced: bool = False
     usage: TokenUsage | None = None
+    reservation_held_nanos: int = 0
+    reservation_exceeded: bool = False
 
 
 @dataclass(frozen=True)
 class CreateAccount:
     account_id: str
+    # The tenant owning the account (the API layer has checked the caller may use it).
+    tenant_id: str | None = None
     currency_code: str = "USD"
     billing_mode: BillingMode = BillingMode.TOKEN
     allow_negative_balance: bool = False
@@ -55,6 +61,7 @@ class CreateAccount:
     request_asset: RequestAsset = RequestAsset.CREDITS
     default_request_price_nanos: int = 0
     default_request_credits: int = 1
+    reservation_expiry_policy: ExpiryPolicy = ExpiryPolicy.RELEASE
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,7 @@ class Balance:
     held_nanos: int
     request_credits: int
     balance_exhausted: bool
+    held_credits: int = 0
 
     @property
     def available_nanos(self) -> int:
@@ -138,3 +146,40 @@ class SummaryQuery:
     page_size: int = 0
     page_token: str = ""
     currency_code: str = ""
+
+
+@dataclass(frozen=True)
+class AuthorizeUsage:
+    account_id: str
+    request_id: str
+    model: str = ""
+    provider: str = ""
+    amount_nanos: int | None = None
+    currency_code: str = ""
+    request_json: bytes = b""
+    request_format: str = ""
+    input_tokens: int = 0
+    max_output_tokens: int = 0
+    ttl_us: int | None = None
+    api_key_id: str = ""
+
+
+@dataclass(frozen=True)
+class Authorization:
+    allowed: bool
+    reservation_id: str
+    deny_reason: str
+    currency_code: str
+    held_nanos: int
+    held_credits: int
+    available_nanos: int
+    available_credits: int
+    expire_time_us: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Release:
+    state: ReservationState
+    currency_code: str
+    available_nanos: int

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from metering import telemetry
 from metering.domain.errors import MeteringError, Unavailable
 from metering.service.commands import RecordResult, RecordUsage
 from metering.service.handlers import Metering, PendingRecord
@@ -131,6 +133,7 @@ class GroupCommitter:
                 if self._closing:
                     return
                 continue
+            waiting_since = time.monotonic()  # telemetry: group-commit wait
             if self._linger_seconds and len(self._queue) < self._batch_records_max:
                 await asyncio.sleep(self._linger_seconds)
             batch = self._queue[: self._batch_records_max]
@@ -138,10 +141,12 @@ class GroupCommitter:
             if not self._queue:
                 self._wake.clear()
             self.stats.observe(len(batch))
+            telemetry.observe_group_commit(len(batch), time.monotonic() - waiting_since)
             await self._write(loop, batch)
 
     async def _write(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         pending = [item for item, _ in batch]
+        write_started = time.monotonic()  # telemetry: commit duration
         try:
             outcomes = await loop.run_in_executor(
                 self._write_executor, self._metering.write_usage_batch, pending
@@ -163,6 +168,7 @@ class GroupCommitter:
                     outcomes.append(
                         Unavailable("DATABASE_ERROR", "the record could not be written; retry")
                     )
+        _record_telemetry(pending, outcomes, time.monotonic() - write_started)  # telemetry
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
@@ -174,3 +180,28 @@ class GroupCommitter:
         if self._task is not None:
             await self._task
         self._write_executor.shutdown(wait=True)
+
+
+# --- telemetry (metering.telemetry): what a group-commit write wrote ---------------------
+def _record_telemetry(
+    pending: Sequence[PendingRecord],
+    outcomes: Sequence[RecordResult | MeteringError],
+    write_seconds: float,
+) -> None:
+    """Records and cost written, by usage source, price-book provider and currency.
+
+    Replays wrote nothing and are not counted; the provider is the price's (a
+    price-book value), never the caller's free text.
+    """
+    try:
+        telemetry.observe_group_commit_write(write_seconds)
+        for item, outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, RecordResult) and not outcome.replayed:
+                telemetry.record_usage(
+                    outcome.usage_source.value,
+                    item.price.provider if item.price is not None else "",
+                    outcome.cost_nanos,
+                    outcome.currency_code,
+                )
+    except Exception:  # telemetry never keeps a caller from its answer
+        log.exception("recording group-commit telemetry failed")

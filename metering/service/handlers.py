@@ -50,10 +50,20 @@ from metering.domain.money import (
 )
 from metering.domain.pricing import Price, PriceBook, price_not_found
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
+from metering.domain.reservations import (
+    TTL_DEFAULT_US,
+    TTL_MAX_US,
+    ExpiryPolicy,
+    Holds,
+    Reservation,
+    ReservationState,
+)
 from metering.domain.summary import Aggregate, SummaryFilter, regroup, segments
 from metering.domain.usage import TOKENS_PER_RECORD_MAX, TokenUsage, UsageSource
 from metering.service import validation as val
 from metering.service.commands import (
+    Authorization,
+    AuthorizeUsage,
     Balance,
     CreateAccount,
     Estimate,
@@ -62,6 +72,7 @@ from metering.service.commands import (
     GrantResult,
     RecordResult,
     RecordUsage,
+    Release,
     SummaryQuery,
     UpdateAccount,
 )
@@ -87,6 +98,7 @@ REQUEST_CREDITS_BALANCE_MAX = 4 * REQUEST_CREDITS_MAX
 BATCH_RECORDS_MAX = 1000
 
 _OP_RECORD = "RecordUsage"
+_OP_AUTHORIZE = "AuthorizeUsage"
 _OP_GRANT = "GrantCredits"
 
 
@@ -167,6 +179,8 @@ class Metering:
             request_asset=cmd.request_asset,
             default_request_price_nanos=cmd.default_request_price_nanos,
             default_request_credits=cmd.default_request_credits,
+            tenant_id=cmd.tenant_id,
+            reservation_expiry_policy=cmd.reservation_expiry_policy,
         )
         _check_settings(v, account)
         v.raise_if_any()
@@ -292,15 +306,17 @@ class Metering:
             if account is None:
                 raise _account_not_found(account_id)
             balance, credits = store.get_balances(account_id)
+            held_nanos, held_credits = store.get_holds(account_id)
         return Balance(
             account_id=account_id,
             currency_code=account.currency_code,
             billing_mode=account.billing_mode,
             allow_negative_balance=account.allow_negative_balance,
             balance_nanos=balance,
-            held_nanos=0,
+            held_nanos=held_nanos,
             request_credits=credits,
             balance_exhausted=is_exhausted(account, balance, credits),
+            held_credits=held_credits,
         )
 
     # Usage ------------------------------------------------------------------
@@ -360,6 +376,8 @@ class Metering:
             cmd.usage.check(v)
         if cmd.event_time_us is not None:
             val.check_time(v, "event_time", cmd.event_time_us, now)
+        if len(cmd.reservation_id) > 64 or not cmd.reservation_id.isprintable():
+            v.add("reservation_id", "reservation_id must be at most 64 printable characters")
         v.raise_if_any()
         usage, source, streamed = self._usage_of(cmd)
         with self._db.read() as store:
@@ -492,6 +510,15 @@ class Metering:
             return RecordResult(**{**data, "replayed": True})
         if pending.pricing_error is not None:
             return pending.pricing_error
+        reservation: Reservation | None = None
+        if cmd.reservation_id:
+            reservation = writes.store.get_reservation(account_id, cmd.reservation_id)
+            if reservation is None:
+                return NotFound(
+                    "RESERVATION_NOT_FOUND",
+                    f"account {account_id!r} has no reservation {cmd.reservation_id!r}",
+                    {"reservation_id": cmd.reservation_id},
+                )
         price = pending.price
         charge = charge_for(account, pending.mode, price, pending.usage, batch=cmd.batch)
         try:
@@ -500,6 +527,16 @@ class Metering:
             return exc
         now = writes.now_us
         transaction_id, record_id = _new_id(), _new_id()
+        corrects: UsageRecord | None = None
+        if reservation is not None and reservation.state is ReservationState.OPEN:
+            writes.store.resolve_reservation(
+                account_id, reservation.reservation_id, ReservationState.CAPTURED, now, record_id
+            )
+            writes.release_hold(account_id, reservation.amount_nanos, reservation.request_credits)
+        elif reservation is not None and reservation.record_id is not None:
+            # The hold expired and was captured as an estimate; this report is the
+            # real figure for the same call: record the difference, linked to it.
+            corrects = writes.store.get_usage_record(account_id, reservation.record_id)
         record = UsageRecord(
             account_id=account_id,
             record_id=record_id,
@@ -524,6 +561,14 @@ class Metering:
             unpriced=charge.unpriced,
             batch=cmd.batch,
         )
+        if corrects is not None:
+            record = _difference(record, corrects, charge.cost_nanos, charge.request_credits)
+            # The ledger moves only the difference; the balance was debited for the estimate.
+            balance, credits = writes.debit(
+                account_id,
+                record.cost_nanos - charge.cost_nanos,
+                record.request_credits - charge.request_credits,
+            )
         result = RecordResult(
             record_id=record_id,
             cost_nanos=charge.cost_nanos,
@@ -537,6 +582,10 @@ class Metering:
             balance_exhausted=is_exhausted(account, balance, credits),
             unpriced=charge.unpriced,
             usage=pending.usage,
+            reservation_held_nanos=reservation.amount_nanos if reservation else 0,
+            reservation_exceeded=(
+                reservation is not None and charge.cost_nanos > reservation.amount_nanos
+            ),
         )
         writes.add(
             NewTransaction(
@@ -547,7 +596,7 @@ class Metering:
                 reason="",
                 now_us=now,
                 entries=usage_entries(
-                    account_id, account.currency_code, charge.cost_nanos, charge.request_credits
+                    account_id, account.currency_code, record.cost_nanos, record.request_credits
                 ),
             ),
             record,
@@ -563,6 +612,326 @@ class Metering:
             ),
         )
         return result
+
+    # Reservations -----------------------------------------------------------
+
+    def authorize_usage(self, cmd: AuthorizeUsage) -> Authorization:
+        """Hold an amount against the available balance, or deny; idempotent on request_id.
+
+        The amount is the exact ``amount_nanos``, or the worst-case charge of
+        the call estimated from its raw request body or token counts. A
+        prepaid account is ALLOWED only if balance minus open holds covers
+        it; a postpaid account always is. A denial writes only its
+        idempotency record.
+        """
+        now = self._clock.now_us()
+        v = Violations()
+        val.check_account_id(v, cmd.account_id)
+        val.check_request_id(v, cmd.request_id)
+        if cmd.model:
+            val.check_model(v, cmd.model)
+        val.check_provider(v, cmd.provider)
+        val.check_name(v, "api_key_id", cmd.api_key_id)
+        if cmd.amount_nanos is not None and not 0 <= cmd.amount_nanos <= AMOUNT_NANOS_MAX:
+            v.add("amount", f"amount must be in [0, {AMOUNT_UNITS_MAX}] units")
+        for name in ("input_tokens", "max_output_tokens"):
+            if not 0 <= getattr(cmd, name) <= TOKENS_PER_RECORD_MAX:
+                v.add(name, f"{name} must be in [0, {TOKENS_PER_RECORD_MAX}]")
+        if cmd.ttl_us is not None and not 0 < cmd.ttl_us <= TTL_MAX_US:
+            v.add("ttl", "ttl must be positive and at most 24 hours")
+        if cmd.amount_nanos is None and not cmd.model:
+            v.add("model", "model is required to estimate the hold (or send amount)")
+        v.raise_if_any()
+        with self._db.read() as store:
+            account = store.get_account(cmd.account_id)
+            if account is None:
+                raise _account_not_found(cmd.account_id)
+            key_mode = (
+                store.get_api_key_mode(account.account_id, cmd.api_key_id)
+                if cmd.api_key_id
+                else None
+            )
+        if cmd.amount_nanos is not None and cmd.currency_code != account.currency_code:
+            raise FailedPrecondition(
+                "CURRENCY_MISMATCH",
+                f"account {cmd.account_id} is in {account.currency_code}, not {cmd.currency_code}",
+            )
+        held_nanos, held_credits, usage, price = self._hold_for(
+            cmd, account, key_mode or account.billing_mode, now
+        )
+        payload = asdict(cmd)
+        if cmd.request_json:
+            payload["request_json"] = hashlib.sha256(cmd.request_json).hexdigest()
+        payload_sha256 = _payload_sha256(payload)
+        for attempt in range(WRITE_ATTEMPTS_MAX):
+            try:
+                with self._db.write() as store:
+                    return self._authorize_in(
+                        store, cmd, account, payload_sha256, held_nanos, held_credits, usage, price
+                    )
+            except DuplicateKey:
+                if attempt == WRITE_ATTEMPTS_MAX - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _hold_for(
+        self, cmd: AuthorizeUsage, account: Account, mode: BillingMode, now_us: int
+    ) -> tuple[int, int, TokenUsage, Price | None]:
+        """The amount and credits to hold, with the usage and price they assume."""
+        price = (
+            self._prices().find(
+                cmd.provider, cmd.model, account.currency_code, now_us, account.account_id
+            )
+            if cmd.model
+            else None
+        )
+        if cmd.amount_nanos is not None:
+            return cmd.amount_nanos, 0, TokenUsage(), price
+        input_tokens, output_limit = cmd.input_tokens, cmd.max_output_tokens
+        if cmd.request_json:
+            fmt = RequestFormat[cmd.request_format] if cmd.request_format else None
+            counted = count_request(cmd.model, cmd.request_json, fmt, registry=self._tokenizers)
+            input_tokens = counted.input_tokens
+            output_limit = output_limit or counted.max_output_tokens or 0
+        if not output_limit:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "max_output_tokens",
+                        "max_output_tokens is required to bound the hold (or send amount)",
+                    )
+                ]
+            )
+        usage = TokenUsage(
+            input_tokens=min(input_tokens, TOKENS_PER_RECORD_MAX),
+            output_tokens=min(output_limit, TOKENS_PER_RECORD_MAX),
+        )
+        if price is None and mode is not BillingMode.REQUEST:
+            raise price_not_found(cmd.provider, cmd.model, account.currency_code)
+        charge = charge_for(account, mode, price, usage)
+        return charge.cost_nanos, charge.request_credits, usage, price
+
+    def _authorize_in(
+        self,
+        store: Store,
+        cmd: AuthorizeUsage,
+        account: Account,
+        payload_sha256: str,
+        held_nanos: int,
+        held_credits: int,
+        usage: TokenUsage,
+        price: Price | None,
+    ) -> Authorization:
+        locked = store.lock_accounts([account.account_id]).get(account.account_id)
+        if locked is None:
+            raise _account_not_found(account.account_id)
+        account = locked[0]
+        stored = store.get_stored_result(account.account_id, cmd.request_id)
+        if stored is not None:
+            if stored.operation != _OP_AUTHORIZE or stored.payload_sha256 != payload_sha256:
+                raise _request_id_conflict(cmd.request_id)
+            return Authorization(**{**json.loads(stored.result_json), "replayed": True})
+        now = self._clock.now_us()
+        holds = Holds(locked[1], locked[2], *store.get_holds(account.account_id))
+        allowed = account.allow_negative_balance or holds.covers(held_nanos, held_credits)
+        reservation_id, expire_us = "", 0
+        if allowed:
+            reservation_id = _new_id()
+            expire_us = now + (cmd.ttl_us or TTL_DEFAULT_US)
+            store.insert_reservation(
+                Reservation(
+                    account_id=account.account_id,
+                    reservation_id=reservation_id,
+                    request_id=cmd.request_id,
+                    state=ReservationState.OPEN,
+                    amount_nanos=held_nanos,
+                    request_credits=held_credits,
+                    model=cmd.model,
+                    provider=cmd.provider.lower() or (price.provider if price else ""),
+                    api_key_id=cmd.api_key_id,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    price_id=price.price_id if price else "",
+                    price_version=price.version if price else 0,
+                    create_time_us=now,
+                    expire_time_us=expire_us,
+                )
+            )
+            store.set_holds(
+                account.account_id,
+                holds.held_nanos + held_nanos,
+                holds.held_credits + held_credits,
+            )
+        result = Authorization(
+            allowed=allowed,
+            reservation_id=reservation_id,
+            deny_reason="" if allowed else "INSUFFICIENT_BALANCE",
+            currency_code=account.currency_code,
+            held_nanos=held_nanos,
+            held_credits=held_credits,
+            available_nanos=holds.available_nanos - (held_nanos if allowed else 0),
+            available_credits=holds.available_credits - (held_credits if allowed else 0),
+            expire_time_us=expire_us,
+        )
+        store.store_result(
+            account.account_id,
+            cmd.request_id,
+            _OP_AUTHORIZE,
+            payload_sha256,
+            json.dumps(asdict(result)),
+            now,
+        )
+        return result
+
+    def release_reservation(self, account_id: str, reservation_id: str) -> Release:
+        """Release an open hold; a resolved reservation is left as it is (at most once)."""
+        v = Violations()
+        val.check_account_id(v, account_id)
+        if not reservation_id or len(reservation_id) > 64 or not reservation_id.isprintable():
+            v.add("reservation_id", "reservation_id is required (1-64 printable characters)")
+        v.raise_if_any()
+        with self._db.write() as store:
+            locked = store.lock_accounts([account_id]).get(account_id)
+            if locked is None:
+                raise _account_not_found(account_id)
+            reservation = store.get_reservation(account_id, reservation_id)
+            if reservation is None:
+                raise NotFound(
+                    "RESERVATION_NOT_FOUND",
+                    f"account {account_id!r} has no reservation {reservation_id!r}",
+                    {"reservation_id": reservation_id},
+                )
+            held_nanos, held_credits = store.get_holds(account_id)
+            state = reservation.state
+            if state is ReservationState.OPEN:
+                store.resolve_reservation(
+                    account_id,
+                    reservation_id,
+                    ReservationState.RELEASED,
+                    self._clock.now_us(),
+                    None,
+                )
+                held_nanos -= reservation.amount_nanos
+                held_credits -= reservation.request_credits
+                store.set_holds(account_id, held_nanos, held_credits)
+                state = ReservationState.RELEASED
+        return Release(state, locked[0].currency_code, locked[1] - held_nanos)
+
+    def expire_reservations(self, limit: int = 500) -> int:
+        """Resolve open holds past their TTL; returns how many this call expired.
+
+        Safe on any number of processes at once: each reservation is resolved
+        under its account's row lock, only if still open, so exactly one
+        process expires it. By the account's policy the hold is released, or
+        captured as an ESTIMATED usage record of the held amount.
+        """
+        now = self._clock.now_us()
+        with self._db.read() as store:
+            due = store.due_reservations(now, limit)
+        by_account: dict[str, list[str]] = {}
+        for account_id, reservation_id in due:
+            by_account.setdefault(account_id, []).append(reservation_id)
+        expired = 0
+        for account_id, reservation_ids in sorted(by_account.items()):
+            with self._db.write() as store:
+                locked = store.lock_accounts([account_id]).get(account_id)
+                if locked is None:
+                    continue
+                account, balance, credits = locked
+                held_nanos, held_credits = store.get_holds(account_id)
+                for reservation_id in reservation_ids:
+                    reservation = store.get_reservation(account_id, reservation_id)
+                    if (
+                        reservation is None
+                        or reservation.state is not ReservationState.OPEN
+                        or reservation.expire_time_us > now
+                    ):
+                        continue
+                    record_id = None
+                    if account.reservation_expiry_policy is ExpiryPolicy.CAPTURE and (
+                        reservation.amount_nanos or reservation.request_credits
+                    ):
+                        record_id = _new_id()
+                        balance, credits = self._capture_estimate(
+                            store, account, reservation, record_id, balance, credits, now
+                        )
+                    store.resolve_reservation(
+                        account_id, reservation_id, ReservationState.EXPIRED, now, record_id
+                    )
+                    held_nanos -= reservation.amount_nanos
+                    held_credits -= reservation.request_credits
+                    expired += 1
+                store.set_holds(account_id, held_nanos, held_credits)
+                store.set_balances(account_id, balance, credits)
+        return expired
+
+    def _capture_estimate(
+        self,
+        store: Store,
+        account: Account,
+        reservation: Reservation,
+        record_id: str,
+        balance: int,
+        credits: int,
+        now: int,
+    ) -> tuple[int, int]:
+        """Record an abandoned call at its held amount, as an ESTIMATED usage record."""
+        balance, credits = _in_range(
+            account.account_id,
+            balance - reservation.amount_nanos,
+            credits - reservation.request_credits,
+        )
+        transaction_id = _new_id()
+        request_id = f"expiry:{reservation.reservation_id}"
+        store.append_transaction(
+            account_id=account.account_id,
+            transaction_id=transaction_id,
+            kind=TransactionKind.USAGE,
+            request_id=request_id,
+            reason="reservation expired without a report",
+            now_us=now,
+            entries=usage_entries(
+                account.account_id,
+                account.currency_code,
+                reservation.amount_nanos,
+                reservation.request_credits,
+            ),
+        )
+        store.insert_usage_record(
+            UsageRecord(
+                account_id=account.account_id,
+                record_id=record_id,
+                request_id=request_id,
+                transaction_id=transaction_id,
+                event_time_us=reservation.create_time_us,
+                record_time_us=now,
+                provider=reservation.provider,
+                model=reservation.model,
+                api_key_id=reservation.api_key_id,
+                service="",
+                streamed=False,
+                usage_source=UsageSource.ESTIMATED,
+                usage=TokenUsage(
+                    input_tokens=reservation.input_tokens,
+                    output_tokens=reservation.output_tokens,
+                ),
+                currency_code=account.currency_code,
+                cost_nanos=reservation.amount_nanos,
+                request_credits=reservation.request_credits,
+                price_id=reservation.price_id,
+                price_version=reservation.price_version,
+                billing_mode=account.billing_mode.value,
+            )
+        )
+        store.store_result(
+            account.account_id,
+            request_id,
+            "ReservationExpiry",
+            request_id,
+            json.dumps({"record_id": record_id, "reservation_id": reservation.reservation_id}),
+            now,
+        )
+        return balance, credits
 
     # Estimates --------------------------------------------------------------
 
@@ -781,6 +1150,7 @@ class _BatchWrites:
             )
         )
         self._dirty: set[str] = set()
+        self.holds: dict[str, tuple[int, int]] = {}
         self._transactions: list[NewTransaction] = []
         self._records: list[UsageRecord] = []
         self._results: list[NewResult] = []
@@ -796,6 +1166,13 @@ class _BatchWrites:
         self._dirty.add(account_id)
         return balance, left
 
+    def release_hold(self, account_id: str, amount_nanos: int, credits: int) -> None:
+        """Lower the account's open holds by a resolved reservation's amounts."""
+        if account_id not in self.holds:
+            self.holds[account_id] = self.store.get_holds(account_id)
+        held_nanos, held_credits = self.holds[account_id]
+        self.holds[account_id] = (held_nanos - amount_nanos, held_credits - credits)
+
     def add(self, transaction: NewTransaction, record: UsageRecord, result: NewResult) -> None:
         self._transactions.append(transaction)
         self._records.append(record)
@@ -804,6 +1181,8 @@ class _BatchWrites:
         self._stored[(result.account_id, result.request_id)] = result
 
     def flush(self) -> None:
+        for account_id, (held_nanos, held_credits) in sorted(self.holds.items()):
+            self.store.set_holds(account_id, held_nanos, held_credits)
         if not self._records:
             return
         self.store.append_transactions(self._transactions)
@@ -812,6 +1191,33 @@ class _BatchWrites:
         self.store.set_balances_many(
             [(account_id, *self.balances[account_id]) for account_id in sorted(self._dirty)]
         )
+
+
+def _difference(
+    record: UsageRecord, corrected: UsageRecord, cost_nanos: int, credits: int
+) -> UsageRecord:
+    """An adjustment carrying ``record`` minus ``corrected``, linked to ``corrected``.
+
+    Summed with the corrected record, it gives the real usage and cost; its
+    token counts may be negative, and it counts no request.
+    """
+    actual, estimate = record.usage, corrected.usage
+    return replace(
+        record,
+        usage=TokenUsage(
+            input_tokens=actual.input_tokens - estimate.input_tokens,
+            output_tokens=actual.output_tokens - estimate.output_tokens,
+            cache_read_tokens=actual.cache_read_tokens - estimate.cache_read_tokens,
+            cache_write_tokens=actual.cache_write_tokens - estimate.cache_write_tokens,
+            cache_write_1h_tokens=actual.cache_write_1h_tokens - estimate.cache_write_1h_tokens,
+            reasoning_tokens=actual.reasoning_tokens - estimate.reasoning_tokens,
+        ),
+        cost_nanos=cost_nanos - corrected.cost_nanos,
+        request_credits=credits - corrected.request_credits,
+        record_kind="ADJUSTMENT",
+        request_count=0,
+        corrects_record_id=corrected.record_id,
+    )
 
 
 def _in_range(account_id: str, balance: int, credits: int) -> tuple[int, int]:
@@ -854,6 +1260,7 @@ _SETTINGS = frozenset(
         "request_asset",
         "default_request_price_nanos",
         "default_request_credits",
+        "reservation_expiry_policy",
     }
 )
 

@@ -41,6 +41,13 @@ accounts = Table(
     Column("request_asset", String(16), nullable=False, server_default="CREDITS"),
     Column("default_request_price_nanos", BigInteger, nullable=False, server_default="0"),
     Column("default_request_credits", BigInteger, nullable=False, server_default="1"),
+    # Open holds (0005): the sums of the account's OPEN reservations.
+    Column("held_nanos", BigInteger, nullable=False, server_default="0"),
+    Column("held_credits", BigInteger, nullable=False, server_default="0"),
+    Column("reservation_expiry_policy", String(16), nullable=False, server_default="RELEASE"),
+    # The tenant owning the account (0004); tenant-scoped tokens see only their own.
+    Column("tenant_id", String(128), nullable=True),
+    Index("ix_accounts_tenant", "tenant_id"),
 )
 
 api_keys = Table(
@@ -51,6 +58,19 @@ api_keys = Table(
     # Overrides the account's billing mode for this key; NULL inherits it.
     Column("billing_mode", String(16), nullable=True),
     Column("update_time_us", BigInteger, nullable=False),
+)
+
+# API tokens (0004): only the SHA-256 of a token is stored, keyed by its public id.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False, server_default=""),
+    Column("role", String(16), nullable=False),
+    Column("tenant_id", String(128), nullable=True),
+    Column("hash", String(64), nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+    Column("revoke_time_us", BigInteger, nullable=True),
 )
 
 revisions = Table(
@@ -204,6 +224,31 @@ usage_rollups_global = Table(
     *(Column(name, BigInteger, nullable=False) for name in ROLLUP_SUMS),
 )
 
+# Holds against accounts' available balances (0005). A reservation is
+# mutable only in its state: OPEN -> CAPTURED | RELEASED | EXPIRED, once.
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("reservation_id", String(32), primary_key=True),
+    Column("request_id", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("amount_nanos", BigInteger, nullable=False),
+    Column("request_credits", BigInteger, nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("api_key_id", String(128), nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("price_id", String(200), nullable=False),
+    Column("price_version", Integer, nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+    Column("expire_time_us", BigInteger, nullable=False),
+    Column("resolve_time_us", BigInteger, nullable=True),
+    Column("record_id", String(32), nullable=True),
+    Index("ix_reservations_open_expiry", "state", "expire_time_us"),
+)
+
 # Tables that may only grow: the migration installs triggers refusing UPDATE
 # and DELETE on them.
 APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_entries", "usage_records")
@@ -212,11 +257,13 @@ __all__ = [
     "APPEND_ONLY_TABLES",
     "accounts",
     "api_keys",
+    "api_tokens",
     "idempotency_keys",
     "ledger_entries",
     "ledger_transactions",
     "metadata",
     "prices",
+    "reservations",
     "revisions",
     "usage_records",
     "usage_rollups",

@@ -32,9 +32,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
+from metering.domain.auth import Role, TokenInfo
 from metering.domain.errors import Unavailable
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
+from metering.domain.reservations import ExpiryPolicy, Reservation, ReservationState
 from metering.domain.summary import SLICE_US, Aggregate, Segment, SummaryFilter
 from metering.domain.usage import TokenUsage, UsageSource
 from metering.storage import schema as t
@@ -74,6 +76,8 @@ def _account(row: Any) -> Account:
         request_asset=RequestAsset(row.request_asset),
         default_request_price_nanos=int(row.default_request_price_nanos),
         default_request_credits=int(row.default_request_credits),
+        reservation_expiry_policy=ExpiryPolicy(row.reservation_expiry_policy),
+        tenant_id=row.tenant_id,
     )
 
 
@@ -84,6 +88,7 @@ def _settings(account: Account) -> dict[str, Any]:
         "request_asset": account.request_asset.value,
         "default_request_price_nanos": account.default_request_price_nanos,
         "default_request_credits": account.default_request_credits,
+        "reservation_expiry_policy": account.reservation_expiry_policy.value,
     }
 
 
@@ -185,6 +190,7 @@ class SqlStore:
                 balance_nanos=0,
                 request_credits=0,
                 create_time_us=account.create_time_us,
+                tenant_id=account.tenant_id,
                 **_settings(account),
             )
         )
@@ -422,6 +428,13 @@ class SqlStore:
         self._c.execute(insert(t.usage_records), [_usage_row(record) for record in records])
         self.add_to_rollups(records)
 
+    def get_usage_record(self, account_id: str, record_id: str) -> UsageRecord | None:
+        u = t.usage_records.c
+        row = self._c.execute(
+            select(t.usage_records).where(u.account_id == account_id, u.record_id == record_id)
+        ).first()
+        return _usage_record(row) if row else None
+
     def count_usage_records(self, account_id: str | None = None) -> int:
         query = select(func.count()).select_from(t.usage_records)
         if account_id is not None:
@@ -658,6 +671,59 @@ class SqlStore:
             .values(revision=t.revisions.c.revision + 1)
         )
 
+    # API tokens and tenants (0004) -----------------------------------------
+
+    def insert_api_token(self, token: TokenInfo) -> None:
+        self._c.execute(
+            insert(t.api_tokens).values(
+                token_id=token.token_id,
+                name=token.name,
+                role=token.role.value,
+                tenant_id=token.tenant_id,
+                hash=token.token_sha256,
+                create_time_us=token.create_time_us,
+                revoke_time_us=token.revoke_time_us,
+            )
+        )
+
+    def api_tokens(self, *, include_revoked: bool) -> list[TokenInfo]:
+        query = select(t.api_tokens).order_by(t.api_tokens.c.create_time_us)
+        if not include_revoked:
+            query = query.where(t.api_tokens.c.revoke_time_us.is_(None))
+        return [
+            TokenInfo(
+                token_id=row.token_id,
+                name=row.name,
+                role=Role(row.role),
+                tenant_id=row.tenant_id,
+                token_sha256=row.hash,
+                create_time_us=row.create_time_us,
+                revoke_time_us=row.revoke_time_us,
+            )
+            for row in self._c.execute(query)
+        ]
+
+    def revoke_api_token(self, token_id: str, now_us: int) -> bool:
+        """Revoke a token (once: a revoked token keeps its first time); False if unknown."""
+        exists = self._c.execute(
+            select(t.api_tokens.c.token_id).where(t.api_tokens.c.token_id == token_id)
+        ).first()
+        self._c.execute(
+            update(t.api_tokens)
+            .where(t.api_tokens.c.token_id == token_id, t.api_tokens.c.revoke_time_us.is_(None))
+            .values(revoke_time_us=now_us)
+        )
+        return exists is not None
+
+    def account_tenants(self, account_ids: list[str]) -> dict[str, str | None]:
+        """The tenant of each existing account among ``account_ids`` (absent: no account)."""
+        rows = self._c.execute(
+            select(t.accounts.c.account_id, t.accounts.c.tenant_id).where(
+                t.accounts.c.account_id.in_(account_ids)
+            )
+        )
+        return {row.account_id: row.tenant_id for row in rows}
+
     # Repricing ------------------------------------------------------------
 
     def usage_page(
@@ -710,6 +776,104 @@ class SqlStore:
             .group_by(u.corrects_record_id)
         )
         return {row.corrects_record_id: (int(row.cost), int(row.credits)) for row in rows}
+
+    # Reservations ----------------------------------------------------------
+
+    def insert_reservation(self, reservation: Reservation) -> None:
+        self._c.execute(
+            insert(t.reservations).values(
+                account_id=reservation.account_id,
+                reservation_id=reservation.reservation_id,
+                request_id=reservation.request_id,
+                state=reservation.state.value,
+                amount_nanos=reservation.amount_nanos,
+                request_credits=reservation.request_credits,
+                model=reservation.model,
+                provider=reservation.provider,
+                api_key_id=reservation.api_key_id,
+                input_tokens=reservation.input_tokens,
+                output_tokens=reservation.output_tokens,
+                price_id=reservation.price_id,
+                price_version=reservation.price_version,
+                create_time_us=reservation.create_time_us,
+                expire_time_us=reservation.expire_time_us,
+            )
+        )
+
+    def get_reservation(self, account_id: str, reservation_id: str) -> Reservation | None:
+        r = t.reservations.c
+        row = self._c.execute(
+            select(t.reservations).where(
+                r.account_id == account_id, r.reservation_id == reservation_id
+            )
+        ).first()
+        if row is None:
+            return None
+        return Reservation(
+            account_id=row.account_id,
+            reservation_id=row.reservation_id,
+            request_id=row.request_id,
+            state=ReservationState(row.state),
+            amount_nanos=int(row.amount_nanos),
+            request_credits=int(row.request_credits),
+            model=row.model,
+            provider=row.provider,
+            api_key_id=row.api_key_id,
+            input_tokens=int(row.input_tokens),
+            output_tokens=int(row.output_tokens),
+            price_id=row.price_id,
+            price_version=int(row.price_version),
+            create_time_us=int(row.create_time_us),
+            expire_time_us=int(row.expire_time_us),
+            resolve_time_us=row.resolve_time_us,
+            record_id=row.record_id,
+        )
+
+    def resolve_reservation(
+        self,
+        account_id: str,
+        reservation_id: str,
+        state: ReservationState,
+        now_us: int,
+        record_id: str | None,
+    ) -> bool:
+        """OPEN -> ``state``; False when it was no longer open (it resolves once)."""
+        r = t.reservations.c
+        done = self._c.execute(
+            update(t.reservations)
+            .where(
+                r.account_id == account_id,
+                r.reservation_id == reservation_id,
+                r.state == ReservationState.OPEN.value,
+            )
+            .values(state=state.value, resolve_time_us=now_us, record_id=record_id)
+        )
+        return bool(done.rowcount == 1)
+
+    def get_holds(self, account_id: str) -> tuple[int, int]:
+        a = t.accounts.c
+        row = self._c.execute(
+            select(a.held_nanos, a.held_credits).where(a.account_id == account_id)
+        ).one()
+        return int(row.held_nanos), int(row.held_credits)
+
+    def set_holds(self, account_id: str, held_nanos: int, held_credits: int) -> None:
+        self._c.execute(
+            update(t.accounts)
+            .where(t.accounts.c.account_id == account_id)
+            .values(held_nanos=held_nanos, held_credits=held_credits)
+        )
+
+    def due_reservations(self, now_us: int, limit: int) -> list[tuple[str, str]]:
+        """(account, reservation) of open holds past their expiry, oldest first."""
+        r = t.reservations.c
+        rows = self._c.execute(
+            select(r.account_id, r.reservation_id)
+            .where(r.state == ReservationState.OPEN.value, r.expire_time_us <= now_us)
+            .order_by(r.expire_time_us)
+            .limit(limit)
+        )
+        return [(row.account_id, row.reservation_id) for row in rows]
 
     # Verification ---------------------------------------------------------
 

@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Account(_message.Message):
-    __slots__ = ("account_id", "currency_code", "billing_mode", "allow_negative_balance", "create_time", "unpriced_policy", "price_adjustment_bps", "request_asset", "default_request_price", "default_request_credits")
+    __slots__ = ("account_id", "currency_code", "billing_mode", "allow_negative_balance", "create_time", "unpriced_policy", "price_adjustment_bps", "request_asset", "default_request_price", "default_request_credits", "tenant_id", "reservation_expiry_policy")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
     BILLING_MODE_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,8 @@ class Account(_message.Message):
     REQUEST_ASSET_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_REQUEST_PRICE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_EXPIRY_POLICY_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     currency_code: str
     billing_mode: _types_pb2.BillingMode
@@ -34,10 +36,12 @@ class Account(_message.Message):
     request_asset: _prices_pb2.RequestAsset
     default_request_price: _types_pb2.Money
     default_request_credits: int
-    def __init__(self, account_id: _Optional[str] = ..., currency_code: _Optional[str] = ..., billing_mode: _Optional[_Union[_types_pb2.BillingMode, str]] = ..., allow_negative_balance: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unpriced_policy: _Optional[_Union[_prices_pb2.UnpricedPolicy, str]] = ..., price_adjustment_bps: _Optional[int] = ..., request_asset: _Optional[_Union[_prices_pb2.RequestAsset, str]] = ..., default_request_price: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., default_request_credits: _Optional[int] = ...) -> None: ...
+    tenant_id: str
+    reservation_expiry_policy: _types_pb2.ReservationExpiryPolicy
+    def __init__(self, account_id: _Optional[str] = ..., currency_code: _Optional[str] = ..., billing_mode: _Optional[_Union[_types_pb2.BillingMode, str]] = ..., allow_negative_balance: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., unpriced_policy: _Optional[_Union[_prices_pb2.UnpricedPolicy, str]] = ..., price_adjustment_bps: _Optional[int] = ..., request_asset: _Optional[_Union[_prices_pb2.RequestAsset, str]] = ..., default_request_price: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., default_request_credits: _Optional[int] = ..., tenant_id: _Optional[str] = ..., reservation_expiry_policy: _Optional[_Union[_types_pb2.ReservationExpiryPolicy, str]] = ...) -> None: ...
 
 class CreateAccountRequest(_message.Message):
-    __slots__ = ("account_id", "currency_code", "billing_mode", "allow_negative_balance", "unpriced_policy", "price_adjustment_bps", "request_asset", "default_request_price", "default_request_credits")
+    __slots__ = ("account_id", "currency_code", "billing_mode", "allow_negative_balance", "unpriced_policy", "price_adjustment_bps", "request_asset", "default_request_price", "default_request_credits", "tenant_id", "reservation_expiry_policy")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
     BILLING_MODE_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +51,8 @@ class CreateAccountRequest(_message.Message):
     REQUEST_ASSET_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_REQUEST_PRICE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_EXPIRY_POLICY_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     currency_code: str
     billing_mode: _types_pb2.BillingMode
@@ -56,7 +62,9 @@ class CreateAccountRequest(_message.Message):
     request_asset: _prices_pb2.RequestAsset
     default_request_price: _types_pb2.Money
     default_request_credits: int
-    def __init__(self, account_id: _Optional[str] = ..., currency_code: _Optional[str] = ..., billing_mode: _Optional[_Union[_types_pb2.BillingMode, str]] = ..., allow_negative_balance: _Optional[bool] = ..., unpriced_policy: _Optional[_Union[_prices_pb2.UnpricedPolicy, str]] = ..., price_adjustment_bps: _Optional[int] = ..., request_asset: _Optional[_Union[_prices_pb2.RequestAsset, str]] = ..., default_request_price: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., default_request_credits: _Optional[int] = ...) -> None: ...
+    tenant_id: str
+    reservation_expiry_policy: _types_pb2.ReservationExpiryPolicy
+    def __init__(self, account_id: _Optional[str] = ..., currency_code: _Optional[str] = ..., billing_mode: _Optional[_Union[_types_pb2.BillingMode, str]] = ..., allow_negative_balance: _Optional[bool] = ..., unpriced_policy: _Optional[_Union[_prices_pb2.UnpricedPolicy, str]] = ..., price_adjustment_bps: _Optional[int] = ..., request_asset: _Optional[_Union[_prices_pb2.RequestAsset, str]] = ..., default_request_price: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., default_request_credits: _Optional[int] = ..., tenant_id: _Optional[str] = ..., reservation_expiry_policy: _Optional[_Union[_types_pb2.ReservationExpiryPolicy, str]] = ...) -> None: ...
 
 class CreateAccountResponse(_message.Message):
     __slots__ = ("account",)

@@ -78,3 +78,7 @@ def test_grpcurl_records_usage_with_a_json_body(verified: Live) -> None:
     assert response["price_id"] == "openai/gpt-4o-mini"
     health = json.loads(_run(verified, "grpc.health.v1.Health/Check"))
     assert health == {"status": "SERVING"}
+    liveness = json.loads(
+        _run(verified, "grpc.health.v1.Health/Check", body={"service": "metering.liveness"})
+    )
+    assert liveness == {"status": "SERVING"}

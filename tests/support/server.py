@@ -50,7 +50,13 @@ class ServerProcess:
             command += ["--database-url", self.database_url]
         if self.prices_file is not None:
             command += ["--prices-file", str(self.prices_file)]
-        env = {**os.environ, "METERING_SHUTDOWN_GRACE_SECONDS": "5", **self.extra_env}
+        env = {
+            **os.environ,
+            "METERING_SHUTDOWN_GRACE_SECONDS": "5",
+            # Tests give holds TTLs of a second; sweep often enough to see them expire.
+            "METERING_RESERVATION_SWEEP_MS": "200",
+            **self.extra_env,
+        }
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,

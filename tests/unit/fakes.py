@@ -7,6 +7,7 @@ handler that raises leaves nothing behind, as with a real database.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from metering.domain.accounts import Account, BillingMode
 from metering.domain.ledger import Entry, TransactionKind
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
+from metering.domain.reservations import Reservation, ReservationState
 from metering.domain.summary import Aggregate, SummaryFilter
 
 
@@ -35,6 +37,8 @@ class FakeState:
     prices: dict[tuple[str, int], tuple[str, str]] = field(default_factory=dict)
     api_keys: dict[tuple[str, str], BillingMode | None] = field(default_factory=dict)
     revisions: dict[str, int] = field(default_factory=dict)
+    holds: dict[str, tuple[int, int]] = field(default_factory=dict)
+    reservations: dict[tuple[str, str], Reservation] = field(default_factory=dict)
 
 
 class FakeStore:
@@ -90,6 +94,53 @@ class FakeStore:
             key = (r.account_id, r.request_id)
             assert key not in self.state.results
             self.state.results[key] = FakeStoredResult(r.operation, r.payload_sha256, r.result_json)
+
+    def get_holds(self, account_id: str) -> tuple[int, int]:
+        return self.state.holds.get(account_id, (0, 0))
+
+    def set_holds(self, account_id: str, held_nanos: int, held_credits: int) -> None:
+        self.state.holds[account_id] = (held_nanos, held_credits)
+
+    def insert_reservation(self, reservation: Reservation) -> None:
+        self.state.reservations[(reservation.account_id, reservation.reservation_id)] = reservation
+
+    def get_reservation(self, account_id: str, reservation_id: str) -> Reservation | None:
+        return self.state.reservations.get((account_id, reservation_id))
+
+    def resolve_reservation(
+        self,
+        account_id: str,
+        reservation_id: str,
+        state: ReservationState,
+        now_us: int,
+        record_id: str | None,
+    ) -> bool:
+        key = (account_id, reservation_id)
+        current = self.state.reservations.get(key)
+        if current is None or current.state is not ReservationState.OPEN:
+            return False
+        self.state.reservations[key] = dataclasses.replace(
+            current, state=state, resolve_time_us=now_us, record_id=record_id
+        )
+        return True
+
+    def due_reservations(self, now_us: int, limit: int) -> list[tuple[str, str]]:
+        due = sorted(
+            (r.expire_time_us, r.account_id, r.reservation_id)
+            for r in self.state.reservations.values()
+            if r.state is ReservationState.OPEN and r.expire_time_us <= now_us
+        )
+        return [(account_id, reservation_id) for _, account_id, reservation_id in due[:limit]]
+
+    def get_usage_record(self, account_id: str, record_id: str) -> UsageRecord | None:
+        return next(
+            (
+                r
+                for r in self.state.records
+                if r.account_id == account_id and r.record_id == record_id
+            ),
+            None,
+        )
 
     def get_balances(self, account_id: str) -> tuple[int, int]:
         return self.state.balances[account_id]

@@ -50,8 +50,12 @@ type Account struct {
 	// Per-request credits for models without their own, when request_asset is
 	// CREDITS; default 1.
 	DefaultRequestCredits int64 `protobuf:"varint,10,opt,name=default_request_credits,json=defaultRequestCredits,proto3" json:"default_request_credits,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The tenant owning the account; empty for none. Fixed at creation.
+	TenantId string `protobuf:"bytes,11,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// What an expired reservation becomes; default RELEASE.
+	ReservationExpiryPolicy ReservationExpiryPolicy `protobuf:"varint,12,opt,name=reservation_expiry_policy,json=reservationExpiryPolicy,proto3,enum=metering.v1.ReservationExpiryPolicy" json:"reservation_expiry_policy,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Account) Reset() {
@@ -154,6 +158,20 @@ func (x *Account) GetDefaultRequestCredits() int64 {
 	return 0
 }
 
+func (x *Account) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *Account) GetReservationExpiryPolicy() ReservationExpiryPolicy {
+	if x != nil {
+		return x.ReservationExpiryPolicy
+	}
+	return ReservationExpiryPolicy_RESERVATION_EXPIRY_POLICY_UNSPECIFIED
+}
+
 // Request of MeteringAdminService.CreateAccount.
 type CreateAccountRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -176,8 +194,15 @@ type CreateAccountRequest struct {
 	DefaultRequestPrice *Money `protobuf:"bytes,8,opt,name=default_request_price,json=defaultRequestPrice,proto3" json:"default_request_price,omitempty"`
 	// Default 1 (0 means 1).
 	DefaultRequestCredits int64 `protobuf:"varint,9,opt,name=default_request_credits,json=defaultRequestCredits,proto3" json:"default_request_credits,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The tenant owning the account (1-128 characters of [A-Za-z0-9._:@/-]);
+	// empty for none. A tenant-scoped token creates accounts in its own tenant
+	// only (empty means its tenant; another is PERMISSION_DENIED
+	// TENANT_MISMATCH). Fixed at creation.
+	TenantId string `protobuf:"bytes,10,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Default RELEASE.
+	ReservationExpiryPolicy ReservationExpiryPolicy `protobuf:"varint,11,opt,name=reservation_expiry_policy,json=reservationExpiryPolicy,proto3,enum=metering.v1.ReservationExpiryPolicy" json:"reservation_expiry_policy,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *CreateAccountRequest) Reset() {
@@ -271,6 +296,20 @@ func (x *CreateAccountRequest) GetDefaultRequestCredits() int64 {
 		return x.DefaultRequestCredits
 	}
 	return 0
+}
+
+func (x *CreateAccountRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *CreateAccountRequest) GetReservationExpiryPolicy() ReservationExpiryPolicy {
+	if x != nil {
+		return x.ReservationExpiryPolicy
+	}
+	return ReservationExpiryPolicy_RESERVATION_EXPIRY_POLICY_UNSPECIFIED
 }
 
 // Response of MeteringAdminService.CreateAccount.
@@ -1189,7 +1228,7 @@ var File_metering_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1fmetering/v1/admin_service.proto\x12\vmetering.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18metering/v1/prices.proto\x1a\x17metering/v1/types.proto\"\xb5\x04\n" +
+	"\x1fmetering/v1/admin_service.proto\x12\vmetering.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18metering/v1/prices.proto\x1a\x17metering/v1/types.proto\"\xb4\x05\n" +
 	"\aAccount\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12#\n" +
@@ -1203,7 +1242,9 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\rrequest_asset\x18\b \x01(\x0e2\x19.metering.v1.RequestAssetR\frequestAsset\x12F\n" +
 	"\x15default_request_price\x18\t \x01(\v2\x12.metering.v1.MoneyR\x13defaultRequestPrice\x126\n" +
 	"\x17default_request_credits\x18\n" +
-	" \x01(\x03R\x15defaultRequestCredits\"\x85\x04\n" +
+	" \x01(\x03R\x15defaultRequestCredits\x12\x1b\n" +
+	"\ttenant_id\x18\v \x01(\tR\btenantId\x12`\n" +
+	"\x19reservation_expiry_policy\x18\f \x01(\x0e2$.metering.v1.ReservationExpiryPolicyR\x17reservationExpiryPolicy\"\x84\x05\n" +
 	"\x14CreateAccountRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12#\n" +
@@ -1214,7 +1255,10 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\x14price_adjustment_bps\x18\x06 \x01(\x05R\x12priceAdjustmentBps\x12>\n" +
 	"\rrequest_asset\x18\a \x01(\x0e2\x19.metering.v1.RequestAssetR\frequestAsset\x12F\n" +
 	"\x15default_request_price\x18\b \x01(\v2\x12.metering.v1.MoneyR\x13defaultRequestPrice\x126\n" +
-	"\x17default_request_credits\x18\t \x01(\x03R\x15defaultRequestCredits\"G\n" +
+	"\x17default_request_credits\x18\t \x01(\x03R\x15defaultRequestCredits\x12\x1b\n" +
+	"\ttenant_id\x18\n" +
+	" \x01(\tR\btenantId\x12`\n" +
+	"\x19reservation_expiry_policy\x18\v \x01(\x0e2$.metering.v1.ReservationExpiryPolicyR\x17reservationExpiryPolicy\"G\n" +
 	"\x15CreateAccountResponse\x12.\n" +
 	"\aaccount\x18\x01 \x01(\v2\x14.metering.v1.AccountR\aaccount\"\xc0\x01\n" +
 	"\x13GrantCreditsRequest\x12\x1d\n" +
@@ -1326,9 +1370,10 @@ var file_metering_v1_admin_service_proto_goTypes = []any{
 	(UnpricedPolicy)(0),                  // 19: metering.v1.UnpricedPolicy
 	(RequestAsset)(0),                    // 20: metering.v1.RequestAsset
 	(*Money)(nil),                        // 21: metering.v1.Money
-	(*fieldmaskpb.FieldMask)(nil),        // 22: google.protobuf.FieldMask
-	(*PriceEntry)(nil),                   // 23: metering.v1.PriceEntry
-	(PriceFileFormat)(0),                 // 24: metering.v1.PriceFileFormat
+	(ReservationExpiryPolicy)(0),         // 22: metering.v1.ReservationExpiryPolicy
+	(*fieldmaskpb.FieldMask)(nil),        // 23: google.protobuf.FieldMask
+	(*PriceEntry)(nil),                   // 24: metering.v1.PriceEntry
+	(PriceFileFormat)(0),                 // 25: metering.v1.PriceFileFormat
 }
 var file_metering_v1_admin_service_proto_depIdxs = []int32{
 	17, // 0: metering.v1.Account.billing_mode:type_name -> metering.v1.BillingMode
@@ -1336,46 +1381,48 @@ var file_metering_v1_admin_service_proto_depIdxs = []int32{
 	19, // 2: metering.v1.Account.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
 	20, // 3: metering.v1.Account.request_asset:type_name -> metering.v1.RequestAsset
 	21, // 4: metering.v1.Account.default_request_price:type_name -> metering.v1.Money
-	17, // 5: metering.v1.CreateAccountRequest.billing_mode:type_name -> metering.v1.BillingMode
-	19, // 6: metering.v1.CreateAccountRequest.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
-	20, // 7: metering.v1.CreateAccountRequest.request_asset:type_name -> metering.v1.RequestAsset
-	21, // 8: metering.v1.CreateAccountRequest.default_request_price:type_name -> metering.v1.Money
-	0,  // 9: metering.v1.CreateAccountResponse.account:type_name -> metering.v1.Account
-	21, // 10: metering.v1.GrantCreditsRequest.amount:type_name -> metering.v1.Money
-	21, // 11: metering.v1.GrantCreditsResponse.balance:type_name -> metering.v1.Money
-	0,  // 12: metering.v1.UpdateAccountRequest.account:type_name -> metering.v1.Account
-	22, // 13: metering.v1.UpdateAccountRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 14: metering.v1.UpdateAccountResponse.account:type_name -> metering.v1.Account
-	17, // 15: metering.v1.SetApiKeyBillingModeRequest.billing_mode:type_name -> metering.v1.BillingMode
-	17, // 16: metering.v1.SetApiKeyBillingModeResponse.effective_billing_mode:type_name -> metering.v1.BillingMode
-	23, // 17: metering.v1.ListPricesResponse.prices:type_name -> metering.v1.PriceEntry
-	23, // 18: metering.v1.AddPriceRequest.price:type_name -> metering.v1.PriceEntry
-	23, // 19: metering.v1.AddPriceResponse.price:type_name -> metering.v1.PriceEntry
-	18, // 20: metering.v1.RetirePriceRequest.retire_time:type_name -> google.protobuf.Timestamp
-	23, // 21: metering.v1.RetirePriceResponse.price:type_name -> metering.v1.PriceEntry
-	24, // 22: metering.v1.ImportPricesRequest.format:type_name -> metering.v1.PriceFileFormat
-	18, // 23: metering.v1.ImportPricesRequest.effective_time:type_name -> google.protobuf.Timestamp
-	1,  // 24: metering.v1.MeteringAdminService.CreateAccount:input_type -> metering.v1.CreateAccountRequest
-	3,  // 25: metering.v1.MeteringAdminService.GrantCredits:input_type -> metering.v1.GrantCreditsRequest
-	5,  // 26: metering.v1.MeteringAdminService.UpdateAccount:input_type -> metering.v1.UpdateAccountRequest
-	7,  // 27: metering.v1.MeteringAdminService.SetApiKeyBillingMode:input_type -> metering.v1.SetApiKeyBillingModeRequest
-	9,  // 28: metering.v1.MeteringAdminService.ListPrices:input_type -> metering.v1.ListPricesRequest
-	11, // 29: metering.v1.MeteringAdminService.AddPrice:input_type -> metering.v1.AddPriceRequest
-	13, // 30: metering.v1.MeteringAdminService.RetirePrice:input_type -> metering.v1.RetirePriceRequest
-	15, // 31: metering.v1.MeteringAdminService.ImportPrices:input_type -> metering.v1.ImportPricesRequest
-	2,  // 32: metering.v1.MeteringAdminService.CreateAccount:output_type -> metering.v1.CreateAccountResponse
-	4,  // 33: metering.v1.MeteringAdminService.GrantCredits:output_type -> metering.v1.GrantCreditsResponse
-	6,  // 34: metering.v1.MeteringAdminService.UpdateAccount:output_type -> metering.v1.UpdateAccountResponse
-	8,  // 35: metering.v1.MeteringAdminService.SetApiKeyBillingMode:output_type -> metering.v1.SetApiKeyBillingModeResponse
-	10, // 36: metering.v1.MeteringAdminService.ListPrices:output_type -> metering.v1.ListPricesResponse
-	12, // 37: metering.v1.MeteringAdminService.AddPrice:output_type -> metering.v1.AddPriceResponse
-	14, // 38: metering.v1.MeteringAdminService.RetirePrice:output_type -> metering.v1.RetirePriceResponse
-	16, // 39: metering.v1.MeteringAdminService.ImportPrices:output_type -> metering.v1.ImportPricesResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	22, // 5: metering.v1.Account.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
+	17, // 6: metering.v1.CreateAccountRequest.billing_mode:type_name -> metering.v1.BillingMode
+	19, // 7: metering.v1.CreateAccountRequest.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
+	20, // 8: metering.v1.CreateAccountRequest.request_asset:type_name -> metering.v1.RequestAsset
+	21, // 9: metering.v1.CreateAccountRequest.default_request_price:type_name -> metering.v1.Money
+	22, // 10: metering.v1.CreateAccountRequest.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
+	0,  // 11: metering.v1.CreateAccountResponse.account:type_name -> metering.v1.Account
+	21, // 12: metering.v1.GrantCreditsRequest.amount:type_name -> metering.v1.Money
+	21, // 13: metering.v1.GrantCreditsResponse.balance:type_name -> metering.v1.Money
+	0,  // 14: metering.v1.UpdateAccountRequest.account:type_name -> metering.v1.Account
+	23, // 15: metering.v1.UpdateAccountRequest.update_mask:type_name -> google.protobuf.FieldMask
+	0,  // 16: metering.v1.UpdateAccountResponse.account:type_name -> metering.v1.Account
+	17, // 17: metering.v1.SetApiKeyBillingModeRequest.billing_mode:type_name -> metering.v1.BillingMode
+	17, // 18: metering.v1.SetApiKeyBillingModeResponse.effective_billing_mode:type_name -> metering.v1.BillingMode
+	24, // 19: metering.v1.ListPricesResponse.prices:type_name -> metering.v1.PriceEntry
+	24, // 20: metering.v1.AddPriceRequest.price:type_name -> metering.v1.PriceEntry
+	24, // 21: metering.v1.AddPriceResponse.price:type_name -> metering.v1.PriceEntry
+	18, // 22: metering.v1.RetirePriceRequest.retire_time:type_name -> google.protobuf.Timestamp
+	24, // 23: metering.v1.RetirePriceResponse.price:type_name -> metering.v1.PriceEntry
+	25, // 24: metering.v1.ImportPricesRequest.format:type_name -> metering.v1.PriceFileFormat
+	18, // 25: metering.v1.ImportPricesRequest.effective_time:type_name -> google.protobuf.Timestamp
+	1,  // 26: metering.v1.MeteringAdminService.CreateAccount:input_type -> metering.v1.CreateAccountRequest
+	3,  // 27: metering.v1.MeteringAdminService.GrantCredits:input_type -> metering.v1.GrantCreditsRequest
+	5,  // 28: metering.v1.MeteringAdminService.UpdateAccount:input_type -> metering.v1.UpdateAccountRequest
+	7,  // 29: metering.v1.MeteringAdminService.SetApiKeyBillingMode:input_type -> metering.v1.SetApiKeyBillingModeRequest
+	9,  // 30: metering.v1.MeteringAdminService.ListPrices:input_type -> metering.v1.ListPricesRequest
+	11, // 31: metering.v1.MeteringAdminService.AddPrice:input_type -> metering.v1.AddPriceRequest
+	13, // 32: metering.v1.MeteringAdminService.RetirePrice:input_type -> metering.v1.RetirePriceRequest
+	15, // 33: metering.v1.MeteringAdminService.ImportPrices:input_type -> metering.v1.ImportPricesRequest
+	2,  // 34: metering.v1.MeteringAdminService.CreateAccount:output_type -> metering.v1.CreateAccountResponse
+	4,  // 35: metering.v1.MeteringAdminService.GrantCredits:output_type -> metering.v1.GrantCreditsResponse
+	6,  // 36: metering.v1.MeteringAdminService.UpdateAccount:output_type -> metering.v1.UpdateAccountResponse
+	8,  // 37: metering.v1.MeteringAdminService.SetApiKeyBillingMode:output_type -> metering.v1.SetApiKeyBillingModeResponse
+	10, // 38: metering.v1.MeteringAdminService.ListPrices:output_type -> metering.v1.ListPricesResponse
+	12, // 39: metering.v1.MeteringAdminService.AddPrice:output_type -> metering.v1.AddPriceResponse
+	14, // 40: metering.v1.MeteringAdminService.RetirePrice:output_type -> metering.v1.RetirePriceResponse
+	16, // 41: metering.v1.MeteringAdminService.ImportPrices:output_type -> metering.v1.ImportPricesResponse
+	34, // [34:42] is the sub-list for method output_type
+	26, // [26:34] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_metering_v1_admin_service_proto_init() }

@@ -9,6 +9,7 @@ package meteringv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -202,6 +203,119 @@ func (GroupBy) EnumDescriptor() ([]byte, []int) {
 	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{2}
 }
 
+// AuthorizationDecision is the outcome of AuthorizeUsage.
+type AuthorizationDecision int32
+
+const (
+	AuthorizationDecision_AUTHORIZATION_DECISION_UNSPECIFIED AuthorizationDecision = 0
+	// The amount is held; make the call.
+	AuthorizationDecision_AUTHORIZATION_DECISION_ALLOWED AuthorizationDecision = 1
+	// Nothing is held; refuse the call (deny_reason says why).
+	AuthorizationDecision_AUTHORIZATION_DECISION_DENIED AuthorizationDecision = 2
+)
+
+// Enum value maps for AuthorizationDecision.
+var (
+	AuthorizationDecision_name = map[int32]string{
+		0: "AUTHORIZATION_DECISION_UNSPECIFIED",
+		1: "AUTHORIZATION_DECISION_ALLOWED",
+		2: "AUTHORIZATION_DECISION_DENIED",
+	}
+	AuthorizationDecision_value = map[string]int32{
+		"AUTHORIZATION_DECISION_UNSPECIFIED": 0,
+		"AUTHORIZATION_DECISION_ALLOWED":     1,
+		"AUTHORIZATION_DECISION_DENIED":      2,
+	}
+)
+
+func (x AuthorizationDecision) Enum() *AuthorizationDecision {
+	p := new(AuthorizationDecision)
+	*p = x
+	return p
+}
+
+func (x AuthorizationDecision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuthorizationDecision) Descriptor() protoreflect.EnumDescriptor {
+	return file_metering_v1_metering_service_proto_enumTypes[3].Descriptor()
+}
+
+func (AuthorizationDecision) Type() protoreflect.EnumType {
+	return &file_metering_v1_metering_service_proto_enumTypes[3]
+}
+
+func (x AuthorizationDecision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuthorizationDecision.Descriptor instead.
+func (AuthorizationDecision) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{3}
+}
+
+// ReservationState is where a reservation is in its life.
+type ReservationState int32
+
+const (
+	ReservationState_RESERVATION_STATE_UNSPECIFIED ReservationState = 0
+	// Holding its amount.
+	ReservationState_RESERVATION_STATE_OPEN ReservationState = 1
+	// Resolved by RecordUsage.
+	ReservationState_RESERVATION_STATE_CAPTURED ReservationState = 2
+	// Resolved by ReleaseReservation.
+	ReservationState_RESERVATION_STATE_RELEASED ReservationState = 3
+	// Resolved by its TTL running out (released, or captured as an estimate,
+	// by the account's expiry policy).
+	ReservationState_RESERVATION_STATE_EXPIRED ReservationState = 4
+)
+
+// Enum value maps for ReservationState.
+var (
+	ReservationState_name = map[int32]string{
+		0: "RESERVATION_STATE_UNSPECIFIED",
+		1: "RESERVATION_STATE_OPEN",
+		2: "RESERVATION_STATE_CAPTURED",
+		3: "RESERVATION_STATE_RELEASED",
+		4: "RESERVATION_STATE_EXPIRED",
+	}
+	ReservationState_value = map[string]int32{
+		"RESERVATION_STATE_UNSPECIFIED": 0,
+		"RESERVATION_STATE_OPEN":        1,
+		"RESERVATION_STATE_CAPTURED":    2,
+		"RESERVATION_STATE_RELEASED":    3,
+		"RESERVATION_STATE_EXPIRED":     4,
+	}
+)
+
+func (x ReservationState) Enum() *ReservationState {
+	p := new(ReservationState)
+	*p = x
+	return p
+}
+
+func (x ReservationState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReservationState) Descriptor() protoreflect.EnumDescriptor {
+	return file_metering_v1_metering_service_proto_enumTypes[4].Descriptor()
+}
+
+func (ReservationState) Type() protoreflect.EnumType {
+	return &file_metering_v1_metering_service_proto_enumTypes[4]
+}
+
+func (x ReservationState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReservationState.Descriptor instead.
+func (ReservationState) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{4}
+}
+
 // Request of MeteringService.RecordUsage.
 type RecordUsageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -246,8 +360,14 @@ type RecordUsageRequest struct {
 	ResponseJson []byte `protobuf:"bytes,12,opt,name=response_json,json=responseJson,proto3" json:"response_json,omitempty"`
 	// The format of response_json; default: detect.
 	ResponseFormat ApiFormat `protobuf:"varint,13,opt,name=response_format,json=responseFormat,proto3,enum=metering.v1.ApiFormat" json:"response_format,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The reservation to capture: its hold is released and the actual cost
+	// debited, in one transaction. A cost above the hold is still recorded in
+	// full (the call happened) and reported in reservation_exceeded. A
+	// reservation that expired and was captured as an estimate is corrected:
+	// the difference is recorded as an adjustment linked to the estimate.
+	ReservationId string `protobuf:"bytes,14,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordUsageRequest) Reset() {
@@ -371,6 +491,13 @@ func (x *RecordUsageRequest) GetResponseFormat() ApiFormat {
 	return ApiFormat_API_FORMAT_UNSPECIFIED
 }
 
+func (x *RecordUsageRequest) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
 // Response of MeteringService.RecordUsage.
 type RecordUsageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -401,9 +528,13 @@ type RecordUsageResponse struct {
 	// unpriced usage at zero cost for later repricing (price_id is then empty).
 	Unpriced bool `protobuf:"varint,11,opt,name=unpriced,proto3" json:"unpriced,omitempty"`
 	// The usage recorded: as sent, or as extracted from response_json.
-	Usage         *TokenUsage `protobuf:"bytes,12,opt,name=usage,proto3" json:"usage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Usage *TokenUsage `protobuf:"bytes,12,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The amount the captured reservation held.
+	ReservationHeld *Money `protobuf:"bytes,13,opt,name=reservation_held,json=reservationHeld,proto3" json:"reservation_held,omitempty"`
+	// True when the cost exceeded the captured reservation's hold.
+	ReservationExceeded bool `protobuf:"varint,14,opt,name=reservation_exceeded,json=reservationExceeded,proto3" json:"reservation_exceeded,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *RecordUsageResponse) Reset() {
@@ -518,6 +649,20 @@ func (x *RecordUsageResponse) GetUsage() *TokenUsage {
 		return x.Usage
 	}
 	return nil
+}
+
+func (x *RecordUsageResponse) GetReservationHeld() *Money {
+	if x != nil {
+		return x.ReservationHeld
+	}
+	return nil
+}
+
+func (x *RecordUsageResponse) GetReservationExceeded() bool {
+	if x != nil {
+		return x.ReservationExceeded
+	}
+	return false
 }
 
 // Request of MeteringService.EstimateTokens.
@@ -1518,11 +1663,377 @@ func (x *RecordError) GetFields() []string {
 	return nil
 }
 
+// Request of MeteringService.AuthorizeUsage.
+type AuthorizeUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account to hold against.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// Idempotency key, unique per account.
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The model of the call (prices the estimate; recorded on an expiry capture).
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// The provider; optional when the model alone identifies the price.
+	Provider string `protobuf:"bytes,4,opt,name=provider,proto3" json:"provider,omitempty"`
+	// An exact amount to hold, in the account's currency. Or, instead:
+	Amount *Money `protobuf:"bytes,5,opt,name=amount,proto3" json:"amount,omitempty"`
+	// the raw request body to estimate the worst-case cost from (its input
+	// tokens and its output limit, or max_output_tokens), or
+	RequestJson []byte `protobuf:"bytes,6,opt,name=request_json,json=requestJson,proto3" json:"request_json,omitempty"`
+	// (the format of request_json; default: detect)
+	RequestFormat ApiFormat `protobuf:"varint,7,opt,name=request_format,json=requestFormat,proto3,enum=metering.v1.ApiFormat" json:"request_format,omitempty"`
+	// the input tokens of the prompt, with max_output_tokens.
+	InputTokens int64 `protobuf:"varint,8,opt,name=input_tokens,json=inputTokens,proto3" json:"input_tokens,omitempty"`
+	// The most output tokens the call may produce (required without amount,
+	// unless request_json names a limit).
+	MaxOutputTokens int64 `protobuf:"varint,9,opt,name=max_output_tokens,json=maxOutputTokens,proto3" json:"max_output_tokens,omitempty"`
+	// How long the hold lasts; default 5 minutes, at most 24 hours.
+	Ttl *durationpb.Duration `protobuf:"bytes,10,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// The relay's API key (its billing-mode override applies).
+	ApiKeyId      string `protobuf:"bytes,11,opt,name=api_key_id,json=apiKeyId,proto3" json:"api_key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeUsageRequest) Reset() {
+	*x = AuthorizeUsageRequest{}
+	mi := &file_metering_v1_metering_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeUsageRequest) ProtoMessage() {}
+
+func (x *AuthorizeUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_metering_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeUsageRequest.ProtoReflect.Descriptor instead.
+func (*AuthorizeUsageRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AuthorizeUsageRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *AuthorizeUsageRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AuthorizeUsageRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *AuthorizeUsageRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *AuthorizeUsageRequest) GetAmount() *Money {
+	if x != nil {
+		return x.Amount
+	}
+	return nil
+}
+
+func (x *AuthorizeUsageRequest) GetRequestJson() []byte {
+	if x != nil {
+		return x.RequestJson
+	}
+	return nil
+}
+
+func (x *AuthorizeUsageRequest) GetRequestFormat() ApiFormat {
+	if x != nil {
+		return x.RequestFormat
+	}
+	return ApiFormat_API_FORMAT_UNSPECIFIED
+}
+
+func (x *AuthorizeUsageRequest) GetInputTokens() int64 {
+	if x != nil {
+		return x.InputTokens
+	}
+	return 0
+}
+
+func (x *AuthorizeUsageRequest) GetMaxOutputTokens() int64 {
+	if x != nil {
+		return x.MaxOutputTokens
+	}
+	return 0
+}
+
+func (x *AuthorizeUsageRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *AuthorizeUsageRequest) GetApiKeyId() string {
+	if x != nil {
+		return x.ApiKeyId
+	}
+	return ""
+}
+
+// Response of MeteringService.AuthorizeUsage.
+type AuthorizeUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ALLOWED or DENIED.
+	Decision AuthorizationDecision `protobuf:"varint,1,opt,name=decision,proto3,enum=metering.v1.AuthorizationDecision" json:"decision,omitempty"`
+	// Set when ALLOWED: pass it to RecordUsage or ReleaseReservation.
+	ReservationId string `protobuf:"bytes,2,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	// When DENIED: INSUFFICIENT_BALANCE (more reasons come with budgets).
+	DenyReason string `protobuf:"bytes,3,opt,name=deny_reason,json=denyReason,proto3" json:"deny_reason,omitempty"`
+	// The amount held (or that would have been).
+	Held *Money `protobuf:"bytes,4,opt,name=held,proto3" json:"held,omitempty"`
+	// Request credits held (REQUEST billing with credits).
+	HeldRequestCredits int64 `protobuf:"varint,5,opt,name=held_request_credits,json=heldRequestCredits,proto3" json:"held_request_credits,omitempty"`
+	// Available money after this decision (balance minus all open holds).
+	Available *Money `protobuf:"bytes,6,opt,name=available,proto3" json:"available,omitempty"`
+	// Available request credits after this decision.
+	AvailableRequestCredits int64 `protobuf:"varint,7,opt,name=available_request_credits,json=availableRequestCredits,proto3" json:"available_request_credits,omitempty"`
+	// When the hold expires.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// True when this request_id was already authorized: the stored answer.
+	Replayed      bool `protobuf:"varint,9,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthorizeUsageResponse) Reset() {
+	*x = AuthorizeUsageResponse{}
+	mi := &file_metering_v1_metering_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthorizeUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthorizeUsageResponse) ProtoMessage() {}
+
+func (x *AuthorizeUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_metering_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthorizeUsageResponse.ProtoReflect.Descriptor instead.
+func (*AuthorizeUsageResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AuthorizeUsageResponse) GetDecision() AuthorizationDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return AuthorizationDecision_AUTHORIZATION_DECISION_UNSPECIFIED
+}
+
+func (x *AuthorizeUsageResponse) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
+func (x *AuthorizeUsageResponse) GetDenyReason() string {
+	if x != nil {
+		return x.DenyReason
+	}
+	return ""
+}
+
+func (x *AuthorizeUsageResponse) GetHeld() *Money {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
+func (x *AuthorizeUsageResponse) GetHeldRequestCredits() int64 {
+	if x != nil {
+		return x.HeldRequestCredits
+	}
+	return 0
+}
+
+func (x *AuthorizeUsageResponse) GetAvailable() *Money {
+	if x != nil {
+		return x.Available
+	}
+	return nil
+}
+
+func (x *AuthorizeUsageResponse) GetAvailableRequestCredits() int64 {
+	if x != nil {
+		return x.AvailableRequestCredits
+	}
+	return 0
+}
+
+func (x *AuthorizeUsageResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *AuthorizeUsageResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+// Request of MeteringService.ReleaseReservation.
+type ReleaseReservationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The reservation to release.
+	ReservationId string `protobuf:"bytes,2,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseReservationRequest) Reset() {
+	*x = ReleaseReservationRequest{}
+	mi := &file_metering_v1_metering_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseReservationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseReservationRequest) ProtoMessage() {}
+
+func (x *ReleaseReservationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_metering_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseReservationRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseReservationRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReleaseReservationRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *ReleaseReservationRequest) GetReservationId() string {
+	if x != nil {
+		return x.ReservationId
+	}
+	return ""
+}
+
+// Response of MeteringService.ReleaseReservation.
+type ReleaseReservationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reservation's state after the call (RELEASED, or how it had resolved).
+	State ReservationState `protobuf:"varint,1,opt,name=state,proto3,enum=metering.v1.ReservationState" json:"state,omitempty"`
+	// Available money after the call.
+	Available     *Money `protobuf:"bytes,2,opt,name=available,proto3" json:"available,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseReservationResponse) Reset() {
+	*x = ReleaseReservationResponse{}
+	mi := &file_metering_v1_metering_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseReservationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseReservationResponse) ProtoMessage() {}
+
+func (x *ReleaseReservationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_metering_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseReservationResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseReservationResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReleaseReservationResponse) GetState() ReservationState {
+	if x != nil {
+		return x.State
+	}
+	return ReservationState_RESERVATION_STATE_UNSPECIFIED
+}
+
+func (x *ReleaseReservationResponse) GetAvailable() *Money {
+	if x != nil {
+		return x.Available
+	}
+	return nil
+}
+
 var File_metering_v1_metering_service_proto protoreflect.FileDescriptor
 
 const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\n" +
-	"\"metering/v1/metering_service.proto\x12\vmetering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17metering/v1/types.proto\"\xbe\x04\n" +
+	"\"metering/v1/metering_service.proto\x12\vmetering.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17metering/v1/types.proto\"\xe5\x04\n" +
 	"\x12RecordUsageRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12\x1d\n" +
@@ -1541,10 +2052,11 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	" \x03(\v2+.metering.v1.RecordUsageRequest.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05batch\x18\v \x01(\bR\x05batch\x12#\n" +
 	"\rresponse_json\x18\f \x01(\fR\fresponseJson\x12?\n" +
-	"\x0fresponse_format\x18\r \x01(\x0e2\x16.metering.v1.ApiFormatR\x0eresponseFormat\x1a9\n" +
+	"\x0fresponse_format\x18\r \x01(\x0e2\x16.metering.v1.ApiFormatR\x0eresponseFormat\x12%\n" +
+	"\x0ereservation_id\x18\x0e \x01(\tR\rreservationId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfa\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x04\n" +
 	"\x13RecordUsageResponse\x12&\n" +
 	"\x04cost\x18\x01 \x01(\v2\x12.metering.v1.MoneyR\x04cost\x12,\n" +
 	"\abalance\x18\x02 \x01(\v2\x12.metering.v1.MoneyR\abalance\x12\x1a\n" +
@@ -1558,7 +2070,9 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\trecord_id\x18\n" +
 	" \x01(\tR\brecordId\x12\x1a\n" +
 	"\bunpriced\x18\v \x01(\bR\bunpriced\x12-\n" +
-	"\x05usage\x18\f \x01(\v2\x17.metering.v1.TokenUsageR\x05usage\"\xb3\x02\n" +
+	"\x05usage\x18\f \x01(\v2\x17.metering.v1.TokenUsageR\x05usage\x12=\n" +
+	"\x10reservation_held\x18\r \x01(\v2\x12.metering.v1.MoneyR\x0freservationHeld\x121\n" +
+	"\x14reservation_exceeded\x18\x0e \x01(\bR\x13reservationExceeded\"\xb3\x02\n" +
 	"\x15EstimateTokensRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x12\n" +
@@ -1643,7 +2157,42 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06fields\x18\x04 \x03(\tR\x06fields*m\n" +
+	"\x06fields\x18\x04 \x03(\tR\x06fields\"\xaf\x03\n" +
+	"\x15AuthorizeUsageRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x1a\n" +
+	"\bprovider\x18\x04 \x01(\tR\bprovider\x12*\n" +
+	"\x06amount\x18\x05 \x01(\v2\x12.metering.v1.MoneyR\x06amount\x12!\n" +
+	"\frequest_json\x18\x06 \x01(\fR\vrequestJson\x12=\n" +
+	"\x0erequest_format\x18\a \x01(\x0e2\x16.metering.v1.ApiFormatR\rrequestFormat\x12!\n" +
+	"\finput_tokens\x18\b \x01(\x03R\vinputTokens\x12*\n" +
+	"\x11max_output_tokens\x18\t \x01(\x03R\x0fmaxOutputTokens\x12+\n" +
+	"\x03ttl\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1c\n" +
+	"\n" +
+	"api_key_id\x18\v \x01(\tR\bapiKeyId\"\xc1\x03\n" +
+	"\x16AuthorizeUsageResponse\x12>\n" +
+	"\bdecision\x18\x01 \x01(\x0e2\".metering.v1.AuthorizationDecisionR\bdecision\x12%\n" +
+	"\x0ereservation_id\x18\x02 \x01(\tR\rreservationId\x12\x1f\n" +
+	"\vdeny_reason\x18\x03 \x01(\tR\n" +
+	"denyReason\x12&\n" +
+	"\x04held\x18\x04 \x01(\v2\x12.metering.v1.MoneyR\x04held\x120\n" +
+	"\x14held_request_credits\x18\x05 \x01(\x03R\x12heldRequestCredits\x120\n" +
+	"\tavailable\x18\x06 \x01(\v2\x12.metering.v1.MoneyR\tavailable\x12:\n" +
+	"\x19available_request_credits\x18\a \x01(\x03R\x17availableRequestCredits\x12;\n" +
+	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x1a\n" +
+	"\breplayed\x18\t \x01(\bR\breplayed\"a\n" +
+	"\x19ReleaseReservationRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x12%\n" +
+	"\x0ereservation_id\x18\x02 \x01(\tR\rreservationId\"\x83\x01\n" +
+	"\x1aReleaseReservationResponse\x123\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x1d.metering.v1.ReservationStateR\x05state\x120\n" +
+	"\tavailable\x18\x02 \x01(\v2\x12.metering.v1.MoneyR\tavailable*m\n" +
 	"\x0eEstimateMethod\x12\x1f\n" +
 	"\x1bESTIMATE_METHOD_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ESTIMATE_METHOD_EXACT\x10\x01\x12\x1f\n" +
@@ -1661,11 +2210,23 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\x10GROUP_BY_API_KEY\x10\x03\x12\x14\n" +
 	"\x10GROUP_BY_SERVICE\x10\x04\x12\x19\n" +
 	"\x15GROUP_BY_USAGE_SOURCE\x10\x05\x12\x14\n" +
-	"\x10GROUP_BY_ACCOUNT\x10\x062\xc3\x03\n" +
+	"\x10GROUP_BY_ACCOUNT\x10\x06*\x86\x01\n" +
+	"\x15AuthorizationDecision\x12&\n" +
+	"\"AUTHORIZATION_DECISION_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eAUTHORIZATION_DECISION_ALLOWED\x10\x01\x12!\n" +
+	"\x1dAUTHORIZATION_DECISION_DENIED\x10\x02*\xb0\x01\n" +
+	"\x10ReservationState\x12!\n" +
+	"\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16RESERVATION_STATE_OPEN\x10\x01\x12\x1e\n" +
+	"\x1aRESERVATION_STATE_CAPTURED\x10\x02\x12\x1e\n" +
+	"\x1aRESERVATION_STATE_RELEASED\x10\x03\x12\x1d\n" +
+	"\x19RESERVATION_STATE_EXPIRED\x10\x042\x85\x05\n" +
 	"\x0fMeteringService\x12P\n" +
 	"\vRecordUsage\x12\x1f.metering.v1.RecordUsageRequest\x1a .metering.v1.RecordUsageResponse\x12_\n" +
 	"\x10RecordUsageBatch\x12$.metering.v1.RecordUsageBatchRequest\x1a%.metering.v1.RecordUsageBatchResponse\x12Y\n" +
-	"\x0eEstimateTokens\x12\".metering.v1.EstimateTokensRequest\x1a#.metering.v1.EstimateTokensResponse\x12M\n" +
+	"\x0eEstimateTokens\x12\".metering.v1.EstimateTokensRequest\x1a#.metering.v1.EstimateTokensResponse\x12Y\n" +
+	"\x0eAuthorizeUsage\x12\".metering.v1.AuthorizeUsageRequest\x1a#.metering.v1.AuthorizeUsageResponse\x12e\n" +
+	"\x12ReleaseReservation\x12&.metering.v1.ReleaseReservationRequest\x1a'.metering.v1.ReleaseReservationResponse\x12M\n" +
 	"\n" +
 	"GetBalance\x12\x1e.metering.v1.GetBalanceRequest\x1a\x1f.metering.v1.GetBalanceResponse\x12S\n" +
 	"\fUsageSummary\x12 .metering.v1.UsageSummaryRequest\x1a!.metering.v1.UsageSummaryResponseB\xbc\x01\n" +
@@ -1683,79 +2244,100 @@ func file_metering_v1_metering_service_proto_rawDescGZIP() []byte {
 	return file_metering_v1_metering_service_proto_rawDescData
 }
 
-var file_metering_v1_metering_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_metering_v1_metering_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_metering_v1_metering_service_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_metering_v1_metering_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_metering_v1_metering_service_proto_goTypes = []any{
-	(EstimateMethod)(0),              // 0: metering.v1.EstimateMethod
-	(Granularity)(0),                 // 1: metering.v1.Granularity
-	(GroupBy)(0),                     // 2: metering.v1.GroupBy
-	(*RecordUsageRequest)(nil),       // 3: metering.v1.RecordUsageRequest
-	(*RecordUsageResponse)(nil),      // 4: metering.v1.RecordUsageResponse
-	(*EstimateTokensRequest)(nil),    // 5: metering.v1.EstimateTokensRequest
-	(*EstimateTokensResponse)(nil),   // 6: metering.v1.EstimateTokensResponse
-	(*GetBalanceRequest)(nil),        // 7: metering.v1.GetBalanceRequest
-	(*GetBalanceResponse)(nil),       // 8: metering.v1.GetBalanceResponse
-	(*UsageSummaryRequest)(nil),      // 9: metering.v1.UsageSummaryRequest
-	(*UsageSummaryRow)(nil),          // 10: metering.v1.UsageSummaryRow
-	(*UsageSummaryResponse)(nil),     // 11: metering.v1.UsageSummaryResponse
-	(*RecordUsageBatchRequest)(nil),  // 12: metering.v1.RecordUsageBatchRequest
-	(*RecordUsageBatchResponse)(nil), // 13: metering.v1.RecordUsageBatchResponse
-	(*RecordUsageResult)(nil),        // 14: metering.v1.RecordUsageResult
-	(*RecordError)(nil),              // 15: metering.v1.RecordError
-	nil,                              // 16: metering.v1.RecordUsageRequest.LabelsEntry
-	(*TokenUsage)(nil),               // 17: metering.v1.TokenUsage
-	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
-	(ApiFormat)(0),                   // 19: metering.v1.ApiFormat
-	(*Money)(nil),                    // 20: metering.v1.Money
-	(UsageSource)(0),                 // 21: metering.v1.UsageSource
-	(BillingMode)(0),                 // 22: metering.v1.BillingMode
+	(EstimateMethod)(0),                // 0: metering.v1.EstimateMethod
+	(Granularity)(0),                   // 1: metering.v1.Granularity
+	(GroupBy)(0),                       // 2: metering.v1.GroupBy
+	(AuthorizationDecision)(0),         // 3: metering.v1.AuthorizationDecision
+	(ReservationState)(0),              // 4: metering.v1.ReservationState
+	(*RecordUsageRequest)(nil),         // 5: metering.v1.RecordUsageRequest
+	(*RecordUsageResponse)(nil),        // 6: metering.v1.RecordUsageResponse
+	(*EstimateTokensRequest)(nil),      // 7: metering.v1.EstimateTokensRequest
+	(*EstimateTokensResponse)(nil),     // 8: metering.v1.EstimateTokensResponse
+	(*GetBalanceRequest)(nil),          // 9: metering.v1.GetBalanceRequest
+	(*GetBalanceResponse)(nil),         // 10: metering.v1.GetBalanceResponse
+	(*UsageSummaryRequest)(nil),        // 11: metering.v1.UsageSummaryRequest
+	(*UsageSummaryRow)(nil),            // 12: metering.v1.UsageSummaryRow
+	(*UsageSummaryResponse)(nil),       // 13: metering.v1.UsageSummaryResponse
+	(*RecordUsageBatchRequest)(nil),    // 14: metering.v1.RecordUsageBatchRequest
+	(*RecordUsageBatchResponse)(nil),   // 15: metering.v1.RecordUsageBatchResponse
+	(*RecordUsageResult)(nil),          // 16: metering.v1.RecordUsageResult
+	(*RecordError)(nil),                // 17: metering.v1.RecordError
+	(*AuthorizeUsageRequest)(nil),      // 18: metering.v1.AuthorizeUsageRequest
+	(*AuthorizeUsageResponse)(nil),     // 19: metering.v1.AuthorizeUsageResponse
+	(*ReleaseReservationRequest)(nil),  // 20: metering.v1.ReleaseReservationRequest
+	(*ReleaseReservationResponse)(nil), // 21: metering.v1.ReleaseReservationResponse
+	nil,                                // 22: metering.v1.RecordUsageRequest.LabelsEntry
+	(*TokenUsage)(nil),                 // 23: metering.v1.TokenUsage
+	(*timestamppb.Timestamp)(nil),      // 24: google.protobuf.Timestamp
+	(ApiFormat)(0),                     // 25: metering.v1.ApiFormat
+	(*Money)(nil),                      // 26: metering.v1.Money
+	(UsageSource)(0),                   // 27: metering.v1.UsageSource
+	(BillingMode)(0),                   // 28: metering.v1.BillingMode
+	(*durationpb.Duration)(nil),        // 29: google.protobuf.Duration
 }
 var file_metering_v1_metering_service_proto_depIdxs = []int32{
-	17, // 0: metering.v1.RecordUsageRequest.usage:type_name -> metering.v1.TokenUsage
-	18, // 1: metering.v1.RecordUsageRequest.event_time:type_name -> google.protobuf.Timestamp
-	16, // 2: metering.v1.RecordUsageRequest.labels:type_name -> metering.v1.RecordUsageRequest.LabelsEntry
-	19, // 3: metering.v1.RecordUsageRequest.response_format:type_name -> metering.v1.ApiFormat
-	20, // 4: metering.v1.RecordUsageResponse.cost:type_name -> metering.v1.Money
-	20, // 5: metering.v1.RecordUsageResponse.balance:type_name -> metering.v1.Money
-	21, // 6: metering.v1.RecordUsageResponse.usage_source:type_name -> metering.v1.UsageSource
-	17, // 7: metering.v1.RecordUsageResponse.usage:type_name -> metering.v1.TokenUsage
-	19, // 8: metering.v1.EstimateTokensRequest.request_format:type_name -> metering.v1.ApiFormat
-	0,  // 9: metering.v1.EstimateTokensResponse.method:type_name -> metering.v1.EstimateMethod
-	20, // 10: metering.v1.EstimateTokensResponse.estimated_cost:type_name -> metering.v1.Money
-	20, // 11: metering.v1.EstimateTokensResponse.worst_case_cost:type_name -> metering.v1.Money
-	19, // 12: metering.v1.EstimateTokensResponse.request_format:type_name -> metering.v1.ApiFormat
-	20, // 13: metering.v1.GetBalanceResponse.balance:type_name -> metering.v1.Money
-	20, // 14: metering.v1.GetBalanceResponse.held:type_name -> metering.v1.Money
-	20, // 15: metering.v1.GetBalanceResponse.available:type_name -> metering.v1.Money
-	22, // 16: metering.v1.GetBalanceResponse.billing_mode:type_name -> metering.v1.BillingMode
-	18, // 17: metering.v1.UsageSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
-	18, // 18: metering.v1.UsageSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 19: metering.v1.UsageSummaryRequest.granularity:type_name -> metering.v1.Granularity
-	2,  // 20: metering.v1.UsageSummaryRequest.group_by:type_name -> metering.v1.GroupBy
-	18, // 21: metering.v1.UsageSummaryRow.start_time:type_name -> google.protobuf.Timestamp
-	21, // 22: metering.v1.UsageSummaryRow.usage_source:type_name -> metering.v1.UsageSource
-	20, // 23: metering.v1.UsageSummaryRow.cost:type_name -> metering.v1.Money
-	10, // 24: metering.v1.UsageSummaryResponse.rows:type_name -> metering.v1.UsageSummaryRow
-	10, // 25: metering.v1.UsageSummaryResponse.totals:type_name -> metering.v1.UsageSummaryRow
-	3,  // 26: metering.v1.RecordUsageBatchRequest.records:type_name -> metering.v1.RecordUsageRequest
-	14, // 27: metering.v1.RecordUsageBatchResponse.results:type_name -> metering.v1.RecordUsageResult
-	4,  // 28: metering.v1.RecordUsageResult.response:type_name -> metering.v1.RecordUsageResponse
-	15, // 29: metering.v1.RecordUsageResult.error:type_name -> metering.v1.RecordError
-	3,  // 30: metering.v1.MeteringService.RecordUsage:input_type -> metering.v1.RecordUsageRequest
-	12, // 31: metering.v1.MeteringService.RecordUsageBatch:input_type -> metering.v1.RecordUsageBatchRequest
-	5,  // 32: metering.v1.MeteringService.EstimateTokens:input_type -> metering.v1.EstimateTokensRequest
-	7,  // 33: metering.v1.MeteringService.GetBalance:input_type -> metering.v1.GetBalanceRequest
-	9,  // 34: metering.v1.MeteringService.UsageSummary:input_type -> metering.v1.UsageSummaryRequest
-	4,  // 35: metering.v1.MeteringService.RecordUsage:output_type -> metering.v1.RecordUsageResponse
-	13, // 36: metering.v1.MeteringService.RecordUsageBatch:output_type -> metering.v1.RecordUsageBatchResponse
-	6,  // 37: metering.v1.MeteringService.EstimateTokens:output_type -> metering.v1.EstimateTokensResponse
-	8,  // 38: metering.v1.MeteringService.GetBalance:output_type -> metering.v1.GetBalanceResponse
-	11, // 39: metering.v1.MeteringService.UsageSummary:output_type -> metering.v1.UsageSummaryResponse
-	35, // [35:40] is the sub-list for method output_type
-	30, // [30:35] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	23, // 0: metering.v1.RecordUsageRequest.usage:type_name -> metering.v1.TokenUsage
+	24, // 1: metering.v1.RecordUsageRequest.event_time:type_name -> google.protobuf.Timestamp
+	22, // 2: metering.v1.RecordUsageRequest.labels:type_name -> metering.v1.RecordUsageRequest.LabelsEntry
+	25, // 3: metering.v1.RecordUsageRequest.response_format:type_name -> metering.v1.ApiFormat
+	26, // 4: metering.v1.RecordUsageResponse.cost:type_name -> metering.v1.Money
+	26, // 5: metering.v1.RecordUsageResponse.balance:type_name -> metering.v1.Money
+	27, // 6: metering.v1.RecordUsageResponse.usage_source:type_name -> metering.v1.UsageSource
+	23, // 7: metering.v1.RecordUsageResponse.usage:type_name -> metering.v1.TokenUsage
+	26, // 8: metering.v1.RecordUsageResponse.reservation_held:type_name -> metering.v1.Money
+	25, // 9: metering.v1.EstimateTokensRequest.request_format:type_name -> metering.v1.ApiFormat
+	0,  // 10: metering.v1.EstimateTokensResponse.method:type_name -> metering.v1.EstimateMethod
+	26, // 11: metering.v1.EstimateTokensResponse.estimated_cost:type_name -> metering.v1.Money
+	26, // 12: metering.v1.EstimateTokensResponse.worst_case_cost:type_name -> metering.v1.Money
+	25, // 13: metering.v1.EstimateTokensResponse.request_format:type_name -> metering.v1.ApiFormat
+	26, // 14: metering.v1.GetBalanceResponse.balance:type_name -> metering.v1.Money
+	26, // 15: metering.v1.GetBalanceResponse.held:type_name -> metering.v1.Money
+	26, // 16: metering.v1.GetBalanceResponse.available:type_name -> metering.v1.Money
+	28, // 17: metering.v1.GetBalanceResponse.billing_mode:type_name -> metering.v1.BillingMode
+	24, // 18: metering.v1.UsageSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
+	24, // 19: metering.v1.UsageSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 20: metering.v1.UsageSummaryRequest.granularity:type_name -> metering.v1.Granularity
+	2,  // 21: metering.v1.UsageSummaryRequest.group_by:type_name -> metering.v1.GroupBy
+	24, // 22: metering.v1.UsageSummaryRow.start_time:type_name -> google.protobuf.Timestamp
+	27, // 23: metering.v1.UsageSummaryRow.usage_source:type_name -> metering.v1.UsageSource
+	26, // 24: metering.v1.UsageSummaryRow.cost:type_name -> metering.v1.Money
+	12, // 25: metering.v1.UsageSummaryResponse.rows:type_name -> metering.v1.UsageSummaryRow
+	12, // 26: metering.v1.UsageSummaryResponse.totals:type_name -> metering.v1.UsageSummaryRow
+	5,  // 27: metering.v1.RecordUsageBatchRequest.records:type_name -> metering.v1.RecordUsageRequest
+	16, // 28: metering.v1.RecordUsageBatchResponse.results:type_name -> metering.v1.RecordUsageResult
+	6,  // 29: metering.v1.RecordUsageResult.response:type_name -> metering.v1.RecordUsageResponse
+	17, // 30: metering.v1.RecordUsageResult.error:type_name -> metering.v1.RecordError
+	26, // 31: metering.v1.AuthorizeUsageRequest.amount:type_name -> metering.v1.Money
+	25, // 32: metering.v1.AuthorizeUsageRequest.request_format:type_name -> metering.v1.ApiFormat
+	29, // 33: metering.v1.AuthorizeUsageRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 34: metering.v1.AuthorizeUsageResponse.decision:type_name -> metering.v1.AuthorizationDecision
+	26, // 35: metering.v1.AuthorizeUsageResponse.held:type_name -> metering.v1.Money
+	26, // 36: metering.v1.AuthorizeUsageResponse.available:type_name -> metering.v1.Money
+	24, // 37: metering.v1.AuthorizeUsageResponse.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 38: metering.v1.ReleaseReservationResponse.state:type_name -> metering.v1.ReservationState
+	26, // 39: metering.v1.ReleaseReservationResponse.available:type_name -> metering.v1.Money
+	5,  // 40: metering.v1.MeteringService.RecordUsage:input_type -> metering.v1.RecordUsageRequest
+	14, // 41: metering.v1.MeteringService.RecordUsageBatch:input_type -> metering.v1.RecordUsageBatchRequest
+	7,  // 42: metering.v1.MeteringService.EstimateTokens:input_type -> metering.v1.EstimateTokensRequest
+	18, // 43: metering.v1.MeteringService.AuthorizeUsage:input_type -> metering.v1.AuthorizeUsageRequest
+	20, // 44: metering.v1.MeteringService.ReleaseReservation:input_type -> metering.v1.ReleaseReservationRequest
+	9,  // 45: metering.v1.MeteringService.GetBalance:input_type -> metering.v1.GetBalanceRequest
+	11, // 46: metering.v1.MeteringService.UsageSummary:input_type -> metering.v1.UsageSummaryRequest
+	6,  // 47: metering.v1.MeteringService.RecordUsage:output_type -> metering.v1.RecordUsageResponse
+	15, // 48: metering.v1.MeteringService.RecordUsageBatch:output_type -> metering.v1.RecordUsageBatchResponse
+	8,  // 49: metering.v1.MeteringService.EstimateTokens:output_type -> metering.v1.EstimateTokensResponse
+	19, // 50: metering.v1.MeteringService.AuthorizeUsage:output_type -> metering.v1.AuthorizeUsageResponse
+	21, // 51: metering.v1.MeteringService.ReleaseReservation:output_type -> metering.v1.ReleaseReservationResponse
+	10, // 52: metering.v1.MeteringService.GetBalance:output_type -> metering.v1.GetBalanceResponse
+	13, // 53: metering.v1.MeteringService.UsageSummary:output_type -> metering.v1.UsageSummaryResponse
+	47, // [47:54] is the sub-list for method output_type
+	40, // [40:47] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_metering_v1_metering_service_proto_init() }
@@ -1769,8 +2351,8 @@ func file_metering_v1_metering_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metering_v1_metering_service_proto_rawDesc), len(file_metering_v1_metering_service_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   14,
+			NumEnums:      5,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

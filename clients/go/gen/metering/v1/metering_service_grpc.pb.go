@@ -19,11 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MeteringService_RecordUsage_FullMethodName      = "/metering.v1.MeteringService/RecordUsage"
-	MeteringService_RecordUsageBatch_FullMethodName = "/metering.v1.MeteringService/RecordUsageBatch"
-	MeteringService_EstimateTokens_FullMethodName   = "/metering.v1.MeteringService/EstimateTokens"
-	MeteringService_GetBalance_FullMethodName       = "/metering.v1.MeteringService/GetBalance"
-	MeteringService_UsageSummary_FullMethodName     = "/metering.v1.MeteringService/UsageSummary"
+	MeteringService_RecordUsage_FullMethodName        = "/metering.v1.MeteringService/RecordUsage"
+	MeteringService_RecordUsageBatch_FullMethodName   = "/metering.v1.MeteringService/RecordUsageBatch"
+	MeteringService_EstimateTokens_FullMethodName     = "/metering.v1.MeteringService/EstimateTokens"
+	MeteringService_AuthorizeUsage_FullMethodName     = "/metering.v1.MeteringService/AuthorizeUsage"
+	MeteringService_ReleaseReservation_FullMethodName = "/metering.v1.MeteringService/ReleaseReservation"
+	MeteringService_GetBalance_FullMethodName         = "/metering.v1.MeteringService/GetBalance"
+	MeteringService_UsageSummary_FullMethodName       = "/metering.v1.MeteringService/UsageSummary"
 )
 
 // MeteringServiceClient is the client API for MeteringService service.
@@ -76,6 +78,20 @@ type MeteringServiceClient interface {
 	// EstimateTokens counts the tokens of a text before (or after) a call and
 	// prices them at today's price.
 	EstimateTokens(ctx context.Context, in *EstimateTokensRequest, opts ...grpc.CallOption) (*EstimateTokensResponse, error)
+	// AuthorizeUsage holds money (or request credits) against an account's
+	// available balance (balance minus open holds) before an LLM call, like a
+	// card authorization. The hold is an exact amount, or the worst-case cost
+	// estimated from the raw request body or from token counts. ALLOWED returns
+	// a reservation that RecordUsage captures at stream end (reservation_id),
+	// ReleaseReservation releases, or that expires after its TTL. DENIED writes
+	// nothing but the idempotency record. Holds never move money: only the
+	// captured usage is debited. `request_id` is the idempotency key (shared
+	// with RecordUsage and GrantCredits per account).
+	AuthorizeUsage(ctx context.Context, in *AuthorizeUsageRequest, opts ...grpc.CallOption) (*AuthorizeUsageResponse, error)
+	// ReleaseReservation releases an open hold without usage (the upstream call
+	// failed). A reservation resolves at most once: releasing one already
+	// captured, released or expired returns its state and changes nothing.
+	ReleaseReservation(ctx context.Context, in *ReleaseReservationRequest, opts ...grpc.CallOption) (*ReleaseReservationResponse, error)
 	// GetBalance returns an account's balances.
 	GetBalance(ctx context.Context, in *GetBalanceRequest, opts ...grpc.CallOption) (*GetBalanceResponse, error)
 	// UsageSummary aggregates usage records over a half-open time range,
@@ -116,6 +132,26 @@ func (c *meteringServiceClient) EstimateTokens(ctx context.Context, in *Estimate
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(EstimateTokensResponse)
 	err := c.cc.Invoke(ctx, MeteringService_EstimateTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *meteringServiceClient) AuthorizeUsage(ctx context.Context, in *AuthorizeUsageRequest, opts ...grpc.CallOption) (*AuthorizeUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthorizeUsageResponse)
+	err := c.cc.Invoke(ctx, MeteringService_AuthorizeUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *meteringServiceClient) ReleaseReservation(ctx context.Context, in *ReleaseReservationRequest, opts ...grpc.CallOption) (*ReleaseReservationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseReservationResponse)
+	err := c.cc.Invoke(ctx, MeteringService_ReleaseReservation_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +228,20 @@ type MeteringServiceServer interface {
 	// EstimateTokens counts the tokens of a text before (or after) a call and
 	// prices them at today's price.
 	EstimateTokens(context.Context, *EstimateTokensRequest) (*EstimateTokensResponse, error)
+	// AuthorizeUsage holds money (or request credits) against an account's
+	// available balance (balance minus open holds) before an LLM call, like a
+	// card authorization. The hold is an exact amount, or the worst-case cost
+	// estimated from the raw request body or from token counts. ALLOWED returns
+	// a reservation that RecordUsage captures at stream end (reservation_id),
+	// ReleaseReservation releases, or that expires after its TTL. DENIED writes
+	// nothing but the idempotency record. Holds never move money: only the
+	// captured usage is debited. `request_id` is the idempotency key (shared
+	// with RecordUsage and GrantCredits per account).
+	AuthorizeUsage(context.Context, *AuthorizeUsageRequest) (*AuthorizeUsageResponse, error)
+	// ReleaseReservation releases an open hold without usage (the upstream call
+	// failed). A reservation resolves at most once: releasing one already
+	// captured, released or expired returns its state and changes nothing.
+	ReleaseReservation(context.Context, *ReleaseReservationRequest) (*ReleaseReservationResponse, error)
 	// GetBalance returns an account's balances.
 	GetBalance(context.Context, *GetBalanceRequest) (*GetBalanceResponse, error)
 	// UsageSummary aggregates usage records over a half-open time range,
@@ -216,6 +266,12 @@ func (UnimplementedMeteringServiceServer) RecordUsageBatch(context.Context, *Rec
 }
 func (UnimplementedMeteringServiceServer) EstimateTokens(context.Context, *EstimateTokensRequest) (*EstimateTokensResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EstimateTokens not implemented")
+}
+func (UnimplementedMeteringServiceServer) AuthorizeUsage(context.Context, *AuthorizeUsageRequest) (*AuthorizeUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AuthorizeUsage not implemented")
+}
+func (UnimplementedMeteringServiceServer) ReleaseReservation(context.Context, *ReleaseReservationRequest) (*ReleaseReservationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseReservation not implemented")
 }
 func (UnimplementedMeteringServiceServer) GetBalance(context.Context, *GetBalanceRequest) (*GetBalanceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBalance not implemented")
@@ -298,6 +354,42 @@ func _MeteringService_EstimateTokens_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MeteringService_AuthorizeUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthorizeUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringServiceServer).AuthorizeUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringService_AuthorizeUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringServiceServer).AuthorizeUsage(ctx, req.(*AuthorizeUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MeteringService_ReleaseReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseReservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringServiceServer).ReleaseReservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringService_ReleaseReservation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringServiceServer).ReleaseReservation(ctx, req.(*ReleaseReservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _MeteringService_GetBalance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetBalanceRequest)
 	if err := dec(in); err != nil {
@@ -352,6 +444,14 @@ var MeteringService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EstimateTokens",
 			Handler:    _MeteringService_EstimateTokens_Handler,
+		},
+		{
+			MethodName: "AuthorizeUsage",
+			Handler:    _MeteringService_AuthorizeUsage_Handler,
+		},
+		{
+			MethodName: "ReleaseReservation",
+			Handler:    _MeteringService_ReleaseReservation_Handler,
 		},
 		{
 			MethodName: "GetBalance",

@@ -205,6 +205,61 @@ func (ApiFormat) EnumDescriptor() ([]byte, []int) {
 	return file_metering_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
+// ReservationExpiryPolicy says what an expired hold becomes when the relay
+// never reported the call.
+type ReservationExpiryPolicy int32
+
+const (
+	// RELEASE.
+	ReservationExpiryPolicy_RESERVATION_EXPIRY_POLICY_UNSPECIFIED ReservationExpiryPolicy = 0
+	// The held amount is available again; nothing is recorded.
+	ReservationExpiryPolicy_RESERVATION_EXPIRY_POLICY_RELEASE ReservationExpiryPolicy = 1
+	// The held amount is recorded as an ESTIMATED usage record (the abandoned
+	// stream is billed at its worst case); a late report corrects it.
+	ReservationExpiryPolicy_RESERVATION_EXPIRY_POLICY_CAPTURE ReservationExpiryPolicy = 2
+)
+
+// Enum value maps for ReservationExpiryPolicy.
+var (
+	ReservationExpiryPolicy_name = map[int32]string{
+		0: "RESERVATION_EXPIRY_POLICY_UNSPECIFIED",
+		1: "RESERVATION_EXPIRY_POLICY_RELEASE",
+		2: "RESERVATION_EXPIRY_POLICY_CAPTURE",
+	}
+	ReservationExpiryPolicy_value = map[string]int32{
+		"RESERVATION_EXPIRY_POLICY_UNSPECIFIED": 0,
+		"RESERVATION_EXPIRY_POLICY_RELEASE":     1,
+		"RESERVATION_EXPIRY_POLICY_CAPTURE":     2,
+	}
+)
+
+func (x ReservationExpiryPolicy) Enum() *ReservationExpiryPolicy {
+	p := new(ReservationExpiryPolicy)
+	*p = x
+	return p
+}
+
+func (x ReservationExpiryPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReservationExpiryPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_metering_v1_types_proto_enumTypes[3].Descriptor()
+}
+
+func (ReservationExpiryPolicy) Type() protoreflect.EnumType {
+	return &file_metering_v1_types_proto_enumTypes[3]
+}
+
+func (x ReservationExpiryPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReservationExpiryPolicy.Descriptor instead.
+func (ReservationExpiryPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
 // Money is an exact amount in one currency, in the shape of google.type.Money.
 //
 // The amount is `units + nanos / 1e9`. Both parts carry the same sign: for
@@ -419,7 +474,11 @@ const file_metering_v1_types_proto_rawDesc = "" +
 	"\x1dAPI_FORMAT_ANTHROPIC_MESSAGES\x10\x03\x12&\n" +
 	"\"API_FORMAT_GEMINI_GENERATE_CONTENT\x10\x04\x12\x19\n" +
 	"\x15API_FORMAT_WORKERS_AI\x10\x05\x12\x13\n" +
-	"\x0fAPI_FORMAT_DIFY\x10\x06B\xb2\x01\n" +
+	"\x0fAPI_FORMAT_DIFY\x10\x06*\x92\x01\n" +
+	"\x17ReservationExpiryPolicy\x12)\n" +
+	"%RESERVATION_EXPIRY_POLICY_UNSPECIFIED\x10\x00\x12%\n" +
+	"!RESERVATION_EXPIRY_POLICY_RELEASE\x10\x01\x12%\n" +
+	"!RESERVATION_EXPIRY_POLICY_CAPTURE\x10\x02B\xb2\x01\n" +
 	"\x0fcom.metering.v1B\n" +
 	"TypesProtoP\x01ZFgithub.com/metering-dev/metering/clients/go/gen/metering/v1;meteringv1\xa2\x02\x03MXX\xaa\x02\vMetering.V1\xca\x02\vMetering\\V1\xe2\x02\x17Metering\\V1\\GPBMetadata\xea\x02\fMetering::V1b\x06proto3"
 
@@ -435,14 +494,15 @@ func file_metering_v1_types_proto_rawDescGZIP() []byte {
 	return file_metering_v1_types_proto_rawDescData
 }
 
-var file_metering_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_metering_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_metering_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_metering_v1_types_proto_goTypes = []any{
-	(UsageSource)(0),   // 0: metering.v1.UsageSource
-	(BillingMode)(0),   // 1: metering.v1.BillingMode
-	(ApiFormat)(0),     // 2: metering.v1.ApiFormat
-	(*Money)(nil),      // 3: metering.v1.Money
-	(*TokenUsage)(nil), // 4: metering.v1.TokenUsage
+	(UsageSource)(0),             // 0: metering.v1.UsageSource
+	(BillingMode)(0),             // 1: metering.v1.BillingMode
+	(ApiFormat)(0),               // 2: metering.v1.ApiFormat
+	(ReservationExpiryPolicy)(0), // 3: metering.v1.ReservationExpiryPolicy
+	(*Money)(nil),                // 4: metering.v1.Money
+	(*TokenUsage)(nil),           // 5: metering.v1.TokenUsage
 }
 var file_metering_v1_types_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -462,7 +522,7 @@ func file_metering_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metering_v1_types_proto_rawDesc), len(file_metering_v1_types_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -32,7 +32,15 @@ import {
   unpricedPolicyFromJSON,
   unpricedPolicyToJSON,
 } from "./prices";
-import { BillingMode, billingModeFromJSON, billingModeToJSON, Money } from "./types";
+import {
+  BillingMode,
+  billingModeFromJSON,
+  billingModeToJSON,
+  Money,
+  ReservationExpiryPolicy,
+  reservationExpiryPolicyFromJSON,
+  reservationExpiryPolicyToJSON,
+} from "./types";
 
 export const protobufPackage = "metering.v1";
 
@@ -76,6 +84,10 @@ export interface Account {
    * CREDITS; default 1.
    */
   defaultRequestCredits: string;
+  /** The tenant owning the account; empty for none. Fixed at creation. */
+  tenantId: string;
+  /** What an expired reservation becomes; default RELEASE. */
+  reservationExpiryPolicy: ReservationExpiryPolicy;
 }
 
 /** Request of MeteringAdminService.CreateAccount. */
@@ -103,6 +115,15 @@ export interface CreateAccountRequest {
     | undefined;
   /** Default 1 (0 means 1). */
   defaultRequestCredits: string;
+  /**
+   * The tenant owning the account (1-128 characters of [A-Za-z0-9._:@/-]);
+   * empty for none. A tenant-scoped token creates accounts in its own tenant
+   * only (empty means its tenant; another is PERMISSION_DENIED
+   * TENANT_MISMATCH). Fixed at creation.
+   */
+  tenantId: string;
+  /** Default RELEASE. */
+  reservationExpiryPolicy: ReservationExpiryPolicy;
 }
 
 /** Response of MeteringAdminService.CreateAccount. */
@@ -277,6 +298,8 @@ function createBaseAccount(): Account {
     requestAsset: 0,
     defaultRequestPrice: undefined,
     defaultRequestCredits: "0",
+    tenantId: "",
+    reservationExpiryPolicy: 0,
   };
 }
 
@@ -311,6 +334,12 @@ export const Account: MessageFns<Account> = {
     }
     if (message.defaultRequestCredits !== "0") {
       writer.uint32(80).int64(message.defaultRequestCredits);
+    }
+    if (message.tenantId !== "") {
+      writer.uint32(90).string(message.tenantId);
+    }
+    if (message.reservationExpiryPolicy !== 0) {
+      writer.uint32(96).int32(message.reservationExpiryPolicy);
     }
     return writer;
   },
@@ -408,6 +437,22 @@ export const Account: MessageFns<Account> = {
             message.defaultRequestCredits = reader.int64().toString();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.tenantId = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.reservationExpiryPolicy = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -472,6 +517,16 @@ export const Account: MessageFns<Account> = {
         : isSet(object.default_request_credits)
         ? globalThis.String(object.default_request_credits)
         : "0",
+      tenantId: isSet(object.tenantId)
+        ? globalThis.String(object.tenantId)
+        : isSet(object.tenant_id)
+        ? globalThis.String(object.tenant_id)
+        : "",
+      reservationExpiryPolicy: isSet(object.reservationExpiryPolicy)
+        ? reservationExpiryPolicyFromJSON(object.reservationExpiryPolicy)
+        : isSet(object.reservation_expiry_policy)
+        ? reservationExpiryPolicyFromJSON(object.reservation_expiry_policy)
+        : 0,
     };
   },
 
@@ -507,6 +562,12 @@ export const Account: MessageFns<Account> = {
     if (message.defaultRequestCredits !== "0") {
       obj.defaultRequestCredits = message.defaultRequestCredits;
     }
+    if (message.tenantId !== "") {
+      obj.tenantId = message.tenantId;
+    }
+    if (message.reservationExpiryPolicy !== 0) {
+      obj.reservationExpiryPolicy = reservationExpiryPolicyToJSON(message.reservationExpiryPolicy);
+    }
     return obj;
   },
 
@@ -527,6 +588,8 @@ export const Account: MessageFns<Account> = {
       ? Money.fromPartial(object.defaultRequestPrice)
       : undefined;
     message.defaultRequestCredits = object.defaultRequestCredits ?? "0";
+    message.tenantId = object.tenantId ?? "";
+    message.reservationExpiryPolicy = object.reservationExpiryPolicy ?? 0;
     return message;
   },
 };
@@ -542,6 +605,8 @@ function createBaseCreateAccountRequest(): CreateAccountRequest {
     requestAsset: 0,
     defaultRequestPrice: undefined,
     defaultRequestCredits: "0",
+    tenantId: "",
+    reservationExpiryPolicy: 0,
   };
 }
 
@@ -573,6 +638,12 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
     }
     if (message.defaultRequestCredits !== "0") {
       writer.uint32(72).int64(message.defaultRequestCredits);
+    }
+    if (message.tenantId !== "") {
+      writer.uint32(82).string(message.tenantId);
+    }
+    if (message.reservationExpiryPolicy !== 0) {
+      writer.uint32(88).int32(message.reservationExpiryPolicy);
     }
     return writer;
   },
@@ -662,6 +733,22 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
             message.defaultRequestCredits = reader.int64().toString();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.tenantId = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.reservationExpiryPolicy = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -721,6 +808,16 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
         : isSet(object.default_request_credits)
         ? globalThis.String(object.default_request_credits)
         : "0",
+      tenantId: isSet(object.tenantId)
+        ? globalThis.String(object.tenantId)
+        : isSet(object.tenant_id)
+        ? globalThis.String(object.tenant_id)
+        : "",
+      reservationExpiryPolicy: isSet(object.reservationExpiryPolicy)
+        ? reservationExpiryPolicyFromJSON(object.reservationExpiryPolicy)
+        : isSet(object.reservation_expiry_policy)
+        ? reservationExpiryPolicyFromJSON(object.reservation_expiry_policy)
+        : 0,
     };
   },
 
@@ -753,6 +850,12 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
     if (message.defaultRequestCredits !== "0") {
       obj.defaultRequestCredits = message.defaultRequestCredits;
     }
+    if (message.tenantId !== "") {
+      obj.tenantId = message.tenantId;
+    }
+    if (message.reservationExpiryPolicy !== 0) {
+      obj.reservationExpiryPolicy = reservationExpiryPolicyToJSON(message.reservationExpiryPolicy);
+    }
     return obj;
   },
 
@@ -772,6 +875,8 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
       ? Money.fromPartial(object.defaultRequestPrice)
       : undefined;
     message.defaultRequestCredits = object.defaultRequestCredits ?? "0";
+    message.tenantId = object.tenantId ?? "";
+    message.reservationExpiryPolicy = object.reservationExpiryPolicy ?? 0;
     return message;
   },
 };

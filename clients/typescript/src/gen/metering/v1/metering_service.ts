@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../google/protobuf/duration";
 import { Timestamp } from "../../google/protobuf/timestamp";
 import {
   ApiFormat,
@@ -205,6 +206,107 @@ export function groupByToJSON(object: GroupBy): string {
   }
 }
 
+/** AuthorizationDecision is the outcome of AuthorizeUsage. */
+export enum AuthorizationDecision {
+  AUTHORIZATION_DECISION_UNSPECIFIED = 0,
+  /** AUTHORIZATION_DECISION_ALLOWED - The amount is held; make the call. */
+  AUTHORIZATION_DECISION_ALLOWED = 1,
+  /** AUTHORIZATION_DECISION_DENIED - Nothing is held; refuse the call (deny_reason says why). */
+  AUTHORIZATION_DECISION_DENIED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function authorizationDecisionFromJSON(object: any): AuthorizationDecision {
+  switch (object) {
+    case 0:
+    case "AUTHORIZATION_DECISION_UNSPECIFIED":
+      return AuthorizationDecision.AUTHORIZATION_DECISION_UNSPECIFIED;
+    case 1:
+    case "AUTHORIZATION_DECISION_ALLOWED":
+      return AuthorizationDecision.AUTHORIZATION_DECISION_ALLOWED;
+    case 2:
+    case "AUTHORIZATION_DECISION_DENIED":
+      return AuthorizationDecision.AUTHORIZATION_DECISION_DENIED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return AuthorizationDecision.UNRECOGNIZED;
+  }
+}
+
+export function authorizationDecisionToJSON(object: AuthorizationDecision): string {
+  switch (object) {
+    case AuthorizationDecision.AUTHORIZATION_DECISION_UNSPECIFIED:
+      return "AUTHORIZATION_DECISION_UNSPECIFIED";
+    case AuthorizationDecision.AUTHORIZATION_DECISION_ALLOWED:
+      return "AUTHORIZATION_DECISION_ALLOWED";
+    case AuthorizationDecision.AUTHORIZATION_DECISION_DENIED:
+      return "AUTHORIZATION_DECISION_DENIED";
+    case AuthorizationDecision.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** ReservationState is where a reservation is in its life. */
+export enum ReservationState {
+  RESERVATION_STATE_UNSPECIFIED = 0,
+  /** RESERVATION_STATE_OPEN - Holding its amount. */
+  RESERVATION_STATE_OPEN = 1,
+  /** RESERVATION_STATE_CAPTURED - Resolved by RecordUsage. */
+  RESERVATION_STATE_CAPTURED = 2,
+  /** RESERVATION_STATE_RELEASED - Resolved by ReleaseReservation. */
+  RESERVATION_STATE_RELEASED = 3,
+  /**
+   * RESERVATION_STATE_EXPIRED - Resolved by its TTL running out (released, or captured as an estimate,
+   * by the account's expiry policy).
+   */
+  RESERVATION_STATE_EXPIRED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function reservationStateFromJSON(object: any): ReservationState {
+  switch (object) {
+    case 0:
+    case "RESERVATION_STATE_UNSPECIFIED":
+      return ReservationState.RESERVATION_STATE_UNSPECIFIED;
+    case 1:
+    case "RESERVATION_STATE_OPEN":
+      return ReservationState.RESERVATION_STATE_OPEN;
+    case 2:
+    case "RESERVATION_STATE_CAPTURED":
+      return ReservationState.RESERVATION_STATE_CAPTURED;
+    case 3:
+    case "RESERVATION_STATE_RELEASED":
+      return ReservationState.RESERVATION_STATE_RELEASED;
+    case 4:
+    case "RESERVATION_STATE_EXPIRED":
+      return ReservationState.RESERVATION_STATE_EXPIRED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ReservationState.UNRECOGNIZED;
+  }
+}
+
+export function reservationStateToJSON(object: ReservationState): string {
+  switch (object) {
+    case ReservationState.RESERVATION_STATE_UNSPECIFIED:
+      return "RESERVATION_STATE_UNSPECIFIED";
+    case ReservationState.RESERVATION_STATE_OPEN:
+      return "RESERVATION_STATE_OPEN";
+    case ReservationState.RESERVATION_STATE_CAPTURED:
+      return "RESERVATION_STATE_CAPTURED";
+    case ReservationState.RESERVATION_STATE_RELEASED:
+      return "RESERVATION_STATE_RELEASED";
+    case ReservationState.RESERVATION_STATE_EXPIRED:
+      return "RESERVATION_STATE_EXPIRED";
+    case ReservationState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Request of MeteringService.RecordUsage. */
 export interface RecordUsageRequest {
   /** The account to debit. 1-128 characters of [A-Za-z0-9._:@/-]. */
@@ -272,6 +374,14 @@ export interface RecordUsageRequest {
   responseJson: Buffer;
   /** The format of response_json; default: detect. */
   responseFormat: ApiFormat;
+  /**
+   * The reservation to capture: its hold is released and the actual cost
+   * debited, in one transaction. A cost above the hold is still recorded in
+   * full (the call happened) and reported in reservation_exceeded. A
+   * reservation that expired and was captured as an estimate is corrected:
+   * the difference is recorded as an adjustment linked to the estimate.
+   */
+  reservationId: string;
 }
 
 export interface RecordUsageRequest_LabelsEntry {
@@ -318,7 +428,15 @@ export interface RecordUsageResponse {
    */
   unpriced: boolean;
   /** The usage recorded: as sent, or as extracted from response_json. */
-  usage?: TokenUsage | undefined;
+  usage?:
+    | TokenUsage
+    | undefined;
+  /** The amount the captured reservation held. */
+  reservationHeld?:
+    | Money
+    | undefined;
+  /** True when the cost exceeded the captured reservation's hold. */
+  reservationExceeded: boolean;
 }
 
 /** Request of MeteringService.EstimateTokens. */
@@ -554,6 +672,86 @@ export interface RecordError {
   fields: string[];
 }
 
+/** Request of MeteringService.AuthorizeUsage. */
+export interface AuthorizeUsageRequest {
+  /** The account to hold against. */
+  accountId: string;
+  /** Idempotency key, unique per account. */
+  requestId: string;
+  /** The model of the call (prices the estimate; recorded on an expiry capture). */
+  model: string;
+  /** The provider; optional when the model alone identifies the price. */
+  provider: string;
+  /** An exact amount to hold, in the account's currency. Or, instead: */
+  amount?:
+    | Money
+    | undefined;
+  /**
+   * the raw request body to estimate the worst-case cost from (its input
+   * tokens and its output limit, or max_output_tokens), or
+   */
+  requestJson: Buffer;
+  /** (the format of request_json; default: detect) */
+  requestFormat: ApiFormat;
+  /** the input tokens of the prompt, with max_output_tokens. */
+  inputTokens: string;
+  /**
+   * The most output tokens the call may produce (required without amount,
+   * unless request_json names a limit).
+   */
+  maxOutputTokens: string;
+  /** How long the hold lasts; default 5 minutes, at most 24 hours. */
+  ttl?:
+    | Duration
+    | undefined;
+  /** The relay's API key (its billing-mode override applies). */
+  apiKeyId: string;
+}
+
+/** Response of MeteringService.AuthorizeUsage. */
+export interface AuthorizeUsageResponse {
+  /** ALLOWED or DENIED. */
+  decision: AuthorizationDecision;
+  /** Set when ALLOWED: pass it to RecordUsage or ReleaseReservation. */
+  reservationId: string;
+  /** When DENIED: INSUFFICIENT_BALANCE (more reasons come with budgets). */
+  denyReason: string;
+  /** The amount held (or that would have been). */
+  held?:
+    | Money
+    | undefined;
+  /** Request credits held (REQUEST billing with credits). */
+  heldRequestCredits: string;
+  /** Available money after this decision (balance minus all open holds). */
+  available?:
+    | Money
+    | undefined;
+  /** Available request credits after this decision. */
+  availableRequestCredits: string;
+  /** When the hold expires. */
+  expireTime?:
+    | Date
+    | undefined;
+  /** True when this request_id was already authorized: the stored answer. */
+  replayed: boolean;
+}
+
+/** Request of MeteringService.ReleaseReservation. */
+export interface ReleaseReservationRequest {
+  /** The account. */
+  accountId: string;
+  /** The reservation to release. */
+  reservationId: string;
+}
+
+/** Response of MeteringService.ReleaseReservation. */
+export interface ReleaseReservationResponse {
+  /** The reservation's state after the call (RELEASED, or how it had resolved). */
+  state: ReservationState;
+  /** Available money after the call. */
+  available?: Money | undefined;
+}
+
 function createBaseRecordUsageRequest(): RecordUsageRequest {
   return {
     accountId: "",
@@ -569,6 +767,7 @@ function createBaseRecordUsageRequest(): RecordUsageRequest {
     batch: false,
     responseJson: Buffer.alloc(0),
     responseFormat: 0,
+    reservationId: "",
   };
 }
 
@@ -612,6 +811,9 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
     }
     if (message.responseFormat !== 0) {
       writer.uint32(104).int32(message.responseFormat);
+    }
+    if (message.reservationId !== "") {
+      writer.uint32(114).string(message.reservationId);
     }
     return writer;
   },
@@ -736,6 +938,14 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
             message.responseFormat = reader.int32() as any;
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.reservationId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -800,6 +1010,11 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
         : isSet(object.response_format)
         ? apiFormatFromJSON(object.response_format)
         : 0,
+      reservationId: isSet(object.reservationId)
+        ? globalThis.String(object.reservationId)
+        : isSet(object.reservation_id)
+        ? globalThis.String(object.reservation_id)
+        : "",
     };
   },
 
@@ -850,6 +1065,9 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
     if (message.responseFormat !== 0) {
       obj.responseFormat = apiFormatToJSON(message.responseFormat);
     }
+    if (message.reservationId !== "") {
+      obj.reservationId = message.reservationId;
+    }
     return obj;
   },
 
@@ -881,6 +1099,7 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
     message.batch = object.batch ?? false;
     message.responseJson = object.responseJson ?? Buffer.alloc(0);
     message.responseFormat = object.responseFormat ?? 0;
+    message.reservationId = object.reservationId ?? "";
     return message;
   },
 };
@@ -986,6 +1205,8 @@ function createBaseRecordUsageResponse(): RecordUsageResponse {
     recordId: "",
     unpriced: false,
     usage: undefined,
+    reservationHeld: undefined,
+    reservationExceeded: false,
   };
 }
 
@@ -1026,6 +1247,12 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
     }
     if (message.usage !== undefined) {
       TokenUsage.encode(message.usage, writer.uint32(98).fork()).join();
+    }
+    if (message.reservationHeld !== undefined) {
+      Money.encode(message.reservationHeld, writer.uint32(106).fork()).join();
+    }
+    if (message.reservationExceeded !== false) {
+      writer.uint32(112).bool(message.reservationExceeded);
     }
     return writer;
   },
@@ -1139,6 +1366,22 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
             message.usage = TokenUsage.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.reservationHeld = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.reservationExceeded = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1193,6 +1436,16 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
         : "",
       unpriced: isSet(object.unpriced) ? globalThis.Boolean(object.unpriced) : false,
       usage: isSet(object.usage) ? TokenUsage.fromJSON(object.usage) : undefined,
+      reservationHeld: isSet(object.reservationHeld)
+        ? Money.fromJSON(object.reservationHeld)
+        : isSet(object.reservation_held)
+        ? Money.fromJSON(object.reservation_held)
+        : undefined,
+      reservationExceeded: isSet(object.reservationExceeded)
+        ? globalThis.Boolean(object.reservationExceeded)
+        : isSet(object.reservation_exceeded)
+        ? globalThis.Boolean(object.reservation_exceeded)
+        : false,
     };
   },
 
@@ -1234,6 +1487,12 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
     if (message.usage !== undefined) {
       obj.usage = TokenUsage.toJSON(message.usage);
     }
+    if (message.reservationHeld !== undefined) {
+      obj.reservationHeld = Money.toJSON(message.reservationHeld);
+    }
+    if (message.reservationExceeded !== false) {
+      obj.reservationExceeded = message.reservationExceeded;
+    }
     return obj;
   },
 
@@ -1258,6 +1517,10 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
     message.usage = (object.usage !== undefined && object.usage !== null)
       ? TokenUsage.fromPartial(object.usage)
       : undefined;
+    message.reservationHeld = (object.reservationHeld !== undefined && object.reservationHeld !== null)
+      ? Money.fromPartial(object.reservationHeld)
+      : undefined;
+    message.reservationExceeded = object.reservationExceeded ?? false;
     return message;
   },
 };
@@ -3122,6 +3385,686 @@ export const RecordError: MessageFns<RecordError> = {
   },
 };
 
+function createBaseAuthorizeUsageRequest(): AuthorizeUsageRequest {
+  return {
+    accountId: "",
+    requestId: "",
+    model: "",
+    provider: "",
+    amount: undefined,
+    requestJson: Buffer.alloc(0),
+    requestFormat: 0,
+    inputTokens: "0",
+    maxOutputTokens: "0",
+    ttl: undefined,
+    apiKeyId: "",
+  };
+}
+
+export const AuthorizeUsageRequest: MessageFns<AuthorizeUsageRequest> = {
+  encode(message: AuthorizeUsageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    if (message.provider !== "") {
+      writer.uint32(34).string(message.provider);
+    }
+    if (message.amount !== undefined) {
+      Money.encode(message.amount, writer.uint32(42).fork()).join();
+    }
+    if (message.requestJson.length !== 0) {
+      writer.uint32(50).bytes(message.requestJson);
+    }
+    if (message.requestFormat !== 0) {
+      writer.uint32(56).int32(message.requestFormat);
+    }
+    if (message.inputTokens !== "0") {
+      writer.uint32(64).int64(message.inputTokens);
+    }
+    if (message.maxOutputTokens !== "0") {
+      writer.uint32(72).int64(message.maxOutputTokens);
+    }
+    if (message.ttl !== undefined) {
+      Duration.encode(message.ttl, writer.uint32(82).fork()).join();
+    }
+    if (message.apiKeyId !== "") {
+      writer.uint32(90).string(message.apiKeyId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthorizeUsageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthorizeUsageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.provider = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.amount = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.requestJson = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.requestFormat = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.inputTokens = reader.int64().toString();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.maxOutputTokens = reader.int64().toString();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.ttl = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.apiKeyId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AuthorizeUsageRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      provider: isSet(object.provider) ? globalThis.String(object.provider) : "",
+      amount: isSet(object.amount) ? Money.fromJSON(object.amount) : undefined,
+      requestJson: isSet(object.requestJson)
+        ? Buffer.from(bytesFromBase64(object.requestJson))
+        : isSet(object.request_json)
+        ? Buffer.from(bytesFromBase64(object.request_json))
+        : Buffer.alloc(0),
+      requestFormat: isSet(object.requestFormat)
+        ? apiFormatFromJSON(object.requestFormat)
+        : isSet(object.request_format)
+        ? apiFormatFromJSON(object.request_format)
+        : 0,
+      inputTokens: isSet(object.inputTokens)
+        ? globalThis.String(object.inputTokens)
+        : isSet(object.input_tokens)
+        ? globalThis.String(object.input_tokens)
+        : "0",
+      maxOutputTokens: isSet(object.maxOutputTokens)
+        ? globalThis.String(object.maxOutputTokens)
+        : isSet(object.max_output_tokens)
+        ? globalThis.String(object.max_output_tokens)
+        : "0",
+      ttl: isSet(object.ttl) ? Duration.fromJSON(object.ttl) : undefined,
+      apiKeyId: isSet(object.apiKeyId)
+        ? globalThis.String(object.apiKeyId)
+        : isSet(object.api_key_id)
+        ? globalThis.String(object.api_key_id)
+        : "",
+    };
+  },
+
+  toJSON(message: AuthorizeUsageRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.provider !== "") {
+      obj.provider = message.provider;
+    }
+    if (message.amount !== undefined) {
+      obj.amount = Money.toJSON(message.amount);
+    }
+    if (message.requestJson.length !== 0) {
+      obj.requestJson = base64FromBytes(message.requestJson);
+    }
+    if (message.requestFormat !== 0) {
+      obj.requestFormat = apiFormatToJSON(message.requestFormat);
+    }
+    if (message.inputTokens !== "0") {
+      obj.inputTokens = message.inputTokens;
+    }
+    if (message.maxOutputTokens !== "0") {
+      obj.maxOutputTokens = message.maxOutputTokens;
+    }
+    if (message.ttl !== undefined) {
+      obj.ttl = Duration.toJSON(message.ttl);
+    }
+    if (message.apiKeyId !== "") {
+      obj.apiKeyId = message.apiKeyId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AuthorizeUsageRequest>, I>>(base?: I): AuthorizeUsageRequest {
+    return AuthorizeUsageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AuthorizeUsageRequest>, I>>(object: I): AuthorizeUsageRequest {
+    const message = createBaseAuthorizeUsageRequest();
+    message.accountId = object.accountId ?? "";
+    message.requestId = object.requestId ?? "";
+    message.model = object.model ?? "";
+    message.provider = object.provider ?? "";
+    message.amount = (object.amount !== undefined && object.amount !== null)
+      ? Money.fromPartial(object.amount)
+      : undefined;
+    message.requestJson = object.requestJson ?? Buffer.alloc(0);
+    message.requestFormat = object.requestFormat ?? 0;
+    message.inputTokens = object.inputTokens ?? "0";
+    message.maxOutputTokens = object.maxOutputTokens ?? "0";
+    message.ttl = (object.ttl !== undefined && object.ttl !== null) ? Duration.fromPartial(object.ttl) : undefined;
+    message.apiKeyId = object.apiKeyId ?? "";
+    return message;
+  },
+};
+
+function createBaseAuthorizeUsageResponse(): AuthorizeUsageResponse {
+  return {
+    decision: 0,
+    reservationId: "",
+    denyReason: "",
+    held: undefined,
+    heldRequestCredits: "0",
+    available: undefined,
+    availableRequestCredits: "0",
+    expireTime: undefined,
+    replayed: false,
+  };
+}
+
+export const AuthorizeUsageResponse: MessageFns<AuthorizeUsageResponse> = {
+  encode(message: AuthorizeUsageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.decision !== 0) {
+      writer.uint32(8).int32(message.decision);
+    }
+    if (message.reservationId !== "") {
+      writer.uint32(18).string(message.reservationId);
+    }
+    if (message.denyReason !== "") {
+      writer.uint32(26).string(message.denyReason);
+    }
+    if (message.held !== undefined) {
+      Money.encode(message.held, writer.uint32(34).fork()).join();
+    }
+    if (message.heldRequestCredits !== "0") {
+      writer.uint32(40).int64(message.heldRequestCredits);
+    }
+    if (message.available !== undefined) {
+      Money.encode(message.available, writer.uint32(50).fork()).join();
+    }
+    if (message.availableRequestCredits !== "0") {
+      writer.uint32(56).int64(message.availableRequestCredits);
+    }
+    if (message.expireTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(66).fork()).join();
+    }
+    if (message.replayed !== false) {
+      writer.uint32(72).bool(message.replayed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AuthorizeUsageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAuthorizeUsageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.decision = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reservationId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.denyReason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.held = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.heldRequestCredits = reader.int64().toString();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.available = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.availableRequestCredits = reader.int64().toString();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.replayed = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AuthorizeUsageResponse {
+    return {
+      decision: isSet(object.decision) ? authorizationDecisionFromJSON(object.decision) : 0,
+      reservationId: isSet(object.reservationId)
+        ? globalThis.String(object.reservationId)
+        : isSet(object.reservation_id)
+        ? globalThis.String(object.reservation_id)
+        : "",
+      denyReason: isSet(object.denyReason)
+        ? globalThis.String(object.denyReason)
+        : isSet(object.deny_reason)
+        ? globalThis.String(object.deny_reason)
+        : "",
+      held: isSet(object.held) ? Money.fromJSON(object.held) : undefined,
+      heldRequestCredits: isSet(object.heldRequestCredits)
+        ? globalThis.String(object.heldRequestCredits)
+        : isSet(object.held_request_credits)
+        ? globalThis.String(object.held_request_credits)
+        : "0",
+      available: isSet(object.available) ? Money.fromJSON(object.available) : undefined,
+      availableRequestCredits: isSet(object.availableRequestCredits)
+        ? globalThis.String(object.availableRequestCredits)
+        : isSet(object.available_request_credits)
+        ? globalThis.String(object.available_request_credits)
+        : "0",
+      expireTime: isSet(object.expireTime)
+        ? fromJsonTimestamp(object.expireTime)
+        : isSet(object.expire_time)
+        ? fromJsonTimestamp(object.expire_time)
+        : undefined,
+      replayed: isSet(object.replayed) ? globalThis.Boolean(object.replayed) : false,
+    };
+  },
+
+  toJSON(message: AuthorizeUsageResponse): unknown {
+    const obj: any = {};
+    if (message.decision !== 0) {
+      obj.decision = authorizationDecisionToJSON(message.decision);
+    }
+    if (message.reservationId !== "") {
+      obj.reservationId = message.reservationId;
+    }
+    if (message.denyReason !== "") {
+      obj.denyReason = message.denyReason;
+    }
+    if (message.held !== undefined) {
+      obj.held = Money.toJSON(message.held);
+    }
+    if (message.heldRequestCredits !== "0") {
+      obj.heldRequestCredits = message.heldRequestCredits;
+    }
+    if (message.available !== undefined) {
+      obj.available = Money.toJSON(message.available);
+    }
+    if (message.availableRequestCredits !== "0") {
+      obj.availableRequestCredits = message.availableRequestCredits;
+    }
+    if (message.expireTime !== undefined) {
+      obj.expireTime = message.expireTime.toISOString();
+    }
+    if (message.replayed !== false) {
+      obj.replayed = message.replayed;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AuthorizeUsageResponse>, I>>(base?: I): AuthorizeUsageResponse {
+    return AuthorizeUsageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AuthorizeUsageResponse>, I>>(object: I): AuthorizeUsageResponse {
+    const message = createBaseAuthorizeUsageResponse();
+    message.decision = object.decision ?? 0;
+    message.reservationId = object.reservationId ?? "";
+    message.denyReason = object.denyReason ?? "";
+    message.held = (object.held !== undefined && object.held !== null) ? Money.fromPartial(object.held) : undefined;
+    message.heldRequestCredits = object.heldRequestCredits ?? "0";
+    message.available = (object.available !== undefined && object.available !== null)
+      ? Money.fromPartial(object.available)
+      : undefined;
+    message.availableRequestCredits = object.availableRequestCredits ?? "0";
+    message.expireTime = object.expireTime ?? undefined;
+    message.replayed = object.replayed ?? false;
+    return message;
+  },
+};
+
+function createBaseReleaseReservationRequest(): ReleaseReservationRequest {
+  return { accountId: "", reservationId: "" };
+}
+
+export const ReleaseReservationRequest: MessageFns<ReleaseReservationRequest> = {
+  encode(message: ReleaseReservationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.reservationId !== "") {
+      writer.uint32(18).string(message.reservationId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseReservationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseReservationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reservationId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseReservationRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      reservationId: isSet(object.reservationId)
+        ? globalThis.String(object.reservationId)
+        : isSet(object.reservation_id)
+        ? globalThis.String(object.reservation_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ReleaseReservationRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.reservationId !== "") {
+      obj.reservationId = message.reservationId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseReservationRequest>, I>>(base?: I): ReleaseReservationRequest {
+    return ReleaseReservationRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseReservationRequest>, I>>(object: I): ReleaseReservationRequest {
+    const message = createBaseReleaseReservationRequest();
+    message.accountId = object.accountId ?? "";
+    message.reservationId = object.reservationId ?? "";
+    return message;
+  },
+};
+
+function createBaseReleaseReservationResponse(): ReleaseReservationResponse {
+  return { state: 0, available: undefined };
+}
+
+export const ReleaseReservationResponse: MessageFns<ReleaseReservationResponse> = {
+  encode(message: ReleaseReservationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== 0) {
+      writer.uint32(8).int32(message.state);
+    }
+    if (message.available !== undefined) {
+      Money.encode(message.available, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseReservationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseReservationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.available = Money.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseReservationResponse {
+    return {
+      state: isSet(object.state) ? reservationStateFromJSON(object.state) : 0,
+      available: isSet(object.available) ? Money.fromJSON(object.available) : undefined,
+    };
+  },
+
+  toJSON(message: ReleaseReservationResponse): unknown {
+    const obj: any = {};
+    if (message.state !== 0) {
+      obj.state = reservationStateToJSON(message.state);
+    }
+    if (message.available !== undefined) {
+      obj.available = Money.toJSON(message.available);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseReservationResponse>, I>>(base?: I): ReleaseReservationResponse {
+    return ReleaseReservationResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseReservationResponse>, I>>(object: I): ReleaseReservationResponse {
+    const message = createBaseReleaseReservationResponse();
+    message.state = object.state ?? 0;
+    message.available = (object.available !== undefined && object.available !== null)
+      ? Money.fromPartial(object.available)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * MeteringService is called by relays and gateways on the request path:
  * estimate before an LLM call, record at stream end, read balances and
@@ -3205,6 +4148,44 @@ export const MeteringServiceService = {
       Buffer.from(EstimateTokensResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): EstimateTokensResponse => EstimateTokensResponse.decode(value),
   },
+  /**
+   * AuthorizeUsage holds money (or request credits) against an account's
+   * available balance (balance minus open holds) before an LLM call, like a
+   * card authorization. The hold is an exact amount, or the worst-case cost
+   * estimated from the raw request body or from token counts. ALLOWED returns
+   * a reservation that RecordUsage captures at stream end (reservation_id),
+   * ReleaseReservation releases, or that expires after its TTL. DENIED writes
+   * nothing but the idempotency record. Holds never move money: only the
+   * captured usage is debited. `request_id` is the idempotency key (shared
+   * with RecordUsage and GrantCredits per account).
+   */
+  authorizeUsage: {
+    path: "/metering.v1.MeteringService/AuthorizeUsage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AuthorizeUsageRequest): Buffer =>
+      Buffer.from(AuthorizeUsageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AuthorizeUsageRequest => AuthorizeUsageRequest.decode(value),
+    responseSerialize: (value: AuthorizeUsageResponse): Buffer =>
+      Buffer.from(AuthorizeUsageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AuthorizeUsageResponse => AuthorizeUsageResponse.decode(value),
+  },
+  /**
+   * ReleaseReservation releases an open hold without usage (the upstream call
+   * failed). A reservation resolves at most once: releasing one already
+   * captured, released or expired returns its state and changes nothing.
+   */
+  releaseReservation: {
+    path: "/metering.v1.MeteringService/ReleaseReservation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseReservationRequest): Buffer =>
+      Buffer.from(ReleaseReservationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseReservationRequest => ReleaseReservationRequest.decode(value),
+    responseSerialize: (value: ReleaseReservationResponse): Buffer =>
+      Buffer.from(ReleaseReservationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseReservationResponse => ReleaseReservationResponse.decode(value),
+  },
   /** GetBalance returns an account's balances. */
   getBalance: {
     path: "/metering.v1.MeteringService/GetBalance" as const,
@@ -3276,6 +4257,24 @@ export interface MeteringServiceServer extends UntypedServiceImplementation {
    * prices them at today's price.
    */
   estimateTokens: handleUnaryCall<EstimateTokensRequest, EstimateTokensResponse>;
+  /**
+   * AuthorizeUsage holds money (or request credits) against an account's
+   * available balance (balance minus open holds) before an LLM call, like a
+   * card authorization. The hold is an exact amount, or the worst-case cost
+   * estimated from the raw request body or from token counts. ALLOWED returns
+   * a reservation that RecordUsage captures at stream end (reservation_id),
+   * ReleaseReservation releases, or that expires after its TTL. DENIED writes
+   * nothing but the idempotency record. Holds never move money: only the
+   * captured usage is debited. `request_id` is the idempotency key (shared
+   * with RecordUsage and GrantCredits per account).
+   */
+  authorizeUsage: handleUnaryCall<AuthorizeUsageRequest, AuthorizeUsageResponse>;
+  /**
+   * ReleaseReservation releases an open hold without usage (the upstream call
+   * failed). A reservation resolves at most once: releasing one already
+   * captured, released or expired returns its state and changes nothing.
+   */
+  releaseReservation: handleUnaryCall<ReleaseReservationRequest, ReleaseReservationResponse>;
   /** GetBalance returns an account's balances. */
   getBalance: handleUnaryCall<GetBalanceRequest, GetBalanceResponse>;
   /**
@@ -3371,6 +4370,52 @@ export interface MeteringServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: EstimateTokensResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * AuthorizeUsage holds money (or request credits) against an account's
+   * available balance (balance minus open holds) before an LLM call, like a
+   * card authorization. The hold is an exact amount, or the worst-case cost
+   * estimated from the raw request body or from token counts. ALLOWED returns
+   * a reservation that RecordUsage captures at stream end (reservation_id),
+   * ReleaseReservation releases, or that expires after its TTL. DENIED writes
+   * nothing but the idempotency record. Holds never move money: only the
+   * captured usage is debited. `request_id` is the idempotency key (shared
+   * with RecordUsage and GrantCredits per account).
+   */
+  authorizeUsage(
+    request: AuthorizeUsageRequest,
+    callback: (error: ServiceError | null, response: AuthorizeUsageResponse) => void,
+  ): ClientUnaryCall;
+  authorizeUsage(
+    request: AuthorizeUsageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AuthorizeUsageResponse) => void,
+  ): ClientUnaryCall;
+  authorizeUsage(
+    request: AuthorizeUsageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AuthorizeUsageResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ReleaseReservation releases an open hold without usage (the upstream call
+   * failed). A reservation resolves at most once: releasing one already
+   * captured, released or expired returns its state and changes nothing.
+   */
+  releaseReservation(
+    request: ReleaseReservationRequest,
+    callback: (error: ServiceError | null, response: ReleaseReservationResponse) => void,
+  ): ClientUnaryCall;
+  releaseReservation(
+    request: ReleaseReservationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseReservationResponse) => void,
+  ): ClientUnaryCall;
+  releaseReservation(
+    request: ReleaseReservationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseReservationResponse) => void,
   ): ClientUnaryCall;
   /** GetBalance returns an account's balances. */
   getBalance(

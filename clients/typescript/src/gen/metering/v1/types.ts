@@ -190,6 +190,55 @@ export function apiFormatToJSON(object: ApiFormat): string {
 }
 
 /**
+ * ReservationExpiryPolicy says what an expired hold becomes when the relay
+ * never reported the call.
+ */
+export enum ReservationExpiryPolicy {
+  /** RESERVATION_EXPIRY_POLICY_UNSPECIFIED - RELEASE. */
+  RESERVATION_EXPIRY_POLICY_UNSPECIFIED = 0,
+  /** RESERVATION_EXPIRY_POLICY_RELEASE - The held amount is available again; nothing is recorded. */
+  RESERVATION_EXPIRY_POLICY_RELEASE = 1,
+  /**
+   * RESERVATION_EXPIRY_POLICY_CAPTURE - The held amount is recorded as an ESTIMATED usage record (the abandoned
+   * stream is billed at its worst case); a late report corrects it.
+   */
+  RESERVATION_EXPIRY_POLICY_CAPTURE = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function reservationExpiryPolicyFromJSON(object: any): ReservationExpiryPolicy {
+  switch (object) {
+    case 0:
+    case "RESERVATION_EXPIRY_POLICY_UNSPECIFIED":
+      return ReservationExpiryPolicy.RESERVATION_EXPIRY_POLICY_UNSPECIFIED;
+    case 1:
+    case "RESERVATION_EXPIRY_POLICY_RELEASE":
+      return ReservationExpiryPolicy.RESERVATION_EXPIRY_POLICY_RELEASE;
+    case 2:
+    case "RESERVATION_EXPIRY_POLICY_CAPTURE":
+      return ReservationExpiryPolicy.RESERVATION_EXPIRY_POLICY_CAPTURE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ReservationExpiryPolicy.UNRECOGNIZED;
+  }
+}
+
+export function reservationExpiryPolicyToJSON(object: ReservationExpiryPolicy): string {
+  switch (object) {
+    case ReservationExpiryPolicy.RESERVATION_EXPIRY_POLICY_UNSPECIFIED:
+      return "RESERVATION_EXPIRY_POLICY_UNSPECIFIED";
+    case ReservationExpiryPolicy.RESERVATION_EXPIRY_POLICY_RELEASE:
+      return "RESERVATION_EXPIRY_POLICY_RELEASE";
+    case ReservationExpiryPolicy.RESERVATION_EXPIRY_POLICY_CAPTURE:
+      return "RESERVATION_EXPIRY_POLICY_CAPTURE";
+    case ReservationExpiryPolicy.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
  * Money is an exact amount in one currency, in the shape of google.type.Money.
  *
  * The amount is `units + nanos / 1e9`. Both parts carry the same sign: for
