@@ -383,6 +383,11 @@ def _setup_telemetry(settings: Settings) -> telemetry.Telemetry:
             prometheus_host=settings.listen_host,
             prometheus_port=settings.prometheus_port,
         )
+    except ImportError:
+        raise StartupError(
+            "METERING_PROMETHEUS_PORT needs the Prometheus exporter: "
+            "pip install 'metering[prometheus]'"
+        ) from None
     except OSError as exc:
         raise StartupError(
             f"METERING_PROMETHEUS_PORT={settings.prometheus_port}: "

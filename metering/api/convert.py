@@ -7,6 +7,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
+from metering.domain.budgets import THRESHOLDS_DEFAULT, Budget, BudgetMetric, BudgetPeriod
 from metering.domain.errors import Violations
 from metering.domain.money import AMOUNT_UNITS_MAX, Money, units_nanos_are_consistent
 from metering.domain.reservations import ExpiryPolicy, ReservationState
@@ -328,6 +329,7 @@ def account_pb(account: Account) -> admin_service_pb2.Account:
         ),
         default_request_credits=account.default_request_credits,
         reservation_expiry_policy=_EXPIRY[account.reservation_expiry_policy],
+        time_zone=account.time_zone,
         tenant_id=account.tenant_id or "",
     )
 
@@ -353,8 +355,76 @@ def account_changes_from_pb(
             changes["default_request_price_nanos"] = price.nanos
         elif path == "default_request_credits":
             changes[path] = message.default_request_credits
+        elif path == "time_zone":
+            changes[path] = message.time_zone
         elif path == "reservation_expiry_policy":
             changes[path] = expiry_policy_from_pb(v, message.reservation_expiry_policy)
         else:
             v.add("update_mask", f"{path!r} cannot be updated")
     return changes
+
+
+_PERIODS: dict[BudgetPeriod, int] = {
+    BudgetPeriod.DAY: admin_service_pb2.BUDGET_PERIOD_DAY,
+    BudgetPeriod.MONTH: admin_service_pb2.BUDGET_PERIOD_MONTH,
+    BudgetPeriod.ROLLING: admin_service_pb2.BUDGET_PERIOD_ROLLING,
+}
+_METRICS: dict[BudgetMetric, int] = {
+    BudgetMetric.COST: admin_service_pb2.BUDGET_METRIC_COST,
+    BudgetMetric.TOKENS: admin_service_pb2.BUDGET_METRIC_TOKENS,
+    BudgetMetric.REQUESTS: admin_service_pb2.BUDGET_METRIC_REQUESTS,
+}
+
+
+def budget_from_pb(v: Violations, message: admin_service_pb2.Budget) -> Budget:
+    period = {int(p): k for k, p in _PERIODS.items()}.get(message.period)
+    metric = {int(m): k for k, m in _METRICS.items()}.get(message.metric)
+    if period is None:
+        v.add("budget.period", "period must be DAY, MONTH or ROLLING")
+    if metric is None:
+        v.add("budget.metric", "metric must be COST, TOKENS or REQUESTS")
+    window = message.rolling_window
+    if window.nanos or window.seconds < 0:
+        v.add("budget.rolling_window", "rolling_window must be whole positive seconds")
+    return Budget(
+        account_id=message.account_id,
+        budget_id=message.budget_id,
+        period=period or BudgetPeriod.DAY,
+        metric=metric or BudgetMetric.COST,
+        limit_value=message.limit,
+        hard=message.hard,
+        api_key_id=message.api_key_id,
+        model=message.model,
+        rolling_seconds=window.seconds,
+        thresholds=tuple(message.thresholds_percent) or THRESHOLDS_DEFAULT,
+    )
+
+
+def budget_pb(budget: Budget) -> admin_service_pb2.Budget:
+    message = admin_service_pb2.Budget(
+        account_id=budget.account_id,
+        budget_id=budget.budget_id,
+        api_key_id=budget.api_key_id,
+        model=budget.model,
+        period=_PERIODS[budget.period],  # type: ignore[arg-type]
+        metric=_METRICS[budget.metric],  # type: ignore[arg-type]
+        limit=budget.limit_value,
+        hard=budget.hard,
+        thresholds_percent=list(budget.thresholds),
+    )
+    if budget.rolling_seconds:
+        message.rolling_window.seconds = budget.rolling_seconds
+    return message
+
+
+def budget_event_pb(event: dict[str, Any]) -> admin_service_pb2.BudgetEvent:
+    return admin_service_pb2.BudgetEvent(
+        event_id=event["event_id"],
+        account_id=event["account_id"],
+        budget_id=event["budget_id"],
+        period_start_time=timestamp_pb(int(event["period_start_us"])),
+        threshold_percent=int(event["threshold_percent"]),
+        used=int(event["used_value"]),
+        limit=int(event["limit_value"]),
+        create_time=timestamp_pb(int(event["create_time_us"])),
+    )

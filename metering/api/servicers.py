@@ -84,6 +84,9 @@ def _record_response(result: commands.RecordResult) -> pb.RecordUsageResponse:
             else None
         ),
         reservation_exceeded=result.reservation_exceeded,
+        budget_id=result.budget_id,
+        budget_headroom=result.budget_headroom,
+        budget_warnings=list(result.budget_warnings),
     )
 
 
@@ -227,6 +230,9 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
                 convert.timestamp_pb(result.expire_time_us) if result.expire_time_us else None
             ),
             replayed=result.replayed,
+            budget_id=result.budget_id,
+            budget_headroom=result.budget_headroom,
+            budget_warnings=list(result.budget_warnings),
         )
 
     @mapped
@@ -329,6 +335,7 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
             default_request_price_nanos=default_price.nanos,
             default_request_credits=request.default_request_credits or 1,
             reservation_expiry_policy=expiry,
+            time_zone=request.time_zone or "UTC",
         )
         account = await self.run(lambda: self._metering.create_account(cmd))
         return admin_pb.CreateAccountResponse(account=convert.account_pb(account))
@@ -364,6 +371,43 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
         )
         return admin_pb.SetApiKeyBillingModeResponse(
             effective_billing_mode=convert.mode_pb(effective)
+        )
+
+    @mapped
+    async def SetBudget(
+        self, request: admin_pb.SetBudgetRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.SetBudgetResponse:
+        v = Violations()
+        budget = convert.budget_from_pb(v, request.budget)
+        v.raise_if_any()
+        stored = await self.run(lambda: self._metering.set_budget(budget))
+        return admin_pb.SetBudgetResponse(budget=convert.budget_pb(stored))
+
+    @mapped
+    async def ListBudgets(
+        self, request: admin_pb.ListBudgetsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ListBudgetsResponse:
+        budgets = await self.run(lambda: self._metering.list_budgets(request.account_id))
+        return admin_pb.ListBudgetsResponse(budgets=[convert.budget_pb(b) for b in budgets])
+
+    @mapped
+    async def DeleteBudget(
+        self, request: admin_pb.DeleteBudgetRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.DeleteBudgetResponse:
+        await self.run(lambda: self._metering.delete_budget(request.account_id, request.budget_id))
+        return admin_pb.DeleteBudgetResponse()
+
+    @mapped
+    async def ListBudgetEvents(
+        self, request: admin_pb.ListBudgetEventsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ListBudgetEventsResponse:
+        events, token = await self.run(
+            lambda: self._metering.budget_events(
+                request.account_id, request.page_size, request.page_token
+            )
+        )
+        return admin_pb.ListBudgetEventsResponse(
+            events=[convert.budget_event_pb(e) for e in events], next_page_token=token
         )
 
     @mapped

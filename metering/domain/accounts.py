@@ -69,6 +69,8 @@ class Account:
     default_request_price_nanos: int = 0
     default_request_credits: int = 1
     reservation_expiry_policy: ExpiryPolicy = ExpiryPolicy.RELEASE
+    # The IANA zone of daily and monthly budget periods.
+    time_zone: str = "UTC"
     # The tenant owning the account (None: no tenant); fixed at creation (0004).
     tenant_id: str | None = None
 

@@ -46,6 +46,10 @@ class RecordResult:
     usage: TokenUsage | None = None
     reservation_held_nanos: int = 0
     reservation_exceeded: bool = False
+    # The tightest applicable budget after this record, and soft limits exceeded.
+    budget_id: str = ""
+    budget_headroom: int = 0
+    budget_warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class CreateAccount:
     default_request_price_nanos: int = 0
     default_request_credits: int = 1
     reservation_expiry_policy: ExpiryPolicy = ExpiryPolicy.RELEASE
+    time_zone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,9 @@ class Authorization:
     available_credits: int
     expire_time_us: int
     replayed: bool = False
+    budget_id: str = ""
+    budget_headroom: int = 0
+    budget_warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

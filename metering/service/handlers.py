@@ -14,12 +14,14 @@ import functools
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from metering import telemetry
 from metering.domain.accounts import (
     PRICE_ADJUSTMENT_BPS_MAX,
     PRICE_ADJUSTMENT_BPS_MIN,
@@ -28,6 +30,14 @@ from metering.domain.accounts import (
     UnpricedPolicy,
     charge_for,
     is_exhausted,
+)
+from metering.domain.budgets import (
+    BUDGETS_PER_ACCOUNT_MAX,
+    ROLLING_SECONDS_MAX,
+    Budget,
+    BudgetPeriod,
+    BudgetStatus,
+    measure,
 )
 from metering.domain.catalogue import REQUEST_CREDITS_PER_CALL_MAX
 from metering.domain.errors import (
@@ -99,6 +109,7 @@ BATCH_RECORDS_MAX = 1000
 
 _OP_RECORD = "RecordUsage"
 _OP_AUTHORIZE = "AuthorizeUsage"
+_BUDGET_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _OP_GRANT = "GrantCredits"
 
 
@@ -181,6 +192,7 @@ class Metering:
             default_request_credits=cmd.default_request_credits,
             tenant_id=cmd.tenant_id,
             reservation_expiry_policy=cmd.reservation_expiry_policy,
+            time_zone=cmd.time_zone or "UTC",
         )
         _check_settings(v, account)
         v.raise_if_any()
@@ -457,6 +469,7 @@ class Metering:
                     for index in order:
                         results[index] = self._write_record(writes, batch[index])
                     writes.flush()
+                    results = _with_budgets(store, writes, batch, results)
                 return results
             except DuplicateKey:
                 if attempt == WRITE_ATTEMPTS_MAX - 1:
@@ -734,6 +747,18 @@ class Metering:
         now = self._clock.now_us()
         holds = Holds(locked[1], locked[2], *store.get_holds(account.account_id))
         allowed = account.allow_negative_balance or holds.covers(held_nanos, held_credits)
+        deny_reason = "" if allowed else "INSUFFICIENT_BALANCE"
+        statuses = _budget_statuses(store, account, cmd.api_key_id, cmd.model, now)
+        tightest, headroom, warnings = "", 0, []
+        for status in statuses:
+            after = status.headroom - measure(status.budget.metric, held_nanos, usage, 1)
+            if after < 0 and status.budget.hard:
+                if allowed:
+                    allowed, deny_reason = False, "BUDGET_EXCEEDED"
+            elif after < 0:
+                warnings.append(status.budget.budget_id)
+            if not tightest or after < headroom:
+                tightest, headroom = status.budget.budget_id, after
         reservation_id, expire_us = "", 0
         if allowed:
             reservation_id = _new_id()
@@ -762,16 +787,20 @@ class Metering:
                 holds.held_nanos + held_nanos,
                 holds.held_credits + held_credits,
             )
+            telemetry.record_reservation_event("opened")
         result = Authorization(
             allowed=allowed,
             reservation_id=reservation_id,
-            deny_reason="" if allowed else "INSUFFICIENT_BALANCE",
+            deny_reason=deny_reason,
             currency_code=account.currency_code,
             held_nanos=held_nanos,
             held_credits=held_credits,
             available_nanos=holds.available_nanos - (held_nanos if allowed else 0),
             available_credits=holds.available_credits - (held_credits if allowed else 0),
             expire_time_us=expire_us,
+            budget_id=tightest,
+            budget_headroom=headroom,
+            budget_warnings=tuple(warnings),
         )
         store.store_result(
             account.account_id,
@@ -863,6 +892,8 @@ class Metering:
                     expired += 1
                 store.set_holds(account_id, held_nanos, held_credits)
                 store.set_balances(account_id, balance, credits)
+        if expired:
+            telemetry.record_reservation_event("expired", count=expired)
         return expired
 
     def _capture_estimate(
@@ -932,6 +963,92 @@ class Metering:
             now,
         )
         return balance, credits
+
+    # Budgets ---------------------------------------------------------------
+
+    def set_budget(self, budget: Budget) -> Budget:
+        """Create or replace a budget of an account (at most 64 per account)."""
+        v = Violations()
+        val.check_account_id(v, budget.account_id)
+        if not _BUDGET_ID.fullmatch(budget.budget_id):
+            v.add("budget.budget_id", "budget_id must be 1-64 characters of [A-Za-z0-9._-]")
+        val.check_name(v, "budget.api_key_id", budget.api_key_id)
+        if budget.model:
+            val.check_model(v, budget.model)
+        if not 0 < budget.limit_value <= 10**18:
+            v.add("budget.limit", "limit must be positive (nanos, tokens or requests)")
+        if budget.period is BudgetPeriod.ROLLING:
+            if not 0 < budget.rolling_seconds <= ROLLING_SECONDS_MAX:
+                v.add("budget.rolling_window", "a rolling budget needs a window of 1 s to 400 days")
+        elif budget.rolling_seconds:
+            v.add("budget.rolling_window", "only ROLLING budgets have a window")
+        thresholds = budget.thresholds
+        if len(thresholds) > 10 or any(not 0 < t <= 1000 for t in thresholds):
+            v.add("budget.thresholds_percent", "at most 10 thresholds, each in [1, 1000] percent")
+        v.raise_if_any()
+        budget = replace(budget, thresholds=tuple(sorted(set(thresholds))))
+        with self._db.write() as store:
+            if not store.lock_accounts([budget.account_id]):
+                raise _account_not_found(budget.account_id)
+            existing = store.budgets_for(budget.account_id)
+            if len(existing) >= BUDGETS_PER_ACCOUNT_MAX and all(
+                b.budget_id != budget.budget_id for b in existing
+            ):
+                raise FailedPrecondition(
+                    "TOO_MANY_BUDGETS", f"an account has at most {BUDGETS_PER_ACCOUNT_MAX} budgets"
+                )
+            store.put_budget(budget, self._clock.now_us())
+        return budget
+
+    def list_budgets(self, account_id: str) -> list[Budget]:
+        """The account's budgets."""
+        v = Violations()
+        val.check_account_id(v, account_id)
+        v.raise_if_any()
+        with self._db.read() as store:
+            if store.get_account(account_id) is None:
+                raise _account_not_found(account_id)
+            return store.budgets_for(account_id)
+
+    def delete_budget(self, account_id: str, budget_id: str) -> None:
+        """Remove a budget; NOT_FOUND if there is none."""
+        with self._db.write() as store:
+            if not store.delete_budget(account_id, budget_id):
+                raise NotFound(
+                    "BUDGET_NOT_FOUND",
+                    f"account {account_id!r} has no budget {budget_id!r}",
+                    {"budget_id": budget_id[:64]},
+                )
+
+    def budget_events(
+        self, account_id: str, page_size: int, page_token: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Threshold events in the order they happened, for an operator's poller."""
+        v = Violations()
+        if account_id:
+            val.check_account_id(v, account_id)
+        page_size = page_size or PAGE_SIZE_DEFAULT
+        if not 1 <= page_size <= PAGE_SIZE_MAX:
+            v.add("page_size", f"page_size must be in [1, {PAGE_SIZE_MAX}]")
+        after: tuple[int, str] = (-1, "")
+        if page_token:
+            try:
+                time_text, _, event_id = (
+                    base64.urlsafe_b64decode(page_token[:200]).decode().partition(":")
+                )
+                after = (int(time_text), event_id)
+            except ValueError:
+                v.add("page_token", "page_token is invalid")
+        v.raise_if_any()
+        with self._db.read() as store:
+            events = store.budget_events(after, account_id or None, page_size)
+        token = page_token
+        if events:
+            last = events[-1]
+            token = base64.urlsafe_b64encode(
+                f"{last['create_time_us']}:{last['event_id']}".encode()
+            ).decode()
+        return events, token
 
     # Estimates --------------------------------------------------------------
 
@@ -1193,6 +1310,79 @@ class _BatchWrites:
         )
 
 
+def _budget_statuses(
+    store: Store,
+    account: Account,
+    api_key_id: str,
+    model: str,
+    now_us: int,
+    budgets: list[Budget] | None = None,
+) -> list[BudgetStatus]:
+    """The account's budgets that apply to this key and model, with their usage."""
+    statuses = []
+    zone = _zone(account.time_zone) or ZoneInfo("UTC")
+    if budgets is None:
+        budgets = store.budgets_for(account.account_id)
+    for budget in budgets:
+        if budget.applies(api_key_id, model):
+            start = budget.period_start_us(now_us, zone)
+            statuses.append(BudgetStatus(budget, start, store.budget_usage(budget, start)))
+    return statuses
+
+
+def _with_budgets(
+    store: Store,
+    writes: _BatchWrites,
+    batch: Sequence[PendingRecord],
+    results: list[RecordResult | MeteringError],
+) -> list[RecordResult | MeteringError]:
+    """After a batch: emit threshold events once per period, report each record's headroom."""
+    budgets = store.budgets_for_accounts(sorted(writes.accounts))
+    if not budgets:
+        return results
+    cache: dict[tuple[str, str, str], list[BudgetStatus]] = {}
+    out: list[RecordResult | MeteringError] = []
+    for pending, result in zip(batch, results, strict=True):
+        account_budgets = budgets.get(pending.account.account_id)
+        if not isinstance(result, RecordResult) or result.replayed or not account_budgets:
+            out.append(result)
+            continue
+        account = writes.accounts[pending.account.account_id]
+        key = (account.account_id, pending.command.api_key_id, pending.command.model)
+        if key not in cache:
+            cache[key] = _budget_statuses(
+                store, account, key[1], key[2], writes.now_us, account_budgets
+            )
+            for status in cache[key]:
+                for threshold in status.crossed():
+                    store.add_budget_event(
+                        account.account_id,
+                        _new_id(),
+                        status.budget.budget_id,
+                        status.period_start_us,
+                        threshold,
+                        status.used,
+                        status.budget.limit_value,
+                        writes.now_us,
+                    )
+        statuses = cache[key]
+        if not statuses:
+            out.append(result)
+            continue
+        tightest = min(statuses, key=lambda s: s.headroom)
+        out.append(
+            replace(
+                result,
+                budget_id=tightest.budget.budget_id,
+                budget_headroom=tightest.headroom,
+                budget_warnings=tuple(
+                    s.budget.budget_id for s in statuses if s.headroom < 0 and not s.budget.hard
+                ),
+            )
+        )
+    return out
+
+
 def _difference(
     record: UsageRecord, corrected: UsageRecord, cost_nanos: int, credits: int
 ) -> UsageRecord:
@@ -1261,11 +1451,14 @@ _SETTINGS = frozenset(
         "default_request_price_nanos",
         "default_request_credits",
         "reservation_expiry_policy",
+        "time_zone",
     }
 )
 
 
 def _check_settings(v: Violations, account: Account) -> None:
+    if len(account.time_zone) > 64 or _zone(account.time_zone) is None:
+        v.add("time_zone", f"unknown time zone {account.time_zone[:64]!r}; use an IANA name")
     if not PRICE_ADJUSTMENT_BPS_MIN <= account.price_adjustment_bps <= PRICE_ADJUSTMENT_BPS_MAX:
         v.add(
             "price_adjustment_bps",

@@ -45,6 +45,8 @@ accounts = Table(
     Column("held_nanos", BigInteger, nullable=False, server_default="0"),
     Column("held_credits", BigInteger, nullable=False, server_default="0"),
     Column("reservation_expiry_policy", String(16), nullable=False, server_default="RELEASE"),
+    # The IANA zone of the account's daily and monthly budget periods (0006).
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
     # The tenant owning the account (0004); tenant-scoped tokens see only their own.
     Column("tenant_id", String(128), nullable=True),
     Index("ix_accounts_tenant", "tenant_id"),
@@ -249,6 +251,46 @@ reservations = Table(
     Index("ix_reservations_open_expiry", "state", "expire_time_us"),
 )
 
+# Limits on usage per account, API key and model (0006).
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("budget_id", String(64), primary_key=True),
+    Column("api_key_id", String(128), nullable=False),  # "" for any key
+    Column("model", String(128), nullable=False),  # "" for any model
+    Column("period", String(16), nullable=False),  # DAY, MONTH or ROLLING
+    Column("rolling_seconds", BigInteger, nullable=False),
+    Column("metric", String(16), nullable=False),  # COST, TOKENS or REQUESTS
+    Column("limit_value", BigInteger, nullable=False),
+    Column("hard", Boolean, nullable=False),
+    Column("thresholds_json", Text, nullable=False),
+    Column("update_time_us", BigInteger, nullable=False),
+)
+
+# Threshold crossings, written once per threshold and period, for operators to poll.
+budget_events = Table(
+    "budget_events",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("event_id", String(32), primary_key=True),
+    Column("budget_id", String(64), nullable=False),
+    Column("period_start_us", BigInteger, nullable=False),
+    Column("threshold_percent", Integer, nullable=False),
+    Column("used_value", BigInteger, nullable=False),
+    Column("limit_value", BigInteger, nullable=False),
+    Column("create_time_us", BigInteger, nullable=False),
+    Index(
+        "ix_budget_events_once",
+        "account_id",
+        "budget_id",
+        "period_start_us",
+        "threshold_percent",
+        unique=True,
+    ),
+    Index("ix_budget_events_time", "create_time_us", "event_id"),
+)
+
 # Tables that may only grow: the migration installs triggers refusing UPDATE
 # and DELETE on them.
 APPEND_ONLY_TABLES = ("ledger_transactions", "ledger_entries", "usage_records")
@@ -258,6 +300,8 @@ __all__ = [
     "accounts",
     "api_keys",
     "api_tokens",
+    "budget_events",
+    "budgets",
     "idempotency_keys",
     "ledger_entries",
     "ledger_transactions",

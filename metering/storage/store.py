@@ -21,6 +21,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
     insert,
     or_,
@@ -33,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
 from metering.domain.auth import Role, TokenInfo
+from metering.domain.budgets import Budget, BudgetMetric, BudgetPeriod
 from metering.domain.errors import Unavailable
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
@@ -77,6 +79,7 @@ def _account(row: Any) -> Account:
         default_request_price_nanos=int(row.default_request_price_nanos),
         default_request_credits=int(row.default_request_credits),
         reservation_expiry_policy=ExpiryPolicy(row.reservation_expiry_policy),
+        time_zone=row.time_zone,
         tenant_id=row.tenant_id,
     )
 
@@ -89,6 +92,7 @@ def _settings(account: Account) -> dict[str, Any]:
         "default_request_price_nanos": account.default_request_price_nanos,
         "default_request_credits": account.default_request_credits,
         "reservation_expiry_policy": account.reservation_expiry_policy.value,
+        "time_zone": account.time_zone,
     }
 
 
@@ -874,6 +878,152 @@ class SqlStore:
             .limit(limit)
         )
         return [(row.account_id, row.reservation_id) for row in rows]
+
+    # Budgets ----------------------------------------------------------------
+
+    def budgets_for(self, account_id: str) -> list[Budget]:
+        return self.budgets_for_accounts([account_id]).get(account_id, [])
+
+    def budgets_for_accounts(self, account_ids: list[str]) -> dict[str, list[Budget]]:
+        """The budgets of these accounts, in one query (most accounts have none)."""
+        b = t.budgets.c
+        rows = self._c.execute(
+            select(t.budgets)
+            .where(b.account_id.in_(account_ids))
+            .order_by(b.account_id, b.budget_id)
+        )
+        found: dict[str, list[Budget]] = {}
+        for budget in (
+            Budget(
+                account_id=row.account_id,
+                budget_id=row.budget_id,
+                period=BudgetPeriod(row.period),
+                metric=BudgetMetric(row.metric),
+                limit_value=int(row.limit_value),
+                hard=bool(row.hard),
+                api_key_id=row.api_key_id,
+                model=row.model,
+                rolling_seconds=int(row.rolling_seconds),
+                thresholds=tuple(json.loads(row.thresholds_json)),
+            )
+            for row in rows
+        ):
+            found.setdefault(budget.account_id, []).append(budget)
+        return found
+
+    def put_budget(self, budget: Budget, now_us: int) -> None:
+        """Create or replace a budget (the caller holds the account's row lock)."""
+        b = t.budgets.c
+        self._c.execute(
+            delete(t.budgets).where(
+                b.account_id == budget.account_id, b.budget_id == budget.budget_id
+            )
+        )
+        self._c.execute(
+            insert(t.budgets).values(
+                account_id=budget.account_id,
+                budget_id=budget.budget_id,
+                api_key_id=budget.api_key_id,
+                model=budget.model,
+                period=budget.period.value,
+                rolling_seconds=budget.rolling_seconds,
+                metric=budget.metric.value,
+                limit_value=budget.limit_value,
+                hard=budget.hard,
+                thresholds_json=json.dumps(list(budget.thresholds)),
+                update_time_us=now_us,
+            )
+        )
+
+    def delete_budget(self, account_id: str, budget_id: str) -> bool:
+        b = t.budgets.c
+        done = self._c.execute(
+            delete(t.budgets).where(b.account_id == account_id, b.budget_id == budget_id)
+        )
+        return bool(done.rowcount)
+
+    def budget_usage(self, budget: Budget, start_us: int) -> int:
+        """Recorded usage since ``start_us`` (from its 15-minute slice on) plus open holds.
+
+        The period's first slice is counted whole: a rolling window may count up
+        to 15 minutes more than it spans, never less.
+        """
+        r = t.usage_rollups.c
+        value = {
+            BudgetMetric.COST: func.sum(r.cost_nanos),
+            BudgetMetric.TOKENS: func.sum(r.input_tokens + r.output_tokens),
+            BudgetMetric.REQUESTS: func.sum(r.request_count),
+        }[budget.metric]
+        query = select(value).where(
+            r.account_id == budget.account_id, r.slice >= start_us // SLICE_US
+        )
+        if budget.api_key_id:
+            query = query.where(r.api_key_id == budget.api_key_id)
+        if budget.model:
+            query = query.where(r.model == budget.model)
+        recorded = int(self._c.execute(query).scalar() or 0)
+        h = t.reservations.c
+        held_value = {
+            BudgetMetric.COST: func.sum(h.amount_nanos),
+            BudgetMetric.TOKENS: func.sum(h.input_tokens + h.output_tokens),
+            BudgetMetric.REQUESTS: func.count(),
+        }[budget.metric]
+        held_query = select(held_value).where(
+            h.account_id == budget.account_id, h.state == ReservationState.OPEN.value
+        )
+        if budget.api_key_id:
+            held_query = held_query.where(h.api_key_id == budget.api_key_id)
+        if budget.model:
+            held_query = held_query.where(h.model == budget.model)
+        return recorded + int(self._c.execute(held_query).scalar() or 0)
+
+    def add_budget_event(
+        self,
+        account_id: str,
+        event_id: str,
+        budget_id: str,
+        period_start_us: int,
+        threshold_percent: int,
+        used: int,
+        limit_value: int,
+        now_us: int,
+    ) -> bool:
+        """Record a threshold crossing; False when this period already has it."""
+        dialect = self._c.dialect.name
+        upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(
+            t.budget_events
+        ).values(
+            account_id=account_id,
+            event_id=event_id,
+            budget_id=budget_id,
+            period_start_us=period_start_us,
+            threshold_percent=threshold_percent,
+            used_value=used,
+            limit_value=limit_value,
+            create_time_us=now_us,
+        )
+        done = self._c.execute(upsert.on_conflict_do_nothing())
+        return bool(done.rowcount == 1)
+
+    def budget_events(
+        self, after: tuple[int, str], account_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        e = t.budget_events.c
+        after_time, after_id = after
+        query = (
+            select(t.budget_events)
+            .where(
+                or_(
+                    e.create_time_us > after_time,
+                    and_(e.create_time_us == after_time, e.event_id > after_id),
+                )
+            )
+            .order_by(e.create_time_us, e.event_id)
+            .limit(limit)
+        )
+        if account_id is not None:
+            query = query.where(e.account_id == account_id)
+        return [dict(row._mapping) for row in self._c.execute(query)]
 
     # Verification ---------------------------------------------------------
 

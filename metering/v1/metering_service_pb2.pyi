@@ -113,7 +113,7 @@ class RecordUsageRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streamed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., batch: _Optional[bool] = ..., response_json: _Optional[bytes] = ..., response_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ..., reservation_id: _Optional[str] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
-    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id", "unpriced", "usage", "reservation_held", "reservation_exceeded")
+    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id", "unpriced", "usage", "reservation_held", "reservation_exceeded", "budget_id", "budget_headroom", "budget_warnings")
     COST_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,9 @@ class RecordUsageResponse(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_HELD_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     cost: _types_pb2.Money
     balance: _types_pb2.Money
     replayed: bool
@@ -142,7 +145,10 @@ class RecordUsageResponse(_message.Message):
     usage: _types_pb2.TokenUsage
     reservation_held: _types_pb2.Money
     reservation_exceeded: bool
-    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ..., unpriced: _Optional[bool] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., reservation_held: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., reservation_exceeded: _Optional[bool] = ...) -> None: ...
+    budget_id: str
+    budget_headroom: int
+    budget_warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ..., unpriced: _Optional[bool] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., reservation_held: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., reservation_exceeded: _Optional[bool] = ..., budget_id: _Optional[str] = ..., budget_headroom: _Optional[int] = ..., budget_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EstimateTokensRequest(_message.Message):
     __slots__ = ("model", "provider", "text", "completion_text", "max_output_tokens", "account_id", "request_json", "request_format")
@@ -343,7 +349,7 @@ class AuthorizeUsageRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., amount: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., request_json: _Optional[bytes] = ..., request_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., api_key_id: _Optional[str] = ...) -> None: ...
 
 class AuthorizeUsageResponse(_message.Message):
-    __slots__ = ("decision", "reservation_id", "deny_reason", "held", "held_request_credits", "available", "available_request_credits", "expire_time", "replayed")
+    __slots__ = ("decision", "reservation_id", "deny_reason", "held", "held_request_credits", "available", "available_request_credits", "expire_time", "replayed", "budget_id", "budget_headroom", "budget_warnings")
     DECISION_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     DENY_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -353,6 +359,9 @@ class AuthorizeUsageResponse(_message.Message):
     AVAILABLE_REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     decision: AuthorizationDecision
     reservation_id: str
     deny_reason: str
@@ -362,7 +371,10 @@ class AuthorizeUsageResponse(_message.Message):
     available_request_credits: int
     expire_time: _timestamp_pb2.Timestamp
     replayed: bool
-    def __init__(self, decision: _Optional[_Union[AuthorizationDecision, str]] = ..., reservation_id: _Optional[str] = ..., deny_reason: _Optional[str] = ..., held: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., held_request_credits: _Optional[int] = ..., available: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., available_request_credits: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    budget_id: str
+    budget_headroom: int
+    budget_warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, decision: _Optional[_Union[AuthorizationDecision, str]] = ..., reservation_id: _Optional[str] = ..., deny_reason: _Optional[str] = ..., held: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., held_request_credits: _Optional[int] = ..., available: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., available_request_credits: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ..., budget_id: _Optional[str] = ..., budget_headroom: _Optional[int] = ..., budget_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReleaseReservationRequest(_message.Message):
     __slots__ = ("account_id", "reservation_id")

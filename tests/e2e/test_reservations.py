@@ -221,3 +221,89 @@ def test_expiry_captures_an_estimate_by_policy_and_a_late_report_corrects_it(
     late = _record(verified, account, "late", 1000, hold.reservation_id)
     assert _nanos(late.cost) == 150_000  # 1000 input tokens, no output
     assert _nanos(_balance(verified, account).balance) == -150_000
+
+
+# --- budgets --------------------------------------------------------------------
+
+
+def _budget(account: str, budget_id: str, limit: int, **fields: object) -> admin_pb.Budget:
+    values: dict[str, object] = {
+        "account_id": account,
+        "budget_id": budget_id,
+        "period": admin_pb.BUDGET_PERIOD_DAY,
+        "metric": admin_pb.BUDGET_METRIC_COST,
+        "limit": limit,
+        "hard": True,
+        **fields,
+    }
+    return admin_pb.Budget(**values)  # type: ignore[arg-type]
+
+
+def test_hard_daily_budget_denies_and_reports_headroom(verified: Live) -> None:
+    account = verified.new_account(units=10)
+    verified.admin.SetBudget(
+        admin_pb.SetBudgetRequest(budget=_budget(account, "daily", 1_000_000_000)), timeout=T
+    )
+    first = verified.metering.AuthorizeUsage(_hold(account, "a1", 600_000_000), timeout=T)
+    assert first.decision == ALLOWED
+    assert (first.budget_id, first.budget_headroom) == ("daily", 400_000_000)
+    # The open hold counts against the budget: a second one would exceed it.
+    second = verified.metering.AuthorizeUsage(_hold(account, "a2", 600_000_000), timeout=T)
+    assert (second.decision, second.deny_reason) == (DENIED, "BUDGET_EXCEEDED")
+    # Relays that only record see the headroom shrink in RecordUsage's response.
+    recorded = _record(verified, account, "r1", 2_000_000, first.reservation_id)
+    assert (recorded.budget_id, recorded.budget_headroom) == ("daily", 700_000_000)
+
+
+def test_soft_budget_warns_without_denying(verified: Live) -> None:
+    account = verified.new_account(units=10)
+    verified.admin.SetBudget(
+        admin_pb.SetBudgetRequest(budget=_budget(account, "soft", 100_000_000, hard=False)),
+        timeout=T,
+    )
+    hold = verified.metering.AuthorizeUsage(_hold(account, "a", 300_000_000), timeout=T)
+    assert hold.decision == ALLOWED
+    assert list(hold.budget_warnings) == ["soft"] and hold.budget_headroom == -200_000_000
+
+
+def test_daily_budget_threshold_events_fire_once_per_threshold(verified: Live) -> None:
+    account = verified.new_account(units=10)
+    verified.admin.SetBudget(
+        admin_pb.SetBudgetRequest(
+            budget=_budget(
+                account,
+                "requests",
+                10,
+                metric=admin_pb.BUDGET_METRIC_REQUESTS,
+                hard=False,
+                thresholds_percent=[50, 80, 100],
+            )
+        ),
+        timeout=T,
+    )
+    for index in range(12):  # crosses 50% at 5, 80% at 8, 100% at 10, then stays above
+        verified.metering.RecordUsage(
+            pb.RecordUsageRequest(
+                account_id=account,
+                request_id=f"r{index}",
+                model="cheap-model",
+                usage=types_pb2.TokenUsage(input_tokens=1),
+            ),
+            timeout=T,
+        )
+    events = verified.admin.ListBudgetEvents(
+        admin_pb.ListBudgetEventsRequest(account_id=account), timeout=T
+    )
+    assert [(e.budget_id, e.threshold_percent, e.used) for e in events.events] == [
+        ("requests", 50, 5),
+        ("requests", 80, 8),
+        ("requests", 100, 10),
+    ]
+    # Resuming from the token returns nothing new until something happens.
+    later = verified.admin.ListBudgetEvents(
+        admin_pb.ListBudgetEventsRequest(account_id=account, page_token=events.next_page_token),
+        timeout=T,
+    )
+    assert list(later.events) == []
+    budgets = verified.admin.ListBudgets(admin_pb.ListBudgetsRequest(account_id=account), timeout=T)
+    assert [b.budget_id for b in budgets.budgets] == ["requests"]

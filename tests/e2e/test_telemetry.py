@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -152,6 +153,24 @@ def test_prometheus_needs_a_single_worker(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "METERING_PROMETHEUS_PORT" in done.stderr
+
+
+def test_a_taken_prometheus_port_fails_startup_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "metering", "serve", "--listen", "127.0.0.1:0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={**os.environ, "METERING_PROMETHEUS_PORT": str(port)},
+        )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "METERING_PROMETHEUS_PORT" in lines[0], done.stderr
 
 
 def test_prometheus_scrape_endpoint() -> None:

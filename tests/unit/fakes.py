@@ -12,8 +12,10 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from metering.domain.accounts import Account, BillingMode
+from metering.domain.budgets import Budget, measure
 from metering.domain.ledger import Entry, TransactionKind
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.reservations import Reservation, ReservationState
@@ -38,6 +40,8 @@ class FakeState:
     api_keys: dict[tuple[str, str], BillingMode | None] = field(default_factory=dict)
     revisions: dict[str, int] = field(default_factory=dict)
     holds: dict[str, tuple[int, int]] = field(default_factory=dict)
+    budgets: dict[str, dict[str, Budget]] = field(default_factory=dict)
+    budget_events: dict[tuple[str, str, int, int], dict[str, Any]] = field(default_factory=dict)
     reservations: dict[tuple[str, str], Reservation] = field(default_factory=dict)
 
 
@@ -94,6 +98,52 @@ class FakeStore:
             key = (r.account_id, r.request_id)
             assert key not in self.state.results
             self.state.results[key] = FakeStoredResult(r.operation, r.payload_sha256, r.result_json)
+
+    def budgets_for(self, account_id: str) -> list[Budget]:
+        return list(self.state.budgets.get(account_id, {}).values())
+
+    def budgets_for_accounts(self, account_ids: list[str]) -> dict[str, list[Budget]]:
+        return {a: self.budgets_for(a) for a in account_ids if self.state.budgets.get(a)}
+
+    def put_budget(self, budget: Budget, now_us: int) -> None:
+        self.state.budgets.setdefault(budget.account_id, {})[budget.budget_id] = budget
+
+    def delete_budget(self, account_id: str, budget_id: str) -> bool:
+        return self.state.budgets.get(account_id, {}).pop(budget_id, None) is not None
+
+    def budget_usage(self, budget: Budget, start_us: int) -> int:
+        total = 0
+        for r in self.state.records:
+            if r.account_id != budget.account_id or r.event_time_us < start_us:
+                continue
+            if budget.api_key_id and r.api_key_id != budget.api_key_id:
+                continue
+            if budget.model and r.model != budget.model:
+                continue
+            total += measure(budget.metric, r.cost_nanos, r.usage, r.request_count)
+        return total
+
+    def add_budget_event(
+        self,
+        account_id: str,
+        event_id: str,
+        budget_id: str,
+        period_start_us: int,
+        threshold_percent: int,
+        used: int,
+        limit_value: int,
+        now_us: int,
+    ) -> bool:
+        key = (account_id, budget_id, period_start_us, threshold_percent)
+        if key in self.state.budget_events:
+            return False
+        self.state.budget_events[key] = {"event_id": event_id, "used_value": used}
+        return True
+
+    def budget_events(
+        self, after: tuple[int, str], account_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        return []
 
     def get_holds(self, account_id: str) -> tuple[int, int]:
         return self.state.holds.get(account_id, (0, 0))

@@ -9,6 +9,7 @@ package meteringv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -22,6 +23,118 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// BudgetPeriod is the window a budget counts usage over.
+type BudgetPeriod int32
+
+const (
+	BudgetPeriod_BUDGET_PERIOD_UNSPECIFIED BudgetPeriod = 0
+	// The calendar day in the account's time zone.
+	BudgetPeriod_BUDGET_PERIOD_DAY BudgetPeriod = 1
+	// The calendar month in the account's time zone.
+	BudgetPeriod_BUDGET_PERIOD_MONTH BudgetPeriod = 2
+	// The last rolling_window (counted from 15-minute slice boundaries).
+	BudgetPeriod_BUDGET_PERIOD_ROLLING BudgetPeriod = 3
+)
+
+// Enum value maps for BudgetPeriod.
+var (
+	BudgetPeriod_name = map[int32]string{
+		0: "BUDGET_PERIOD_UNSPECIFIED",
+		1: "BUDGET_PERIOD_DAY",
+		2: "BUDGET_PERIOD_MONTH",
+		3: "BUDGET_PERIOD_ROLLING",
+	}
+	BudgetPeriod_value = map[string]int32{
+		"BUDGET_PERIOD_UNSPECIFIED": 0,
+		"BUDGET_PERIOD_DAY":         1,
+		"BUDGET_PERIOD_MONTH":       2,
+		"BUDGET_PERIOD_ROLLING":     3,
+	}
+)
+
+func (x BudgetPeriod) Enum() *BudgetPeriod {
+	p := new(BudgetPeriod)
+	*p = x
+	return p
+}
+
+func (x BudgetPeriod) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BudgetPeriod) Descriptor() protoreflect.EnumDescriptor {
+	return file_metering_v1_admin_service_proto_enumTypes[0].Descriptor()
+}
+
+func (BudgetPeriod) Type() protoreflect.EnumType {
+	return &file_metering_v1_admin_service_proto_enumTypes[0]
+}
+
+func (x BudgetPeriod) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BudgetPeriod.Descriptor instead.
+func (BudgetPeriod) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{0}
+}
+
+// BudgetMetric is what a budget limits.
+type BudgetMetric int32
+
+const (
+	BudgetMetric_BUDGET_METRIC_UNSPECIFIED BudgetMetric = 0
+	// Cost, in nanos of the account's currency.
+	BudgetMetric_BUDGET_METRIC_COST BudgetMetric = 1
+	// Input plus output tokens.
+	BudgetMetric_BUDGET_METRIC_TOKENS BudgetMetric = 2
+	// Requests.
+	BudgetMetric_BUDGET_METRIC_REQUESTS BudgetMetric = 3
+)
+
+// Enum value maps for BudgetMetric.
+var (
+	BudgetMetric_name = map[int32]string{
+		0: "BUDGET_METRIC_UNSPECIFIED",
+		1: "BUDGET_METRIC_COST",
+		2: "BUDGET_METRIC_TOKENS",
+		3: "BUDGET_METRIC_REQUESTS",
+	}
+	BudgetMetric_value = map[string]int32{
+		"BUDGET_METRIC_UNSPECIFIED": 0,
+		"BUDGET_METRIC_COST":        1,
+		"BUDGET_METRIC_TOKENS":      2,
+		"BUDGET_METRIC_REQUESTS":    3,
+	}
+)
+
+func (x BudgetMetric) Enum() *BudgetMetric {
+	p := new(BudgetMetric)
+	*p = x
+	return p
+}
+
+func (x BudgetMetric) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BudgetMetric) Descriptor() protoreflect.EnumDescriptor {
+	return file_metering_v1_admin_service_proto_enumTypes[1].Descriptor()
+}
+
+func (BudgetMetric) Type() protoreflect.EnumType {
+	return &file_metering_v1_admin_service_proto_enumTypes[1]
+}
+
+func (x BudgetMetric) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BudgetMetric.Descriptor instead.
+func (BudgetMetric) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{1}
+}
 
 // An account whose usage is metered.
 type Account struct {
@@ -54,8 +167,10 @@ type Account struct {
 	TenantId string `protobuf:"bytes,11,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// What an expired reservation becomes; default RELEASE.
 	ReservationExpiryPolicy ReservationExpiryPolicy `protobuf:"varint,12,opt,name=reservation_expiry_policy,json=reservationExpiryPolicy,proto3,enum=metering.v1.ReservationExpiryPolicy" json:"reservation_expiry_policy,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// IANA time zone of daily and monthly budget periods; default UTC.
+	TimeZone      string `protobuf:"bytes,13,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Account) Reset() {
@@ -172,6 +287,13 @@ func (x *Account) GetReservationExpiryPolicy() ReservationExpiryPolicy {
 	return ReservationExpiryPolicy_RESERVATION_EXPIRY_POLICY_UNSPECIFIED
 }
 
+func (x *Account) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
 // Request of MeteringAdminService.CreateAccount.
 type CreateAccountRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -201,8 +323,10 @@ type CreateAccountRequest struct {
 	TenantId string `protobuf:"bytes,10,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// Default RELEASE.
 	ReservationExpiryPolicy ReservationExpiryPolicy `protobuf:"varint,11,opt,name=reservation_expiry_policy,json=reservationExpiryPolicy,proto3,enum=metering.v1.ReservationExpiryPolicy" json:"reservation_expiry_policy,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// IANA time zone of daily and monthly budget periods; default UTC.
+	TimeZone      string `protobuf:"bytes,12,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateAccountRequest) Reset() {
@@ -310,6 +434,13 @@ func (x *CreateAccountRequest) GetReservationExpiryPolicy() ReservationExpiryPol
 		return x.ReservationExpiryPolicy
 	}
 	return ReservationExpiryPolicy_RESERVATION_EXPIRY_POLICY_UNSPECIFIED
+}
+
+func (x *CreateAccountRequest) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
 }
 
 // Response of MeteringAdminService.CreateAccount.
@@ -1224,11 +1355,644 @@ func (x *ImportPricesResponse) GetAddedPriceIds() []string {
 	return nil
 }
 
+// A limit on usage. Usage in a period counts recorded usage plus open holds.
+type Budget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// 1-64 characters of [A-Za-z0-9._-], unique per account.
+	BudgetId string `protobuf:"bytes,2,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
+	// Only this API key's usage; empty for all.
+	ApiKeyId string `protobuf:"bytes,3,opt,name=api_key_id,json=apiKeyId,proto3" json:"api_key_id,omitempty"`
+	// Only this model's usage; empty for all.
+	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	// DAY, MONTH or ROLLING.
+	Period BudgetPeriod `protobuf:"varint,5,opt,name=period,proto3,enum=metering.v1.BudgetPeriod" json:"period,omitempty"`
+	// The window of a ROLLING budget (1 s to 400 days).
+	RollingWindow *durationpb.Duration `protobuf:"bytes,6,opt,name=rolling_window,json=rollingWindow,proto3" json:"rolling_window,omitempty"`
+	// COST, TOKENS or REQUESTS.
+	Metric BudgetMetric `protobuf:"varint,7,opt,name=metric,proto3,enum=metering.v1.BudgetMetric" json:"metric,omitempty"`
+	// The limit: nanos for COST, tokens for TOKENS, requests for REQUESTS.
+	Limit int64 `protobuf:"varint,8,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Hard: AuthorizeUsage denies what would exceed it. Soft: it only warns.
+	Hard bool `protobuf:"varint,9,opt,name=hard,proto3" json:"hard,omitempty"`
+	// Percentages of the limit that emit an event once per period; default
+	// 50, 80, 100.
+	ThresholdsPercent []int32 `protobuf:"varint,10,rep,packed,name=thresholds_percent,json=thresholdsPercent,proto3" json:"thresholds_percent,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Budget) Reset() {
+	*x = Budget{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Budget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Budget) ProtoMessage() {}
+
+func (x *Budget) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Budget.ProtoReflect.Descriptor instead.
+func (*Budget) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Budget) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *Budget) GetBudgetId() string {
+	if x != nil {
+		return x.BudgetId
+	}
+	return ""
+}
+
+func (x *Budget) GetApiKeyId() string {
+	if x != nil {
+		return x.ApiKeyId
+	}
+	return ""
+}
+
+func (x *Budget) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Budget) GetPeriod() BudgetPeriod {
+	if x != nil {
+		return x.Period
+	}
+	return BudgetPeriod_BUDGET_PERIOD_UNSPECIFIED
+}
+
+func (x *Budget) GetRollingWindow() *durationpb.Duration {
+	if x != nil {
+		return x.RollingWindow
+	}
+	return nil
+}
+
+func (x *Budget) GetMetric() BudgetMetric {
+	if x != nil {
+		return x.Metric
+	}
+	return BudgetMetric_BUDGET_METRIC_UNSPECIFIED
+}
+
+func (x *Budget) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *Budget) GetHard() bool {
+	if x != nil {
+		return x.Hard
+	}
+	return false
+}
+
+func (x *Budget) GetThresholdsPercent() []int32 {
+	if x != nil {
+		return x.ThresholdsPercent
+	}
+	return nil
+}
+
+// A threshold crossing of a budget.
+type BudgetEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique id.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// The account.
+	AccountId string `protobuf:"bytes,2,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The budget.
+	BudgetId string `protobuf:"bytes,3,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
+	// Start of the budget period it happened in.
+	PeriodStartTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=period_start_time,json=periodStartTime,proto3" json:"period_start_time,omitempty"`
+	// The threshold crossed.
+	ThresholdPercent int32 `protobuf:"varint,5,opt,name=threshold_percent,json=thresholdPercent,proto3" json:"threshold_percent,omitempty"`
+	// Usage when it was crossed.
+	Used int64 `protobuf:"varint,6,opt,name=used,proto3" json:"used,omitempty"`
+	// The budget's limit.
+	Limit int64 `protobuf:"varint,7,opt,name=limit,proto3" json:"limit,omitempty"`
+	// When.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetEvent) Reset() {
+	*x = BudgetEvent{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetEvent) ProtoMessage() {}
+
+func (x *BudgetEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetEvent.ProtoReflect.Descriptor instead.
+func (*BudgetEvent) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BudgetEvent) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *BudgetEvent) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *BudgetEvent) GetBudgetId() string {
+	if x != nil {
+		return x.BudgetId
+	}
+	return ""
+}
+
+func (x *BudgetEvent) GetPeriodStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodStartTime
+	}
+	return nil
+}
+
+func (x *BudgetEvent) GetThresholdPercent() int32 {
+	if x != nil {
+		return x.ThresholdPercent
+	}
+	return 0
+}
+
+func (x *BudgetEvent) GetUsed() int64 {
+	if x != nil {
+		return x.Used
+	}
+	return 0
+}
+
+func (x *BudgetEvent) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *BudgetEvent) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// Request of MeteringAdminService.SetBudget.
+type SetBudgetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The budget to create or replace.
+	Budget        *Budget `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBudgetRequest) Reset() {
+	*x = SetBudgetRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBudgetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBudgetRequest) ProtoMessage() {}
+
+func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBudgetRequest.ProtoReflect.Descriptor instead.
+func (*SetBudgetRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SetBudgetRequest) GetBudget() *Budget {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
+}
+
+// Response of MeteringAdminService.SetBudget.
+type SetBudgetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored budget.
+	Budget        *Budget `protobuf:"bytes,1,opt,name=budget,proto3" json:"budget,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBudgetResponse) Reset() {
+	*x = SetBudgetResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBudgetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBudgetResponse) ProtoMessage() {}
+
+func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBudgetResponse.ProtoReflect.Descriptor instead.
+func (*SetBudgetResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SetBudgetResponse) GetBudget() *Budget {
+	if x != nil {
+		return x.Budget
+	}
+	return nil
+}
+
+// Request of MeteringAdminService.ListBudgets.
+type ListBudgetsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account.
+	AccountId     string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBudgetsRequest) Reset() {
+	*x = ListBudgetsRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBudgetsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBudgetsRequest) ProtoMessage() {}
+
+func (x *ListBudgetsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBudgetsRequest.ProtoReflect.Descriptor instead.
+func (*ListBudgetsRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListBudgetsRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+// Response of MeteringAdminService.ListBudgets.
+type ListBudgetsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account's budgets.
+	Budgets       []*Budget `protobuf:"bytes,1,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBudgetsResponse) Reset() {
+	*x = ListBudgetsResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBudgetsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBudgetsResponse) ProtoMessage() {}
+
+func (x *ListBudgetsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBudgetsResponse.ProtoReflect.Descriptor instead.
+func (*ListBudgetsResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListBudgetsResponse) GetBudgets() []*Budget {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
+// Request of MeteringAdminService.DeleteBudget.
+type DeleteBudgetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The budget.
+	BudgetId      string `protobuf:"bytes,2,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteBudgetRequest) Reset() {
+	*x = DeleteBudgetRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteBudgetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteBudgetRequest) ProtoMessage() {}
+
+func (x *DeleteBudgetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteBudgetRequest.ProtoReflect.Descriptor instead.
+func (*DeleteBudgetRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DeleteBudgetRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *DeleteBudgetRequest) GetBudgetId() string {
+	if x != nil {
+		return x.BudgetId
+	}
+	return ""
+}
+
+// Response of MeteringAdminService.DeleteBudget.
+type DeleteBudgetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteBudgetResponse) Reset() {
+	*x = DeleteBudgetResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteBudgetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteBudgetResponse) ProtoMessage() {}
+
+func (x *DeleteBudgetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteBudgetResponse.ProtoReflect.Descriptor instead.
+func (*DeleteBudgetResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{24}
+}
+
+// Request of MeteringAdminService.ListBudgetEvents.
+type ListBudgetEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this account; empty for all.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// 1-1000; default 100.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Resume after the events already seen.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBudgetEventsRequest) Reset() {
+	*x = ListBudgetEventsRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBudgetEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBudgetEventsRequest) ProtoMessage() {}
+
+func (x *ListBudgetEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBudgetEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListBudgetEventsRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListBudgetEventsRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *ListBudgetEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListBudgetEventsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// Response of MeteringAdminService.ListBudgetEvents.
+type ListBudgetEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Events in order.
+	Events []*BudgetEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Pass back to get the events after these (the same token when there are
+	// none yet: poll again later).
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBudgetEventsResponse) Reset() {
+	*x = ListBudgetEventsResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBudgetEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBudgetEventsResponse) ProtoMessage() {}
+
+func (x *ListBudgetEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBudgetEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListBudgetEventsResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListBudgetEventsResponse) GetEvents() []*BudgetEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListBudgetEventsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_metering_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1fmetering/v1/admin_service.proto\x12\vmetering.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18metering/v1/prices.proto\x1a\x17metering/v1/types.proto\"\xb4\x05\n" +
+	"\x1fmetering/v1/admin_service.proto\x12\vmetering.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18metering/v1/prices.proto\x1a\x17metering/v1/types.proto\"\xd1\x05\n" +
 	"\aAccount\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12#\n" +
@@ -1244,7 +2008,8 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\x17default_request_credits\x18\n" +
 	" \x01(\x03R\x15defaultRequestCredits\x12\x1b\n" +
 	"\ttenant_id\x18\v \x01(\tR\btenantId\x12`\n" +
-	"\x19reservation_expiry_policy\x18\f \x01(\x0e2$.metering.v1.ReservationExpiryPolicyR\x17reservationExpiryPolicy\"\x84\x05\n" +
+	"\x19reservation_expiry_policy\x18\f \x01(\x0e2$.metering.v1.ReservationExpiryPolicyR\x17reservationExpiryPolicy\x12\x1b\n" +
+	"\ttime_zone\x18\r \x01(\tR\btimeZone\"\xa1\x05\n" +
 	"\x14CreateAccountRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12#\n" +
@@ -1258,7 +2023,8 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\x17default_request_credits\x18\t \x01(\x03R\x15defaultRequestCredits\x12\x1b\n" +
 	"\ttenant_id\x18\n" +
 	" \x01(\tR\btenantId\x12`\n" +
-	"\x19reservation_expiry_policy\x18\v \x01(\x0e2$.metering.v1.ReservationExpiryPolicyR\x17reservationExpiryPolicy\"G\n" +
+	"\x19reservation_expiry_policy\x18\v \x01(\x0e2$.metering.v1.ReservationExpiryPolicyR\x17reservationExpiryPolicy\x12\x1b\n" +
+	"\ttime_zone\x18\f \x01(\tR\btimeZone\"G\n" +
 	"\x15CreateAccountResponse\x12.\n" +
 	"\aaccount\x18\x01 \x01(\v2\x14.metering.v1.AccountR\aaccount\"\xc0\x01\n" +
 	"\x13GrantCreditsRequest\x12\x1d\n" +
@@ -1321,7 +2087,65 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"addedCount\x12'\n" +
 	"\x0funchanged_count\x18\x02 \x01(\x03R\x0eunchangedCount\x12#\n" +
 	"\rskipped_count\x18\x03 \x01(\x03R\fskippedCount\x12&\n" +
-	"\x0fadded_price_ids\x18\x04 \x03(\tR\raddedPriceIds2\xc7\x05\n" +
+	"\x0fadded_price_ids\x18\x04 \x03(\tR\raddedPriceIds\"\xf9\x02\n" +
+	"\x06Budget\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x12\x1b\n" +
+	"\tbudget_id\x18\x02 \x01(\tR\bbudgetId\x12\x1c\n" +
+	"\n" +
+	"api_key_id\x18\x03 \x01(\tR\bapiKeyId\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x121\n" +
+	"\x06period\x18\x05 \x01(\x0e2\x19.metering.v1.BudgetPeriodR\x06period\x12@\n" +
+	"\x0erolling_window\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\rrollingWindow\x121\n" +
+	"\x06metric\x18\a \x01(\x0e2\x19.metering.v1.BudgetMetricR\x06metric\x12\x14\n" +
+	"\x05limit\x18\b \x01(\x03R\x05limit\x12\x12\n" +
+	"\x04hard\x18\t \x01(\bR\x04hard\x12-\n" +
+	"\x12thresholds_percent\x18\n" +
+	" \x03(\x05R\x11thresholdsPercent\"\xc0\x02\n" +
+	"\vBudgetEvent\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x02 \x01(\tR\taccountId\x12\x1b\n" +
+	"\tbudget_id\x18\x03 \x01(\tR\bbudgetId\x12F\n" +
+	"\x11period_start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fperiodStartTime\x12+\n" +
+	"\x11threshold_percent\x18\x05 \x01(\x05R\x10thresholdPercent\x12\x12\n" +
+	"\x04used\x18\x06 \x01(\x03R\x04used\x12\x14\n" +
+	"\x05limit\x18\a \x01(\x03R\x05limit\x12;\n" +
+	"\vcreate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"?\n" +
+	"\x10SetBudgetRequest\x12+\n" +
+	"\x06budget\x18\x01 \x01(\v2\x13.metering.v1.BudgetR\x06budget\"@\n" +
+	"\x11SetBudgetResponse\x12+\n" +
+	"\x06budget\x18\x01 \x01(\v2\x13.metering.v1.BudgetR\x06budget\"3\n" +
+	"\x12ListBudgetsRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\"D\n" +
+	"\x13ListBudgetsResponse\x12-\n" +
+	"\abudgets\x18\x01 \x03(\v2\x13.metering.v1.BudgetR\abudgets\"Q\n" +
+	"\x13DeleteBudgetRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x12\x1b\n" +
+	"\tbudget_id\x18\x02 \x01(\tR\bbudgetId\"\x16\n" +
+	"\x14DeleteBudgetResponse\"t\n" +
+	"\x17ListBudgetEventsRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"t\n" +
+	"\x18ListBudgetEventsResponse\x120\n" +
+	"\x06events\x18\x01 \x03(\v2\x18.metering.v1.BudgetEventR\x06events\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*x\n" +
+	"\fBudgetPeriod\x12\x1d\n" +
+	"\x19BUDGET_PERIOD_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11BUDGET_PERIOD_DAY\x10\x01\x12\x17\n" +
+	"\x13BUDGET_PERIOD_MONTH\x10\x02\x12\x19\n" +
+	"\x15BUDGET_PERIOD_ROLLING\x10\x03*{\n" +
+	"\fBudgetMetric\x12\x1d\n" +
+	"\x19BUDGET_METRIC_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12BUDGET_METRIC_COST\x10\x01\x12\x18\n" +
+	"\x14BUDGET_METRIC_TOKENS\x10\x02\x12\x1a\n" +
+	"\x16BUDGET_METRIC_REQUESTS\x10\x032\x9b\b\n" +
 	"\x14MeteringAdminService\x12V\n" +
 	"\rCreateAccount\x12!.metering.v1.CreateAccountRequest\x1a\".metering.v1.CreateAccountResponse\x12S\n" +
 	"\fGrantCredits\x12 .metering.v1.GrantCreditsRequest\x1a!.metering.v1.GrantCreditsResponse\x12V\n" +
@@ -1331,7 +2155,11 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"ListPrices\x12\x1e.metering.v1.ListPricesRequest\x1a\x1f.metering.v1.ListPricesResponse\x12G\n" +
 	"\bAddPrice\x12\x1c.metering.v1.AddPriceRequest\x1a\x1d.metering.v1.AddPriceResponse\x12P\n" +
 	"\vRetirePrice\x12\x1f.metering.v1.RetirePriceRequest\x1a .metering.v1.RetirePriceResponse\x12S\n" +
-	"\fImportPrices\x12 .metering.v1.ImportPricesRequest\x1a!.metering.v1.ImportPricesResponseB\xb9\x01\n" +
+	"\fImportPrices\x12 .metering.v1.ImportPricesRequest\x1a!.metering.v1.ImportPricesResponse\x12J\n" +
+	"\tSetBudget\x12\x1d.metering.v1.SetBudgetRequest\x1a\x1e.metering.v1.SetBudgetResponse\x12P\n" +
+	"\vListBudgets\x12\x1f.metering.v1.ListBudgetsRequest\x1a .metering.v1.ListBudgetsResponse\x12S\n" +
+	"\fDeleteBudget\x12 .metering.v1.DeleteBudgetRequest\x1a!.metering.v1.DeleteBudgetResponse\x12_\n" +
+	"\x10ListBudgetEvents\x12$.metering.v1.ListBudgetEventsRequest\x1a%.metering.v1.ListBudgetEventsResponseB\xb9\x01\n" +
 	"\x0fcom.metering.v1B\x11AdminServiceProtoP\x01ZFgithub.com/metering-dev/metering/clients/go/gen/metering/v1;meteringv1\xa2\x02\x03MXX\xaa\x02\vMetering.V1\xca\x02\vMetering\\V1\xe2\x02\x17Metering\\V1\\GPBMetadata\xea\x02\fMetering::V1b\x06proto3"
 
 var (
@@ -1346,83 +2174,114 @@ func file_metering_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_metering_v1_admin_service_proto_rawDescData
 }
 
-var file_metering_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_metering_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_metering_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_metering_v1_admin_service_proto_goTypes = []any{
-	(*Account)(nil),                      // 0: metering.v1.Account
-	(*CreateAccountRequest)(nil),         // 1: metering.v1.CreateAccountRequest
-	(*CreateAccountResponse)(nil),        // 2: metering.v1.CreateAccountResponse
-	(*GrantCreditsRequest)(nil),          // 3: metering.v1.GrantCreditsRequest
-	(*GrantCreditsResponse)(nil),         // 4: metering.v1.GrantCreditsResponse
-	(*UpdateAccountRequest)(nil),         // 5: metering.v1.UpdateAccountRequest
-	(*UpdateAccountResponse)(nil),        // 6: metering.v1.UpdateAccountResponse
-	(*SetApiKeyBillingModeRequest)(nil),  // 7: metering.v1.SetApiKeyBillingModeRequest
-	(*SetApiKeyBillingModeResponse)(nil), // 8: metering.v1.SetApiKeyBillingModeResponse
-	(*ListPricesRequest)(nil),            // 9: metering.v1.ListPricesRequest
-	(*ListPricesResponse)(nil),           // 10: metering.v1.ListPricesResponse
-	(*AddPriceRequest)(nil),              // 11: metering.v1.AddPriceRequest
-	(*AddPriceResponse)(nil),             // 12: metering.v1.AddPriceResponse
-	(*RetirePriceRequest)(nil),           // 13: metering.v1.RetirePriceRequest
-	(*RetirePriceResponse)(nil),          // 14: metering.v1.RetirePriceResponse
-	(*ImportPricesRequest)(nil),          // 15: metering.v1.ImportPricesRequest
-	(*ImportPricesResponse)(nil),         // 16: metering.v1.ImportPricesResponse
-	(BillingMode)(0),                     // 17: metering.v1.BillingMode
-	(*timestamppb.Timestamp)(nil),        // 18: google.protobuf.Timestamp
-	(UnpricedPolicy)(0),                  // 19: metering.v1.UnpricedPolicy
-	(RequestAsset)(0),                    // 20: metering.v1.RequestAsset
-	(*Money)(nil),                        // 21: metering.v1.Money
-	(ReservationExpiryPolicy)(0),         // 22: metering.v1.ReservationExpiryPolicy
-	(*fieldmaskpb.FieldMask)(nil),        // 23: google.protobuf.FieldMask
-	(*PriceEntry)(nil),                   // 24: metering.v1.PriceEntry
-	(PriceFileFormat)(0),                 // 25: metering.v1.PriceFileFormat
+	(BudgetPeriod)(0),                    // 0: metering.v1.BudgetPeriod
+	(BudgetMetric)(0),                    // 1: metering.v1.BudgetMetric
+	(*Account)(nil),                      // 2: metering.v1.Account
+	(*CreateAccountRequest)(nil),         // 3: metering.v1.CreateAccountRequest
+	(*CreateAccountResponse)(nil),        // 4: metering.v1.CreateAccountResponse
+	(*GrantCreditsRequest)(nil),          // 5: metering.v1.GrantCreditsRequest
+	(*GrantCreditsResponse)(nil),         // 6: metering.v1.GrantCreditsResponse
+	(*UpdateAccountRequest)(nil),         // 7: metering.v1.UpdateAccountRequest
+	(*UpdateAccountResponse)(nil),        // 8: metering.v1.UpdateAccountResponse
+	(*SetApiKeyBillingModeRequest)(nil),  // 9: metering.v1.SetApiKeyBillingModeRequest
+	(*SetApiKeyBillingModeResponse)(nil), // 10: metering.v1.SetApiKeyBillingModeResponse
+	(*ListPricesRequest)(nil),            // 11: metering.v1.ListPricesRequest
+	(*ListPricesResponse)(nil),           // 12: metering.v1.ListPricesResponse
+	(*AddPriceRequest)(nil),              // 13: metering.v1.AddPriceRequest
+	(*AddPriceResponse)(nil),             // 14: metering.v1.AddPriceResponse
+	(*RetirePriceRequest)(nil),           // 15: metering.v1.RetirePriceRequest
+	(*RetirePriceResponse)(nil),          // 16: metering.v1.RetirePriceResponse
+	(*ImportPricesRequest)(nil),          // 17: metering.v1.ImportPricesRequest
+	(*ImportPricesResponse)(nil),         // 18: metering.v1.ImportPricesResponse
+	(*Budget)(nil),                       // 19: metering.v1.Budget
+	(*BudgetEvent)(nil),                  // 20: metering.v1.BudgetEvent
+	(*SetBudgetRequest)(nil),             // 21: metering.v1.SetBudgetRequest
+	(*SetBudgetResponse)(nil),            // 22: metering.v1.SetBudgetResponse
+	(*ListBudgetsRequest)(nil),           // 23: metering.v1.ListBudgetsRequest
+	(*ListBudgetsResponse)(nil),          // 24: metering.v1.ListBudgetsResponse
+	(*DeleteBudgetRequest)(nil),          // 25: metering.v1.DeleteBudgetRequest
+	(*DeleteBudgetResponse)(nil),         // 26: metering.v1.DeleteBudgetResponse
+	(*ListBudgetEventsRequest)(nil),      // 27: metering.v1.ListBudgetEventsRequest
+	(*ListBudgetEventsResponse)(nil),     // 28: metering.v1.ListBudgetEventsResponse
+	(BillingMode)(0),                     // 29: metering.v1.BillingMode
+	(*timestamppb.Timestamp)(nil),        // 30: google.protobuf.Timestamp
+	(UnpricedPolicy)(0),                  // 31: metering.v1.UnpricedPolicy
+	(RequestAsset)(0),                    // 32: metering.v1.RequestAsset
+	(*Money)(nil),                        // 33: metering.v1.Money
+	(ReservationExpiryPolicy)(0),         // 34: metering.v1.ReservationExpiryPolicy
+	(*fieldmaskpb.FieldMask)(nil),        // 35: google.protobuf.FieldMask
+	(*PriceEntry)(nil),                   // 36: metering.v1.PriceEntry
+	(PriceFileFormat)(0),                 // 37: metering.v1.PriceFileFormat
+	(*durationpb.Duration)(nil),          // 38: google.protobuf.Duration
 }
 var file_metering_v1_admin_service_proto_depIdxs = []int32{
-	17, // 0: metering.v1.Account.billing_mode:type_name -> metering.v1.BillingMode
-	18, // 1: metering.v1.Account.create_time:type_name -> google.protobuf.Timestamp
-	19, // 2: metering.v1.Account.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
-	20, // 3: metering.v1.Account.request_asset:type_name -> metering.v1.RequestAsset
-	21, // 4: metering.v1.Account.default_request_price:type_name -> metering.v1.Money
-	22, // 5: metering.v1.Account.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
-	17, // 6: metering.v1.CreateAccountRequest.billing_mode:type_name -> metering.v1.BillingMode
-	19, // 7: metering.v1.CreateAccountRequest.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
-	20, // 8: metering.v1.CreateAccountRequest.request_asset:type_name -> metering.v1.RequestAsset
-	21, // 9: metering.v1.CreateAccountRequest.default_request_price:type_name -> metering.v1.Money
-	22, // 10: metering.v1.CreateAccountRequest.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
-	0,  // 11: metering.v1.CreateAccountResponse.account:type_name -> metering.v1.Account
-	21, // 12: metering.v1.GrantCreditsRequest.amount:type_name -> metering.v1.Money
-	21, // 13: metering.v1.GrantCreditsResponse.balance:type_name -> metering.v1.Money
-	0,  // 14: metering.v1.UpdateAccountRequest.account:type_name -> metering.v1.Account
-	23, // 15: metering.v1.UpdateAccountRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 16: metering.v1.UpdateAccountResponse.account:type_name -> metering.v1.Account
-	17, // 17: metering.v1.SetApiKeyBillingModeRequest.billing_mode:type_name -> metering.v1.BillingMode
-	17, // 18: metering.v1.SetApiKeyBillingModeResponse.effective_billing_mode:type_name -> metering.v1.BillingMode
-	24, // 19: metering.v1.ListPricesResponse.prices:type_name -> metering.v1.PriceEntry
-	24, // 20: metering.v1.AddPriceRequest.price:type_name -> metering.v1.PriceEntry
-	24, // 21: metering.v1.AddPriceResponse.price:type_name -> metering.v1.PriceEntry
-	18, // 22: metering.v1.RetirePriceRequest.retire_time:type_name -> google.protobuf.Timestamp
-	24, // 23: metering.v1.RetirePriceResponse.price:type_name -> metering.v1.PriceEntry
-	25, // 24: metering.v1.ImportPricesRequest.format:type_name -> metering.v1.PriceFileFormat
-	18, // 25: metering.v1.ImportPricesRequest.effective_time:type_name -> google.protobuf.Timestamp
-	1,  // 26: metering.v1.MeteringAdminService.CreateAccount:input_type -> metering.v1.CreateAccountRequest
-	3,  // 27: metering.v1.MeteringAdminService.GrantCredits:input_type -> metering.v1.GrantCreditsRequest
-	5,  // 28: metering.v1.MeteringAdminService.UpdateAccount:input_type -> metering.v1.UpdateAccountRequest
-	7,  // 29: metering.v1.MeteringAdminService.SetApiKeyBillingMode:input_type -> metering.v1.SetApiKeyBillingModeRequest
-	9,  // 30: metering.v1.MeteringAdminService.ListPrices:input_type -> metering.v1.ListPricesRequest
-	11, // 31: metering.v1.MeteringAdminService.AddPrice:input_type -> metering.v1.AddPriceRequest
-	13, // 32: metering.v1.MeteringAdminService.RetirePrice:input_type -> metering.v1.RetirePriceRequest
-	15, // 33: metering.v1.MeteringAdminService.ImportPrices:input_type -> metering.v1.ImportPricesRequest
-	2,  // 34: metering.v1.MeteringAdminService.CreateAccount:output_type -> metering.v1.CreateAccountResponse
-	4,  // 35: metering.v1.MeteringAdminService.GrantCredits:output_type -> metering.v1.GrantCreditsResponse
-	6,  // 36: metering.v1.MeteringAdminService.UpdateAccount:output_type -> metering.v1.UpdateAccountResponse
-	8,  // 37: metering.v1.MeteringAdminService.SetApiKeyBillingMode:output_type -> metering.v1.SetApiKeyBillingModeResponse
-	10, // 38: metering.v1.MeteringAdminService.ListPrices:output_type -> metering.v1.ListPricesResponse
-	12, // 39: metering.v1.MeteringAdminService.AddPrice:output_type -> metering.v1.AddPriceResponse
-	14, // 40: metering.v1.MeteringAdminService.RetirePrice:output_type -> metering.v1.RetirePriceResponse
-	16, // 41: metering.v1.MeteringAdminService.ImportPrices:output_type -> metering.v1.ImportPricesResponse
-	34, // [34:42] is the sub-list for method output_type
-	26, // [26:34] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	29, // 0: metering.v1.Account.billing_mode:type_name -> metering.v1.BillingMode
+	30, // 1: metering.v1.Account.create_time:type_name -> google.protobuf.Timestamp
+	31, // 2: metering.v1.Account.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
+	32, // 3: metering.v1.Account.request_asset:type_name -> metering.v1.RequestAsset
+	33, // 4: metering.v1.Account.default_request_price:type_name -> metering.v1.Money
+	34, // 5: metering.v1.Account.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
+	29, // 6: metering.v1.CreateAccountRequest.billing_mode:type_name -> metering.v1.BillingMode
+	31, // 7: metering.v1.CreateAccountRequest.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
+	32, // 8: metering.v1.CreateAccountRequest.request_asset:type_name -> metering.v1.RequestAsset
+	33, // 9: metering.v1.CreateAccountRequest.default_request_price:type_name -> metering.v1.Money
+	34, // 10: metering.v1.CreateAccountRequest.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
+	2,  // 11: metering.v1.CreateAccountResponse.account:type_name -> metering.v1.Account
+	33, // 12: metering.v1.GrantCreditsRequest.amount:type_name -> metering.v1.Money
+	33, // 13: metering.v1.GrantCreditsResponse.balance:type_name -> metering.v1.Money
+	2,  // 14: metering.v1.UpdateAccountRequest.account:type_name -> metering.v1.Account
+	35, // 15: metering.v1.UpdateAccountRequest.update_mask:type_name -> google.protobuf.FieldMask
+	2,  // 16: metering.v1.UpdateAccountResponse.account:type_name -> metering.v1.Account
+	29, // 17: metering.v1.SetApiKeyBillingModeRequest.billing_mode:type_name -> metering.v1.BillingMode
+	29, // 18: metering.v1.SetApiKeyBillingModeResponse.effective_billing_mode:type_name -> metering.v1.BillingMode
+	36, // 19: metering.v1.ListPricesResponse.prices:type_name -> metering.v1.PriceEntry
+	36, // 20: metering.v1.AddPriceRequest.price:type_name -> metering.v1.PriceEntry
+	36, // 21: metering.v1.AddPriceResponse.price:type_name -> metering.v1.PriceEntry
+	30, // 22: metering.v1.RetirePriceRequest.retire_time:type_name -> google.protobuf.Timestamp
+	36, // 23: metering.v1.RetirePriceResponse.price:type_name -> metering.v1.PriceEntry
+	37, // 24: metering.v1.ImportPricesRequest.format:type_name -> metering.v1.PriceFileFormat
+	30, // 25: metering.v1.ImportPricesRequest.effective_time:type_name -> google.protobuf.Timestamp
+	0,  // 26: metering.v1.Budget.period:type_name -> metering.v1.BudgetPeriod
+	38, // 27: metering.v1.Budget.rolling_window:type_name -> google.protobuf.Duration
+	1,  // 28: metering.v1.Budget.metric:type_name -> metering.v1.BudgetMetric
+	30, // 29: metering.v1.BudgetEvent.period_start_time:type_name -> google.protobuf.Timestamp
+	30, // 30: metering.v1.BudgetEvent.create_time:type_name -> google.protobuf.Timestamp
+	19, // 31: metering.v1.SetBudgetRequest.budget:type_name -> metering.v1.Budget
+	19, // 32: metering.v1.SetBudgetResponse.budget:type_name -> metering.v1.Budget
+	19, // 33: metering.v1.ListBudgetsResponse.budgets:type_name -> metering.v1.Budget
+	20, // 34: metering.v1.ListBudgetEventsResponse.events:type_name -> metering.v1.BudgetEvent
+	3,  // 35: metering.v1.MeteringAdminService.CreateAccount:input_type -> metering.v1.CreateAccountRequest
+	5,  // 36: metering.v1.MeteringAdminService.GrantCredits:input_type -> metering.v1.GrantCreditsRequest
+	7,  // 37: metering.v1.MeteringAdminService.UpdateAccount:input_type -> metering.v1.UpdateAccountRequest
+	9,  // 38: metering.v1.MeteringAdminService.SetApiKeyBillingMode:input_type -> metering.v1.SetApiKeyBillingModeRequest
+	11, // 39: metering.v1.MeteringAdminService.ListPrices:input_type -> metering.v1.ListPricesRequest
+	13, // 40: metering.v1.MeteringAdminService.AddPrice:input_type -> metering.v1.AddPriceRequest
+	15, // 41: metering.v1.MeteringAdminService.RetirePrice:input_type -> metering.v1.RetirePriceRequest
+	17, // 42: metering.v1.MeteringAdminService.ImportPrices:input_type -> metering.v1.ImportPricesRequest
+	21, // 43: metering.v1.MeteringAdminService.SetBudget:input_type -> metering.v1.SetBudgetRequest
+	23, // 44: metering.v1.MeteringAdminService.ListBudgets:input_type -> metering.v1.ListBudgetsRequest
+	25, // 45: metering.v1.MeteringAdminService.DeleteBudget:input_type -> metering.v1.DeleteBudgetRequest
+	27, // 46: metering.v1.MeteringAdminService.ListBudgetEvents:input_type -> metering.v1.ListBudgetEventsRequest
+	4,  // 47: metering.v1.MeteringAdminService.CreateAccount:output_type -> metering.v1.CreateAccountResponse
+	6,  // 48: metering.v1.MeteringAdminService.GrantCredits:output_type -> metering.v1.GrantCreditsResponse
+	8,  // 49: metering.v1.MeteringAdminService.UpdateAccount:output_type -> metering.v1.UpdateAccountResponse
+	10, // 50: metering.v1.MeteringAdminService.SetApiKeyBillingMode:output_type -> metering.v1.SetApiKeyBillingModeResponse
+	12, // 51: metering.v1.MeteringAdminService.ListPrices:output_type -> metering.v1.ListPricesResponse
+	14, // 52: metering.v1.MeteringAdminService.AddPrice:output_type -> metering.v1.AddPriceResponse
+	16, // 53: metering.v1.MeteringAdminService.RetirePrice:output_type -> metering.v1.RetirePriceResponse
+	18, // 54: metering.v1.MeteringAdminService.ImportPrices:output_type -> metering.v1.ImportPricesResponse
+	22, // 55: metering.v1.MeteringAdminService.SetBudget:output_type -> metering.v1.SetBudgetResponse
+	24, // 56: metering.v1.MeteringAdminService.ListBudgets:output_type -> metering.v1.ListBudgetsResponse
+	26, // 57: metering.v1.MeteringAdminService.DeleteBudget:output_type -> metering.v1.DeleteBudgetResponse
+	28, // 58: metering.v1.MeteringAdminService.ListBudgetEvents:output_type -> metering.v1.ListBudgetEventsResponse
+	47, // [47:59] is the sub-list for method output_type
+	35, // [35:47] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_metering_v1_admin_service_proto_init() }
@@ -1437,13 +2296,14 @@ func file_metering_v1_admin_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metering_v1_admin_service_proto_rawDesc), len(file_metering_v1_admin_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   17,
+			NumEnums:      2,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_metering_v1_admin_service_proto_goTypes,
 		DependencyIndexes: file_metering_v1_admin_service_proto_depIdxs,
+		EnumInfos:         file_metering_v1_admin_service_proto_enumTypes,
 		MessageInfos:      file_metering_v1_admin_service_proto_msgTypes,
 	}.Build()
 	File_metering_v1_admin_service_proto = out.File

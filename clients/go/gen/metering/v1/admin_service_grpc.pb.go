@@ -27,6 +27,10 @@ const (
 	MeteringAdminService_AddPrice_FullMethodName             = "/metering.v1.MeteringAdminService/AddPrice"
 	MeteringAdminService_RetirePrice_FullMethodName          = "/metering.v1.MeteringAdminService/RetirePrice"
 	MeteringAdminService_ImportPrices_FullMethodName         = "/metering.v1.MeteringAdminService/ImportPrices"
+	MeteringAdminService_SetBudget_FullMethodName            = "/metering.v1.MeteringAdminService/SetBudget"
+	MeteringAdminService_ListBudgets_FullMethodName          = "/metering.v1.MeteringAdminService/ListBudgets"
+	MeteringAdminService_DeleteBudget_FullMethodName         = "/metering.v1.MeteringAdminService/DeleteBudget"
+	MeteringAdminService_ListBudgetEvents_FullMethodName     = "/metering.v1.MeteringAdminService/ListBudgetEvents"
 )
 
 // MeteringAdminServiceClient is the client API for MeteringAdminService service.
@@ -65,6 +69,19 @@ type MeteringAdminServiceClient interface {
 	// format) whose content differs from its id's newest version, as a new
 	// version. With dry_run it only reports.
 	ImportPrices(ctx context.Context, in *ImportPricesRequest, opts ...grpc.CallOption) (*ImportPricesResponse, error)
+	// SetBudget creates or replaces a limit on an account's usage (per API key
+	// and/or model when those are set). AuthorizeUsage denies a call that would
+	// exceed a hard budget (BUDGET_EXCEEDED); RecordUsage and AuthorizeUsage
+	// report the tightest budget's headroom.
+	SetBudget(ctx context.Context, in *SetBudgetRequest, opts ...grpc.CallOption) (*SetBudgetResponse, error)
+	// ListBudgets lists an account's budgets.
+	ListBudgets(ctx context.Context, in *ListBudgetsRequest, opts ...grpc.CallOption) (*ListBudgetsResponse, error)
+	// DeleteBudget removes a budget.
+	DeleteBudget(ctx context.Context, in *DeleteBudgetRequest, opts ...grpc.CallOption) (*DeleteBudgetResponse, error)
+	// ListBudgetEvents returns threshold crossings (the outbox) in the order they
+	// happened: each threshold fires once per budget period. A poller keeps the
+	// next_page_token and resumes from it, so a webhook or mailer loses nothing.
+	ListBudgetEvents(ctx context.Context, in *ListBudgetEventsRequest, opts ...grpc.CallOption) (*ListBudgetEventsResponse, error)
 }
 
 type meteringAdminServiceClient struct {
@@ -155,6 +172,46 @@ func (c *meteringAdminServiceClient) ImportPrices(ctx context.Context, in *Impor
 	return out, nil
 }
 
+func (c *meteringAdminServiceClient) SetBudget(ctx context.Context, in *SetBudgetRequest, opts ...grpc.CallOption) (*SetBudgetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetBudgetResponse)
+	err := c.cc.Invoke(ctx, MeteringAdminService_SetBudget_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *meteringAdminServiceClient) ListBudgets(ctx context.Context, in *ListBudgetsRequest, opts ...grpc.CallOption) (*ListBudgetsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBudgetsResponse)
+	err := c.cc.Invoke(ctx, MeteringAdminService_ListBudgets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *meteringAdminServiceClient) DeleteBudget(ctx context.Context, in *DeleteBudgetRequest, opts ...grpc.CallOption) (*DeleteBudgetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteBudgetResponse)
+	err := c.cc.Invoke(ctx, MeteringAdminService_DeleteBudget_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *meteringAdminServiceClient) ListBudgetEvents(ctx context.Context, in *ListBudgetEventsRequest, opts ...grpc.CallOption) (*ListBudgetEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBudgetEventsResponse)
+	err := c.cc.Invoke(ctx, MeteringAdminService_ListBudgetEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MeteringAdminServiceServer is the server API for MeteringAdminService service.
 // All implementations must embed UnimplementedMeteringAdminServiceServer
 // for forward compatibility.
@@ -191,6 +248,19 @@ type MeteringAdminServiceServer interface {
 	// format) whose content differs from its id's newest version, as a new
 	// version. With dry_run it only reports.
 	ImportPrices(context.Context, *ImportPricesRequest) (*ImportPricesResponse, error)
+	// SetBudget creates or replaces a limit on an account's usage (per API key
+	// and/or model when those are set). AuthorizeUsage denies a call that would
+	// exceed a hard budget (BUDGET_EXCEEDED); RecordUsage and AuthorizeUsage
+	// report the tightest budget's headroom.
+	SetBudget(context.Context, *SetBudgetRequest) (*SetBudgetResponse, error)
+	// ListBudgets lists an account's budgets.
+	ListBudgets(context.Context, *ListBudgetsRequest) (*ListBudgetsResponse, error)
+	// DeleteBudget removes a budget.
+	DeleteBudget(context.Context, *DeleteBudgetRequest) (*DeleteBudgetResponse, error)
+	// ListBudgetEvents returns threshold crossings (the outbox) in the order they
+	// happened: each threshold fires once per budget period. A poller keeps the
+	// next_page_token and resumes from it, so a webhook or mailer loses nothing.
+	ListBudgetEvents(context.Context, *ListBudgetEventsRequest) (*ListBudgetEventsResponse, error)
 	mustEmbedUnimplementedMeteringAdminServiceServer()
 }
 
@@ -224,6 +294,18 @@ func (UnimplementedMeteringAdminServiceServer) RetirePrice(context.Context, *Ret
 }
 func (UnimplementedMeteringAdminServiceServer) ImportPrices(context.Context, *ImportPricesRequest) (*ImportPricesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ImportPrices not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) SetBudget(context.Context, *SetBudgetRequest) (*SetBudgetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetBudget not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) ListBudgets(context.Context, *ListBudgetsRequest) (*ListBudgetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBudgets not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) DeleteBudget(context.Context, *DeleteBudgetRequest) (*DeleteBudgetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteBudget not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) ListBudgetEvents(context.Context, *ListBudgetEventsRequest) (*ListBudgetEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBudgetEvents not implemented")
 }
 func (UnimplementedMeteringAdminServiceServer) mustEmbedUnimplementedMeteringAdminServiceServer() {}
 func (UnimplementedMeteringAdminServiceServer) testEmbeddedByValue()                              {}
@@ -390,6 +472,78 @@ func _MeteringAdminService_ImportPrices_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MeteringAdminService_SetBudget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetBudgetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringAdminServiceServer).SetBudget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringAdminService_SetBudget_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringAdminServiceServer).SetBudget(ctx, req.(*SetBudgetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MeteringAdminService_ListBudgets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBudgetsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringAdminServiceServer).ListBudgets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringAdminService_ListBudgets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringAdminServiceServer).ListBudgets(ctx, req.(*ListBudgetsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MeteringAdminService_DeleteBudget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteBudgetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringAdminServiceServer).DeleteBudget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringAdminService_DeleteBudget_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringAdminServiceServer).DeleteBudget(ctx, req.(*DeleteBudgetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MeteringAdminService_ListBudgetEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBudgetEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringAdminServiceServer).ListBudgetEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringAdminService_ListBudgetEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringAdminServiceServer).ListBudgetEvents(ctx, req.(*ListBudgetEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MeteringAdminService_ServiceDesc is the grpc.ServiceDesc for MeteringAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -428,6 +582,22 @@ var MeteringAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ImportPrices",
 			Handler:    _MeteringAdminService_ImportPrices_Handler,
+		},
+		{
+			MethodName: "SetBudget",
+			Handler:    _MeteringAdminService_SetBudget_Handler,
+		},
+		{
+			MethodName: "ListBudgets",
+			Handler:    _MeteringAdminService_ListBudgets_Handler,
+		},
+		{
+			MethodName: "DeleteBudget",
+			Handler:    _MeteringAdminService_DeleteBudget_Handler,
+		},
+		{
+			MethodName: "ListBudgetEvents",
+			Handler:    _MeteringAdminService_ListBudgetEvents_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

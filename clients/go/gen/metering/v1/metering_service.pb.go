@@ -533,8 +533,15 @@ type RecordUsageResponse struct {
 	ReservationHeld *Money `protobuf:"bytes,13,opt,name=reservation_held,json=reservationHeld,proto3" json:"reservation_held,omitempty"`
 	// True when the cost exceeded the captured reservation's hold.
 	ReservationExceeded bool `protobuf:"varint,14,opt,name=reservation_exceeded,json=reservationExceeded,proto3" json:"reservation_exceeded,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The tightest applicable budget after this record (for relays that do not
+	// authorize: refuse the next call when the headroom is gone).
+	BudgetId string `protobuf:"bytes,15,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
+	// Headroom of budget_id, in its metric's unit; negative when exceeded.
+	BudgetHeadroom int64 `protobuf:"varint,16,opt,name=budget_headroom,json=budgetHeadroom,proto3" json:"budget_headroom,omitempty"`
+	// Soft budgets exceeded.
+	BudgetWarnings []string `protobuf:"bytes,17,rep,name=budget_warnings,json=budgetWarnings,proto3" json:"budget_warnings,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RecordUsageResponse) Reset() {
@@ -663,6 +670,27 @@ func (x *RecordUsageResponse) GetReservationExceeded() bool {
 		return x.ReservationExceeded
 	}
 	return false
+}
+
+func (x *RecordUsageResponse) GetBudgetId() string {
+	if x != nil {
+		return x.BudgetId
+	}
+	return ""
+}
+
+func (x *RecordUsageResponse) GetBudgetHeadroom() int64 {
+	if x != nil {
+		return x.BudgetHeadroom
+	}
+	return 0
+}
+
+func (x *RecordUsageResponse) GetBudgetWarnings() []string {
+	if x != nil {
+		return x.BudgetWarnings
+	}
+	return nil
 }
 
 // Request of MeteringService.EstimateTokens.
@@ -1821,9 +1849,16 @@ type AuthorizeUsageResponse struct {
 	// When the hold expires.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// True when this request_id was already authorized: the stored answer.
-	Replayed      bool `protobuf:"varint,9,opt,name=replayed,proto3" json:"replayed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Replayed bool `protobuf:"varint,9,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// The tightest applicable budget, and its headroom after this hold (in its
+	// metric's unit; negative when exceeded).
+	BudgetId string `protobuf:"bytes,10,opt,name=budget_id,json=budgetId,proto3" json:"budget_id,omitempty"`
+	// Headroom of budget_id.
+	BudgetHeadroom int64 `protobuf:"varint,11,opt,name=budget_headroom,json=budgetHeadroom,proto3" json:"budget_headroom,omitempty"`
+	// Soft budgets this hold exceeds.
+	BudgetWarnings []string `protobuf:"bytes,12,rep,name=budget_warnings,json=budgetWarnings,proto3" json:"budget_warnings,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AuthorizeUsageResponse) Reset() {
@@ -1917,6 +1952,27 @@ func (x *AuthorizeUsageResponse) GetReplayed() bool {
 		return x.Replayed
 	}
 	return false
+}
+
+func (x *AuthorizeUsageResponse) GetBudgetId() string {
+	if x != nil {
+		return x.BudgetId
+	}
+	return ""
+}
+
+func (x *AuthorizeUsageResponse) GetBudgetHeadroom() int64 {
+	if x != nil {
+		return x.BudgetHeadroom
+	}
+	return 0
+}
+
+func (x *AuthorizeUsageResponse) GetBudgetWarnings() []string {
+	if x != nil {
+		return x.BudgetWarnings
+	}
+	return nil
 }
 
 // Request of MeteringService.ReleaseReservation.
@@ -2056,7 +2112,7 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\x0ereservation_id\x18\x0e \x01(\tR\rreservationId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x05\n" +
 	"\x13RecordUsageResponse\x12&\n" +
 	"\x04cost\x18\x01 \x01(\v2\x12.metering.v1.MoneyR\x04cost\x12,\n" +
 	"\abalance\x18\x02 \x01(\v2\x12.metering.v1.MoneyR\abalance\x12\x1a\n" +
@@ -2072,7 +2128,10 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\bunpriced\x18\v \x01(\bR\bunpriced\x12-\n" +
 	"\x05usage\x18\f \x01(\v2\x17.metering.v1.TokenUsageR\x05usage\x12=\n" +
 	"\x10reservation_held\x18\r \x01(\v2\x12.metering.v1.MoneyR\x0freservationHeld\x121\n" +
-	"\x14reservation_exceeded\x18\x0e \x01(\bR\x13reservationExceeded\"\xb3\x02\n" +
+	"\x14reservation_exceeded\x18\x0e \x01(\bR\x13reservationExceeded\x12\x1b\n" +
+	"\tbudget_id\x18\x0f \x01(\tR\bbudgetId\x12'\n" +
+	"\x0fbudget_headroom\x18\x10 \x01(\x03R\x0ebudgetHeadroom\x12'\n" +
+	"\x0fbudget_warnings\x18\x11 \x03(\tR\x0ebudgetWarnings\"\xb3\x02\n" +
 	"\x15EstimateTokensRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x12\n" +
@@ -2173,7 +2232,7 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\x03ttl\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1c\n" +
 	"\n" +
-	"api_key_id\x18\v \x01(\tR\bapiKeyId\"\xc1\x03\n" +
+	"api_key_id\x18\v \x01(\tR\bapiKeyId\"\xb0\x04\n" +
 	"\x16AuthorizeUsageResponse\x12>\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\".metering.v1.AuthorizationDecisionR\bdecision\x12%\n" +
 	"\x0ereservation_id\x18\x02 \x01(\tR\rreservationId\x12\x1f\n" +
@@ -2185,7 +2244,11 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\x19available_request_credits\x18\a \x01(\x03R\x17availableRequestCredits\x12;\n" +
 	"\vexpire_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x1a\n" +
-	"\breplayed\x18\t \x01(\bR\breplayed\"a\n" +
+	"\breplayed\x18\t \x01(\bR\breplayed\x12\x1b\n" +
+	"\tbudget_id\x18\n" +
+	" \x01(\tR\bbudgetId\x12'\n" +
+	"\x0fbudget_headroom\x18\v \x01(\x03R\x0ebudgetHeadroom\x12'\n" +
+	"\x0fbudget_warnings\x18\f \x03(\tR\x0ebudgetWarnings\"a\n" +
 	"\x19ReleaseReservationRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12%\n" +

@@ -5,7 +5,9 @@
     ├── NotFound                  a named thing does not exist
     ├── AlreadyExists             a create, or an idempotency key reused with another payload
     ├── FailedPrecondition        the request is valid but the system is not in a state to do it
-    └── Unavailable               a dependency (the database) cannot be reached; retry
+    ├── Unavailable               a dependency (the database) cannot be reached; retry
+    ├── Unauthenticated           no credentials, or credentials that are not valid
+    └── PermissionDenied          valid credentials that may not do this
 
 Only the API layer turns these into gRPC status codes (one mapping, in
 ``metering.api.errors``). Messages never contain prompt text or secrets.
@@ -59,6 +61,14 @@ class FailedPrecondition(MeteringError):
 
 class Unavailable(MeteringError):
     """A dependency is unreachable; the caller should retry with the same request_id."""
+
+
+class Unauthenticated(MeteringError):
+    """The call carries no valid credentials (TOKEN_MISSING, TOKEN_INVALID)."""
+
+
+class PermissionDenied(MeteringError):
+    """The caller may not do this (ROLE_NOT_ALLOWED, TENANT_MISMATCH)."""
 
 
 @dataclass

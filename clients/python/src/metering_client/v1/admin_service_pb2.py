@@ -22,53 +22,78 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from metering_client.v1 import prices_pb2 as metering_dot_v1_dot_prices__pb2
 from metering_client.v1 import types_pb2 as metering_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmetering/v1/admin_service.proto\x12\x0bmetering.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18metering/v1/prices.proto\x1a\x17metering/v1/types.proto\"\x8f\x03\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\x12.\n\x0c\x62illing_mode\x18\x03 \x01(\x0e\x32\x18.metering.v1.BillingMode\x12\x1e\n\x16\x61llow_negative_balance\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0funpriced_policy\x18\x06 \x01(\x0e\x32\x1b.metering.v1.UnpricedPolicy\x12\x1c\n\x14price_adjustment_bps\x18\x07 \x01(\x05\x12\x30\n\rrequest_asset\x18\x08 \x01(\x0e\x32\x19.metering.v1.RequestAsset\x12\x31\n\x15\x64\x65\x66\x61ult_request_price\x18\t \x01(\x0b\x32\x12.metering.v1.Money\x12\x1f\n\x17\x64\x65\x66\x61ult_request_credits\x18\n \x01(\x03\"\xeb\x02\n\x14\x43reateAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\x12.\n\x0c\x62illing_mode\x18\x03 \x01(\x0e\x32\x18.metering.v1.BillingMode\x12\x1e\n\x16\x61llow_negative_balance\x18\x04 \x01(\x08\x12\x34\n\x0funpriced_policy\x18\x05 \x01(\x0e\x32\x1b.metering.v1.UnpricedPolicy\x12\x1c\n\x14price_adjustment_bps\x18\x06 \x01(\x05\x12\x30\n\rrequest_asset\x18\x07 \x01(\x0e\x32\x19.metering.v1.RequestAsset\x12\x31\n\x15\x64\x65\x66\x61ult_request_price\x18\x08 \x01(\x0b\x32\x12.metering.v1.Money\x12\x1f\n\x17\x64\x65\x66\x61ult_request_credits\x18\t \x01(\x03\">\n\x15\x43reateAccountResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.metering.v1.Account\"\x8a\x01\n\x13GrantCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.metering.v1.Money\x12\x17\n\x0frequest_credits\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"~\n\x14GrantCreditsResponse\x12#\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x12.metering.v1.Money\x12\x17\n\x0frequest_credits\x18\x02 \x01(\x03\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\"n\n\x14UpdateAccountRequest\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.metering.v1.Account\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\">\n\x15UpdateAccountResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.metering.v1.Account\"u\n\x1bSetApiKeyBillingModeRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12.\n\x0c\x62illing_mode\x18\x03 \x01(\x0e\x32\x18.metering.v1.BillingMode\"X\n\x1cSetApiKeyBillingModeResponse\x12\x38\n\x16\x65\x66\x66\x65\x63tive_billing_mode\x18\x01 \x01(\x0e\x32\x18.metering.v1.BillingMode\"\x85\x01\n\x11ListPricesRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61ll_versions\x18\x04 \x01(\x08\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"V\n\x12ListPricesResponse\x12\'\n\x06prices\x18\x01 \x03(\x0b\x32\x17.metering.v1.PriceEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x0f\x41\x64\x64PriceRequest\x12&\n\x05price\x18\x01 \x01(\x0b\x32\x17.metering.v1.PriceEntry\":\n\x10\x41\x64\x64PriceResponse\x12&\n\x05price\x18\x01 \x01(\x0b\x32\x17.metering.v1.PriceEntry\"W\n\x12RetirePriceRequest\x12\x10\n\x08price_id\x18\x01 \x01(\t\x12/\n\x0bretire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x13RetirePriceResponse\x12&\n\x05price\x18\x01 \x01(\x0b\x32\x17.metering.v1.PriceEntry\"\xa9\x01\n\x13ImportPricesRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.metering.v1.PriceFileFormat\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x0e\n\x06source\x18\x05 \x01(\t\"t\n\x14ImportPricesResponse\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x01 \x01(\x03\x12\x17\n\x0funchanged_count\x18\x02 \x01(\x03\x12\x15\n\rskipped_count\x18\x03 \x01(\x03\x12\x17\n\x0f\x61\x64\x64\x65\x64_price_ids\x18\x04 \x03(\t2\xc7\x05\n\x14MeteringAdminService\x12V\n\rCreateAccount\x12!.metering.v1.CreateAccountRequest\x1a\".metering.v1.CreateAccountResponse\x12S\n\x0cGrantCredits\x12 .metering.v1.GrantCreditsRequest\x1a!.metering.v1.GrantCreditsResponse\x12V\n\rUpdateAccount\x12!.metering.v1.UpdateAccountRequest\x1a\".metering.v1.UpdateAccountResponse\x12k\n\x14SetApiKeyBillingMode\x12(.metering.v1.SetApiKeyBillingModeRequest\x1a).metering.v1.SetApiKeyBillingModeResponse\x12M\n\nListPrices\x12\x1e.metering.v1.ListPricesRequest\x1a\x1f.metering.v1.ListPricesResponse\x12G\n\x08\x41\x64\x64Price\x12\x1c.metering.v1.AddPriceRequest\x1a\x1d.metering.v1.AddPriceResponse\x12P\n\x0bRetirePrice\x12\x1f.metering.v1.RetirePriceRequest\x1a .metering.v1.RetirePriceResponse\x12S\n\x0cImportPrices\x12 .metering.v1.ImportPricesRequest\x1a!.metering.v1.ImportPricesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmetering/v1/admin_service.proto\x12\x0bmetering.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18metering/v1/prices.proto\x1a\x17metering/v1/types.proto\"\xfe\x03\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\x12.\n\x0c\x62illing_mode\x18\x03 \x01(\x0e\x32\x18.metering.v1.BillingMode\x12\x1e\n\x16\x61llow_negative_balance\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0funpriced_policy\x18\x06 \x01(\x0e\x32\x1b.metering.v1.UnpricedPolicy\x12\x1c\n\x14price_adjustment_bps\x18\x07 \x01(\x05\x12\x30\n\rrequest_asset\x18\x08 \x01(\x0e\x32\x19.metering.v1.RequestAsset\x12\x31\n\x15\x64\x65\x66\x61ult_request_price\x18\t \x01(\x0b\x32\x12.metering.v1.Money\x12\x1f\n\x17\x64\x65\x66\x61ult_request_credits\x18\n \x01(\x03\x12\x11\n\ttenant_id\x18\x0b \x01(\t\x12G\n\x19reservation_expiry_policy\x18\x0c \x01(\x0e\x32$.metering.v1.ReservationExpiryPolicy\x12\x11\n\ttime_zone\x18\r \x01(\t\"\xda\x03\n\x14\x43reateAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\x12.\n\x0c\x62illing_mode\x18\x03 \x01(\x0e\x32\x18.metering.v1.BillingMode\x12\x1e\n\x16\x61llow_negative_balance\x18\x04 \x01(\x08\x12\x34\n\x0funpriced_policy\x18\x05 \x01(\x0e\x32\x1b.metering.v1.UnpricedPolicy\x12\x1c\n\x14price_adjustment_bps\x18\x06 \x01(\x05\x12\x30\n\rrequest_asset\x18\x07 \x01(\x0e\x32\x19.metering.v1.RequestAsset\x12\x31\n\x15\x64\x65\x66\x61ult_request_price\x18\x08 \x01(\x0b\x32\x12.metering.v1.Money\x12\x1f\n\x17\x64\x65\x66\x61ult_request_credits\x18\t \x01(\x03\x12\x11\n\ttenant_id\x18\n \x01(\t\x12G\n\x19reservation_expiry_policy\x18\x0b \x01(\x0e\x32$.metering.v1.ReservationExpiryPolicy\x12\x11\n\ttime_zone\x18\x0c \x01(\t\">\n\x15\x43reateAccountResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.metering.v1.Account\"\x8a\x01\n\x13GrantCreditsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.metering.v1.Money\x12\x17\n\x0frequest_credits\x18\x04 \x01(\x03\x12\x0e\n\x06reason\x18\x05 \x01(\t\"~\n\x14GrantCreditsResponse\x12#\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x12.metering.v1.Money\x12\x17\n\x0frequest_credits\x18\x02 \x01(\x03\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\"n\n\x14UpdateAccountRequest\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.metering.v1.Account\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\">\n\x15UpdateAccountResponse\x12%\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x14.metering.v1.Account\"u\n\x1bSetApiKeyBillingModeRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12.\n\x0c\x62illing_mode\x18\x03 \x01(\x0e\x32\x18.metering.v1.BillingMode\"X\n\x1cSetApiKeyBillingModeResponse\x12\x38\n\x16\x65\x66\x66\x65\x63tive_billing_mode\x18\x01 \x01(\x0e\x32\x18.metering.v1.BillingMode\"\x85\x01\n\x11ListPricesRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\naccount_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61ll_versions\x18\x04 \x01(\x08\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"V\n\x12ListPricesResponse\x12\'\n\x06prices\x18\x01 \x03(\x0b\x32\x17.metering.v1.PriceEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x0f\x41\x64\x64PriceRequest\x12&\n\x05price\x18\x01 \x01(\x0b\x32\x17.metering.v1.PriceEntry\":\n\x10\x41\x64\x64PriceResponse\x12&\n\x05price\x18\x01 \x01(\x0b\x32\x17.metering.v1.PriceEntry\"W\n\x12RetirePriceRequest\x12\x10\n\x08price_id\x18\x01 \x01(\t\x12/\n\x0bretire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x13RetirePriceResponse\x12&\n\x05price\x18\x01 \x01(\x0b\x32\x17.metering.v1.PriceEntry\"\xa9\x01\n\x13ImportPricesRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12,\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1c.metering.v1.PriceFileFormat\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x0e\n\x06source\x18\x05 \x01(\t\"t\n\x14ImportPricesResponse\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x01 \x01(\x03\x12\x17\n\x0funchanged_count\x18\x02 \x01(\x03\x12\x15\n\rskipped_count\x18\x03 \x01(\x03\x12\x17\n\x0f\x61\x64\x64\x65\x64_price_ids\x18\x04 \x03(\t\"\x94\x02\n\x06\x42udget\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tbudget_id\x18\x02 \x01(\t\x12\x12\n\napi_key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12)\n\x06period\x18\x05 \x01(\x0e\x32\x19.metering.v1.BudgetPeriod\x12\x31\n\x0erolling_window\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12)\n\x06metric\x18\x07 \x01(\x0e\x32\x19.metering.v1.BudgetMetric\x12\r\n\x05limit\x18\x08 \x01(\x03\x12\x0c\n\x04hard\x18\t \x01(\x08\x12\x1a\n\x12thresholds_percent\x18\n \x03(\x05\"\xe6\x01\n\x0b\x42udgetEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x11\n\tbudget_id\x18\x03 \x01(\t\x12\x35\n\x11period_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11threshold_percent\x18\x05 \x01(\x05\x12\x0c\n\x04used\x18\x06 \x01(\x03\x12\r\n\x05limit\x18\x07 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x10SetBudgetRequest\x12#\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x13.metering.v1.Budget\"8\n\x11SetBudgetResponse\x12#\n\x06\x62udget\x18\x01 \x01(\x0b\x32\x13.metering.v1.Budget\"(\n\x12ListBudgetsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\";\n\x13ListBudgetsResponse\x12$\n\x07\x62udgets\x18\x01 \x03(\x0b\x32\x13.metering.v1.Budget\"<\n\x13\x44\x65leteBudgetRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tbudget_id\x18\x02 \x01(\t\"\x16\n\x14\x44\x65leteBudgetResponse\"T\n\x17ListBudgetEventsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"]\n\x18ListBudgetEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.metering.v1.BudgetEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*x\n\x0c\x42udgetPeriod\x12\x1d\n\x19\x42UDGET_PERIOD_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42UDGET_PERIOD_DAY\x10\x01\x12\x17\n\x13\x42UDGET_PERIOD_MONTH\x10\x02\x12\x19\n\x15\x42UDGET_PERIOD_ROLLING\x10\x03*{\n\x0c\x42udgetMetric\x12\x1d\n\x19\x42UDGET_METRIC_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42UDGET_METRIC_COST\x10\x01\x12\x18\n\x14\x42UDGET_METRIC_TOKENS\x10\x02\x12\x1a\n\x16\x42UDGET_METRIC_REQUESTS\x10\x03\x32\x9b\x08\n\x14MeteringAdminService\x12V\n\rCreateAccount\x12!.metering.v1.CreateAccountRequest\x1a\".metering.v1.CreateAccountResponse\x12S\n\x0cGrantCredits\x12 .metering.v1.GrantCreditsRequest\x1a!.metering.v1.GrantCreditsResponse\x12V\n\rUpdateAccount\x12!.metering.v1.UpdateAccountRequest\x1a\".metering.v1.UpdateAccountResponse\x12k\n\x14SetApiKeyBillingMode\x12(.metering.v1.SetApiKeyBillingModeRequest\x1a).metering.v1.SetApiKeyBillingModeResponse\x12M\n\nListPrices\x12\x1e.metering.v1.ListPricesRequest\x1a\x1f.metering.v1.ListPricesResponse\x12G\n\x08\x41\x64\x64Price\x12\x1c.metering.v1.AddPriceRequest\x1a\x1d.metering.v1.AddPriceResponse\x12P\n\x0bRetirePrice\x12\x1f.metering.v1.RetirePriceRequest\x1a .metering.v1.RetirePriceResponse\x12S\n\x0cImportPrices\x12 .metering.v1.ImportPricesRequest\x1a!.metering.v1.ImportPricesResponse\x12J\n\tSetBudget\x12\x1d.metering.v1.SetBudgetRequest\x1a\x1e.metering.v1.SetBudgetResponse\x12P\n\x0bListBudgets\x12\x1f.metering.v1.ListBudgetsRequest\x1a .metering.v1.ListBudgetsResponse\x12S\n\x0c\x44\x65leteBudget\x12 .metering.v1.DeleteBudgetRequest\x1a!.metering.v1.DeleteBudgetResponse\x12_\n\x10ListBudgetEvents\x12$.metering.v1.ListBudgetEventsRequest\x1a%.metering.v1.ListBudgetEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'metering_client.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCOUNT']._serialized_start=167
-  _globals['_ACCOUNT']._serialized_end=566
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=569
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=932
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=934
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=996
-  _globals['_GRANTCREDITSREQUEST']._serialized_start=999
-  _globals['_GRANTCREDITSREQUEST']._serialized_end=1137
-  _globals['_GRANTCREDITSRESPONSE']._serialized_start=1139
-  _globals['_GRANTCREDITSRESPONSE']._serialized_end=1265
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=1267
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=1377
-  _globals['_UPDATEACCOUNTRESPONSE']._serialized_start=1379
-  _globals['_UPDATEACCOUNTRESPONSE']._serialized_end=1441
-  _globals['_SETAPIKEYBILLINGMODEREQUEST']._serialized_start=1443
-  _globals['_SETAPIKEYBILLINGMODEREQUEST']._serialized_end=1560
-  _globals['_SETAPIKEYBILLINGMODERESPONSE']._serialized_start=1562
-  _globals['_SETAPIKEYBILLINGMODERESPONSE']._serialized_end=1650
-  _globals['_LISTPRICESREQUEST']._serialized_start=1653
-  _globals['_LISTPRICESREQUEST']._serialized_end=1786
-  _globals['_LISTPRICESRESPONSE']._serialized_start=1788
-  _globals['_LISTPRICESRESPONSE']._serialized_end=1874
-  _globals['_ADDPRICEREQUEST']._serialized_start=1876
-  _globals['_ADDPRICEREQUEST']._serialized_end=1933
-  _globals['_ADDPRICERESPONSE']._serialized_start=1935
-  _globals['_ADDPRICERESPONSE']._serialized_end=1993
-  _globals['_RETIREPRICEREQUEST']._serialized_start=1995
-  _globals['_RETIREPRICEREQUEST']._serialized_end=2082
-  _globals['_RETIREPRICERESPONSE']._serialized_start=2084
-  _globals['_RETIREPRICERESPONSE']._serialized_end=2145
-  _globals['_IMPORTPRICESREQUEST']._serialized_start=2148
-  _globals['_IMPORTPRICESREQUEST']._serialized_end=2317
-  _globals['_IMPORTPRICESRESPONSE']._serialized_start=2319
-  _globals['_IMPORTPRICESRESPONSE']._serialized_end=2435
-  _globals['_METERINGADMINSERVICE']._serialized_start=2438
-  _globals['_METERINGADMINSERVICE']._serialized_end=3149
+  _globals['_BUDGETPERIOD']._serialized_start=3688
+  _globals['_BUDGETPERIOD']._serialized_end=3808
+  _globals['_BUDGETMETRIC']._serialized_start=3810
+  _globals['_BUDGETMETRIC']._serialized_end=3933
+  _globals['_ACCOUNT']._serialized_start=199
+  _globals['_ACCOUNT']._serialized_end=709
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=712
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=1186
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=1188
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=1250
+  _globals['_GRANTCREDITSREQUEST']._serialized_start=1253
+  _globals['_GRANTCREDITSREQUEST']._serialized_end=1391
+  _globals['_GRANTCREDITSRESPONSE']._serialized_start=1393
+  _globals['_GRANTCREDITSRESPONSE']._serialized_end=1519
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=1521
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=1631
+  _globals['_UPDATEACCOUNTRESPONSE']._serialized_start=1633
+  _globals['_UPDATEACCOUNTRESPONSE']._serialized_end=1695
+  _globals['_SETAPIKEYBILLINGMODEREQUEST']._serialized_start=1697
+  _globals['_SETAPIKEYBILLINGMODEREQUEST']._serialized_end=1814
+  _globals['_SETAPIKEYBILLINGMODERESPONSE']._serialized_start=1816
+  _globals['_SETAPIKEYBILLINGMODERESPONSE']._serialized_end=1904
+  _globals['_LISTPRICESREQUEST']._serialized_start=1907
+  _globals['_LISTPRICESREQUEST']._serialized_end=2040
+  _globals['_LISTPRICESRESPONSE']._serialized_start=2042
+  _globals['_LISTPRICESRESPONSE']._serialized_end=2128
+  _globals['_ADDPRICEREQUEST']._serialized_start=2130
+  _globals['_ADDPRICEREQUEST']._serialized_end=2187
+  _globals['_ADDPRICERESPONSE']._serialized_start=2189
+  _globals['_ADDPRICERESPONSE']._serialized_end=2247
+  _globals['_RETIREPRICEREQUEST']._serialized_start=2249
+  _globals['_RETIREPRICEREQUEST']._serialized_end=2336
+  _globals['_RETIREPRICERESPONSE']._serialized_start=2338
+  _globals['_RETIREPRICERESPONSE']._serialized_end=2399
+  _globals['_IMPORTPRICESREQUEST']._serialized_start=2402
+  _globals['_IMPORTPRICESREQUEST']._serialized_end=2571
+  _globals['_IMPORTPRICESRESPONSE']._serialized_start=2573
+  _globals['_IMPORTPRICESRESPONSE']._serialized_end=2689
+  _globals['_BUDGET']._serialized_start=2692
+  _globals['_BUDGET']._serialized_end=2968
+  _globals['_BUDGETEVENT']._serialized_start=2971
+  _globals['_BUDGETEVENT']._serialized_end=3201
+  _globals['_SETBUDGETREQUEST']._serialized_start=3203
+  _globals['_SETBUDGETREQUEST']._serialized_end=3258
+  _globals['_SETBUDGETRESPONSE']._serialized_start=3260
+  _globals['_SETBUDGETRESPONSE']._serialized_end=3316
+  _globals['_LISTBUDGETSREQUEST']._serialized_start=3318
+  _globals['_LISTBUDGETSREQUEST']._serialized_end=3358
+  _globals['_LISTBUDGETSRESPONSE']._serialized_start=3360
+  _globals['_LISTBUDGETSRESPONSE']._serialized_end=3419
+  _globals['_DELETEBUDGETREQUEST']._serialized_start=3421
+  _globals['_DELETEBUDGETREQUEST']._serialized_end=3481
+  _globals['_DELETEBUDGETRESPONSE']._serialized_start=3483
+  _globals['_DELETEBUDGETRESPONSE']._serialized_end=3505
+  _globals['_LISTBUDGETEVENTSREQUEST']._serialized_start=3507
+  _globals['_LISTBUDGETEVENTSREQUEST']._serialized_end=3591
+  _globals['_LISTBUDGETEVENTSRESPONSE']._serialized_start=3593
+  _globals['_LISTBUDGETEVENTSRESPONSE']._serialized_end=3686
+  _globals['_METERINGADMINSERVICE']._serialized_start=3936
+  _globals['_METERINGADMINSERVICE']._serialized_end=4987
 # @@protoc_insertion_point(module_scope)

@@ -75,6 +75,26 @@ class MeteringAdminServiceStub:
                 request_serializer=metering_dot_v1_dot_admin__service__pb2.ImportPricesRequest.SerializeToString,
                 response_deserializer=metering_dot_v1_dot_admin__service__pb2.ImportPricesResponse.FromString,
                 _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/SetBudget',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.SetBudgetResponse.FromString,
+                _registered_method=True)
+        self.ListBudgets = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/ListBudgets',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetsRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteBudget = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/DeleteBudget',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.DeleteBudgetRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.DeleteBudgetResponse.FromString,
+                _registered_method=True)
+        self.ListBudgetEvents = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/ListBudgetEvents',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringAdminServiceServicer:
@@ -151,6 +171,39 @@ class MeteringAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBudget(self, request, context):
+        """SetBudget creates or replaces a limit on an account's usage (per API key
+        and/or model when those are set). AuthorizeUsage denies a call that would
+        exceed a hard budget (BUDGET_EXCEEDED); RecordUsage and AuthorizeUsage
+        report the tightest budget's headroom.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgets(self, request, context):
+        """ListBudgets lists an account's budgets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBudget(self, request, context):
+        """DeleteBudget removes a budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgetEvents(self, request, context):
+        """ListBudgetEvents returns threshold crossings (the outbox) in the order they
+        happened: each threshold fires once per budget period. A poller keeps the
+        next_page_token and resumes from it, so a webhook or mailer loses nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +246,26 @@ def add_MeteringAdminServiceServicer_to_server(servicer, server):
                     servicer.ImportPrices,
                     request_deserializer=metering_dot_v1_dot_admin__service__pb2.ImportPricesRequest.FromString,
                     response_serializer=metering_dot_v1_dot_admin__service__pb2.ImportPricesResponse.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.SetBudgetRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.SetBudgetResponse.SerializeToString,
+            ),
+            'ListBudgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgets,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetsRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetsResponse.SerializeToString,
+            ),
+            'DeleteBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBudget,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.DeleteBudgetRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.DeleteBudgetResponse.SerializeToString,
+            ),
+            'ListBudgetEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgetEvents,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,6 +485,114 @@ class MeteringAdminService:
             '/metering.v1.MeteringAdminService/ImportPrices',
             metering_dot_v1_dot_admin__service__pb2.ImportPricesRequest.SerializeToString,
             metering_dot_v1_dot_admin__service__pb2.ImportPricesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/SetBudget',
+            metering_dot_v1_dot_admin__service__pb2.SetBudgetRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.SetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/ListBudgets',
+            metering_dot_v1_dot_admin__service__pb2.ListBudgetsRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.ListBudgetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/DeleteBudget',
+            metering_dot_v1_dot_admin__service__pb2.DeleteBudgetRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.DeleteBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgetEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/ListBudgetEvents',
+            metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from metering_client.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
@@ -34,6 +35,20 @@ class GroupBy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GROUP_BY_SERVICE: _ClassVar[GroupBy]
     GROUP_BY_USAGE_SOURCE: _ClassVar[GroupBy]
     GROUP_BY_ACCOUNT: _ClassVar[GroupBy]
+
+class AuthorizationDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUTHORIZATION_DECISION_UNSPECIFIED: _ClassVar[AuthorizationDecision]
+    AUTHORIZATION_DECISION_ALLOWED: _ClassVar[AuthorizationDecision]
+    AUTHORIZATION_DECISION_DENIED: _ClassVar[AuthorizationDecision]
+
+class ReservationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESERVATION_STATE_UNSPECIFIED: _ClassVar[ReservationState]
+    RESERVATION_STATE_OPEN: _ClassVar[ReservationState]
+    RESERVATION_STATE_CAPTURED: _ClassVar[ReservationState]
+    RESERVATION_STATE_RELEASED: _ClassVar[ReservationState]
+    RESERVATION_STATE_EXPIRED: _ClassVar[ReservationState]
 ESTIMATE_METHOD_UNSPECIFIED: EstimateMethod
 ESTIMATE_METHOD_EXACT: EstimateMethod
 ESTIMATE_METHOD_APPROXIMATE: EstimateMethod
@@ -49,9 +64,17 @@ GROUP_BY_API_KEY: GroupBy
 GROUP_BY_SERVICE: GroupBy
 GROUP_BY_USAGE_SOURCE: GroupBy
 GROUP_BY_ACCOUNT: GroupBy
+AUTHORIZATION_DECISION_UNSPECIFIED: AuthorizationDecision
+AUTHORIZATION_DECISION_ALLOWED: AuthorizationDecision
+AUTHORIZATION_DECISION_DENIED: AuthorizationDecision
+RESERVATION_STATE_UNSPECIFIED: ReservationState
+RESERVATION_STATE_OPEN: ReservationState
+RESERVATION_STATE_CAPTURED: ReservationState
+RESERVATION_STATE_RELEASED: ReservationState
+RESERVATION_STATE_EXPIRED: ReservationState
 
 class RecordUsageRequest(_message.Message):
-    __slots__ = ("account_id", "request_id", "model", "provider", "usage", "api_key_id", "service", "event_time", "streamed", "labels", "batch", "response_json", "response_format")
+    __slots__ = ("account_id", "request_id", "model", "provider", "usage", "api_key_id", "service", "event_time", "streamed", "labels", "batch", "response_json", "response_format", "reservation_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +95,7 @@ class RecordUsageRequest(_message.Message):
     BATCH_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     request_id: str
     model: str
@@ -85,10 +109,11 @@ class RecordUsageRequest(_message.Message):
     batch: bool
     response_json: bytes
     response_format: _types_pb2.ApiFormat
-    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streamed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., batch: _Optional[bool] = ..., response_json: _Optional[bytes] = ..., response_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ...) -> None: ...
+    reservation_id: str
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streamed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., batch: _Optional[bool] = ..., response_json: _Optional[bytes] = ..., response_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ..., reservation_id: _Optional[str] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
-    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id", "unpriced", "usage")
+    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id", "unpriced", "usage", "reservation_held", "reservation_exceeded", "budget_id", "budget_headroom", "budget_warnings")
     COST_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +126,11 @@ class RecordUsageResponse(_message.Message):
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     UNPRICED_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_HELD_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     cost: _types_pb2.Money
     balance: _types_pb2.Money
     replayed: bool
@@ -113,7 +143,12 @@ class RecordUsageResponse(_message.Message):
     record_id: str
     unpriced: bool
     usage: _types_pb2.TokenUsage
-    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ..., unpriced: _Optional[bool] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ...) -> None: ...
+    reservation_held: _types_pb2.Money
+    reservation_exceeded: bool
+    budget_id: str
+    budget_headroom: int
+    budget_warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ..., unpriced: _Optional[bool] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., reservation_held: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., reservation_exceeded: _Optional[bool] = ..., budget_id: _Optional[str] = ..., budget_headroom: _Optional[int] = ..., budget_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EstimateTokensRequest(_message.Message):
     __slots__ = ("model", "provider", "text", "completion_text", "max_output_tokens", "account_id", "request_json", "request_format")
@@ -286,3 +321,73 @@ class RecordError(_message.Message):
     reason: str
     fields: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AuthorizeUsageRequest(_message.Message):
+    __slots__ = ("account_id", "request_id", "model", "provider", "amount", "request_json", "request_format", "input_tokens", "max_output_tokens", "ttl", "api_key_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    request_id: str
+    model: str
+    provider: str
+    amount: _types_pb2.Money
+    request_json: bytes
+    request_format: _types_pb2.ApiFormat
+    input_tokens: int
+    max_output_tokens: int
+    ttl: _duration_pb2.Duration
+    api_key_id: str
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., amount: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., request_json: _Optional[bytes] = ..., request_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ..., input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., api_key_id: _Optional[str] = ...) -> None: ...
+
+class AuthorizeUsageResponse(_message.Message):
+    __slots__ = ("decision", "reservation_id", "deny_reason", "held", "held_request_credits", "available", "available_request_credits", "expire_time", "replayed", "budget_id", "budget_headroom", "budget_warnings")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    DENY_REASON_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    HELD_REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_HEADROOM_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    decision: AuthorizationDecision
+    reservation_id: str
+    deny_reason: str
+    held: _types_pb2.Money
+    held_request_credits: int
+    available: _types_pb2.Money
+    available_request_credits: int
+    expire_time: _timestamp_pb2.Timestamp
+    replayed: bool
+    budget_id: str
+    budget_headroom: int
+    budget_warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, decision: _Optional[_Union[AuthorizationDecision, str]] = ..., reservation_id: _Optional[str] = ..., deny_reason: _Optional[str] = ..., held: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., held_request_credits: _Optional[int] = ..., available: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., available_request_credits: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replayed: _Optional[bool] = ..., budget_id: _Optional[str] = ..., budget_headroom: _Optional[int] = ..., budget_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReleaseReservationRequest(_message.Message):
+    __slots__ = ("account_id", "reservation_id")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    reservation_id: str
+    def __init__(self, account_id: _Optional[str] = ..., reservation_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseReservationResponse(_message.Message):
+    __slots__ = ("state", "available")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    state: ReservationState
+    available: _types_pb2.Money
+    def __init__(self, state: _Optional[_Union[ReservationState, str]] = ..., available: _Optional[_Union[_types_pb2.Money, _Mapping]] = ...) -> None: ...

@@ -57,6 +57,16 @@ class MeteringServiceStub:
                 request_serializer=metering_dot_v1_dot_metering__service__pb2.EstimateTokensRequest.SerializeToString,
                 response_deserializer=metering_dot_v1_dot_metering__service__pb2.EstimateTokensResponse.FromString,
                 _registered_method=True)
+        self.AuthorizeUsage = channel.unary_unary(
+                '/metering.v1.MeteringService/AuthorizeUsage',
+                request_serializer=metering_dot_v1_dot_metering__service__pb2.AuthorizeUsageRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_metering__service__pb2.AuthorizeUsageResponse.FromString,
+                _registered_method=True)
+        self.ReleaseReservation = channel.unary_unary(
+                '/metering.v1.MeteringService/ReleaseReservation',
+                request_serializer=metering_dot_v1_dot_metering__service__pb2.ReleaseReservationRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_metering__service__pb2.ReleaseReservationResponse.FromString,
+                _registered_method=True)
         self.GetBalance = channel.unary_unary(
                 '/metering.v1.MeteringService/GetBalance',
                 request_serializer=metering_dot_v1_dot_metering__service__pb2.GetBalanceRequest.SerializeToString,
@@ -132,6 +142,30 @@ class MeteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuthorizeUsage(self, request, context):
+        """AuthorizeUsage holds money (or request credits) against an account's
+        available balance (balance minus open holds) before an LLM call, like a
+        card authorization. The hold is an exact amount, or the worst-case cost
+        estimated from the raw request body or from token counts. ALLOWED returns
+        a reservation that RecordUsage captures at stream end (reservation_id),
+        ReleaseReservation releases, or that expires after its TTL. DENIED writes
+        nothing but the idempotency record. Holds never move money: only the
+        captured usage is debited. `request_id` is the idempotency key (shared
+        with RecordUsage and GrantCredits per account).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseReservation(self, request, context):
+        """ReleaseReservation releases an open hold without usage (the upstream call
+        failed). A reservation resolves at most once: releasing one already
+        captured, released or expired returns its state and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetBalance(self, request, context):
         """GetBalance returns an account's balances.
         """
@@ -165,6 +199,16 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     servicer.EstimateTokens,
                     request_deserializer=metering_dot_v1_dot_metering__service__pb2.EstimateTokensRequest.FromString,
                     response_serializer=metering_dot_v1_dot_metering__service__pb2.EstimateTokensResponse.SerializeToString,
+            ),
+            'AuthorizeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthorizeUsage,
+                    request_deserializer=metering_dot_v1_dot_metering__service__pb2.AuthorizeUsageRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_metering__service__pb2.AuthorizeUsageResponse.SerializeToString,
+            ),
+            'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseReservation,
+                    request_deserializer=metering_dot_v1_dot_metering__service__pb2.ReleaseReservationRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_metering__service__pb2.ReleaseReservationResponse.SerializeToString,
             ),
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
@@ -266,6 +310,60 @@ class MeteringService:
             '/metering.v1.MeteringService/EstimateTokens',
             metering_dot_v1_dot_metering__service__pb2.EstimateTokensRequest.SerializeToString,
             metering_dot_v1_dot_metering__service__pb2.EstimateTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthorizeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringService/AuthorizeUsage',
+            metering_dot_v1_dot_metering__service__pb2.AuthorizeUsageRequest.SerializeToString,
+            metering_dot_v1_dot_metering__service__pb2.AuthorizeUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringService/ReleaseReservation',
+            metering_dot_v1_dot_metering__service__pb2.ReleaseReservationRequest.SerializeToString,
+            metering_dot_v1_dot_metering__service__pb2.ReleaseReservationResponse.FromString,
             options,
             channel_credentials,
             insecure,

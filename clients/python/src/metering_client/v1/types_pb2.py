@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17metering/v1/types.proto\x12\x0bmetering.v1\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"\xa9\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63\x61\x63he_read_tokens\x18\x03 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x04 \x01(\x03\x12\x1d\n\x15\x63\x61\x63he_write_1h_tokens\x18\x05 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x06 \x01(\x03*|\n\x0bUsageSource\x12\x1c\n\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n\x15USAGE_SOURCE_REPORTED\x10\x01\x12\x1a\n\x16USAGE_SOURCE_ESTIMATED\x10\x02\x12\x18\n\x14USAGE_SOURCE_MISSING\x10\x03*v\n\x0b\x42illingMode\x12\x1c\n\x18\x42ILLING_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42ILLING_MODE_TOKEN\x10\x01\x12\x18\n\x14\x42ILLING_MODE_REQUEST\x10\x02\x12\x17\n\x13\x42ILLING_MODE_HYBRID\x10\x03*\xeb\x01\n\tApiFormat\x12\x1a\n\x16\x41PI_FORMAT_UNSPECIFIED\x10\x00\x12&\n\"API_FORMAT_OPENAI_CHAT_COMPLETIONS\x10\x01\x12\x1f\n\x1b\x41PI_FORMAT_OPENAI_RESPONSES\x10\x02\x12!\n\x1d\x41PI_FORMAT_ANTHROPIC_MESSAGES\x10\x03\x12&\n\"API_FORMAT_GEMINI_GENERATE_CONTENT\x10\x04\x12\x19\n\x15\x41PI_FORMAT_WORKERS_AI\x10\x05\x12\x13\n\x0f\x41PI_FORMAT_DIFY\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17metering/v1/types.proto\x12\x0bmetering.v1\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"\xa9\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63\x61\x63he_read_tokens\x18\x03 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x04 \x01(\x03\x12\x1d\n\x15\x63\x61\x63he_write_1h_tokens\x18\x05 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x06 \x01(\x03*|\n\x0bUsageSource\x12\x1c\n\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n\x15USAGE_SOURCE_REPORTED\x10\x01\x12\x1a\n\x16USAGE_SOURCE_ESTIMATED\x10\x02\x12\x18\n\x14USAGE_SOURCE_MISSING\x10\x03*v\n\x0b\x42illingMode\x12\x1c\n\x18\x42ILLING_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42ILLING_MODE_TOKEN\x10\x01\x12\x18\n\x14\x42ILLING_MODE_REQUEST\x10\x02\x12\x17\n\x13\x42ILLING_MODE_HYBRID\x10\x03*\xeb\x01\n\tApiFormat\x12\x1a\n\x16\x41PI_FORMAT_UNSPECIFIED\x10\x00\x12&\n\"API_FORMAT_OPENAI_CHAT_COMPLETIONS\x10\x01\x12\x1f\n\x1b\x41PI_FORMAT_OPENAI_RESPONSES\x10\x02\x12!\n\x1d\x41PI_FORMAT_ANTHROPIC_MESSAGES\x10\x03\x12&\n\"API_FORMAT_GEMINI_GENERATE_CONTENT\x10\x04\x12\x19\n\x15\x41PI_FORMAT_WORKERS_AI\x10\x05\x12\x13\n\x0f\x41PI_FORMAT_DIFY\x10\x06*\x92\x01\n\x17ReservationExpiryPolicy\x12)\n%RESERVATION_EXPIRY_POLICY_UNSPECIFIED\x10\x00\x12%\n!RESERVATION_EXPIRY_POLICY_RELEASE\x10\x01\x12%\n!RESERVATION_EXPIRY_POLICY_CAPTURE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BILLINGMODE']._serialized_end=518
   _globals['_APIFORMAT']._serialized_start=521
   _globals['_APIFORMAT']._serialized_end=756
+  _globals['_RESERVATIONEXPIRYPOLICY']._serialized_start=759
+  _globals['_RESERVATIONEXPIRYPOLICY']._serialized_end=905
   _globals['_MONEY']._serialized_start=40
   _globals['_MONEY']._serialized_end=100
   _globals['_TOKENUSAGE']._serialized_start=103

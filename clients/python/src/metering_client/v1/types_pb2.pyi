@@ -28,6 +28,12 @@ class ApiFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     API_FORMAT_GEMINI_GENERATE_CONTENT: _ClassVar[ApiFormat]
     API_FORMAT_WORKERS_AI: _ClassVar[ApiFormat]
     API_FORMAT_DIFY: _ClassVar[ApiFormat]
+
+class ReservationExpiryPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESERVATION_EXPIRY_POLICY_UNSPECIFIED: _ClassVar[ReservationExpiryPolicy]
+    RESERVATION_EXPIRY_POLICY_RELEASE: _ClassVar[ReservationExpiryPolicy]
+    RESERVATION_EXPIRY_POLICY_CAPTURE: _ClassVar[ReservationExpiryPolicy]
 USAGE_SOURCE_UNSPECIFIED: UsageSource
 USAGE_SOURCE_REPORTED: UsageSource
 USAGE_SOURCE_ESTIMATED: UsageSource
@@ -43,6 +49,9 @@ API_FORMAT_ANTHROPIC_MESSAGES: ApiFormat
 API_FORMAT_GEMINI_GENERATE_CONTENT: ApiFormat
 API_FORMAT_WORKERS_AI: ApiFormat
 API_FORMAT_DIFY: ApiFormat
+RESERVATION_EXPIRY_POLICY_UNSPECIFIED: ReservationExpiryPolicy
+RESERVATION_EXPIRY_POLICY_RELEASE: ReservationExpiryPolicy
+RESERVATION_EXPIRY_POLICY_CAPTURE: ReservationExpiryPolicy
 
 class Money(_message.Message):
     __slots__ = ("currency_code", "units", "nanos")

@@ -18,6 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "../../google/protobuf/duration";
 import { FieldMask } from "../../google/protobuf/field_mask";
 import { Timestamp } from "../../google/protobuf/timestamp";
 import {
@@ -45,6 +46,104 @@ import {
 export const protobufPackage = "metering.v1";
 
 export const protobufFileName = "metering/v1/admin_service.proto";
+
+/** BudgetPeriod is the window a budget counts usage over. */
+export enum BudgetPeriod {
+  BUDGET_PERIOD_UNSPECIFIED = 0,
+  /** BUDGET_PERIOD_DAY - The calendar day in the account's time zone. */
+  BUDGET_PERIOD_DAY = 1,
+  /** BUDGET_PERIOD_MONTH - The calendar month in the account's time zone. */
+  BUDGET_PERIOD_MONTH = 2,
+  /** BUDGET_PERIOD_ROLLING - The last rolling_window (counted from 15-minute slice boundaries). */
+  BUDGET_PERIOD_ROLLING = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function budgetPeriodFromJSON(object: any): BudgetPeriod {
+  switch (object) {
+    case 0:
+    case "BUDGET_PERIOD_UNSPECIFIED":
+      return BudgetPeriod.BUDGET_PERIOD_UNSPECIFIED;
+    case 1:
+    case "BUDGET_PERIOD_DAY":
+      return BudgetPeriod.BUDGET_PERIOD_DAY;
+    case 2:
+    case "BUDGET_PERIOD_MONTH":
+      return BudgetPeriod.BUDGET_PERIOD_MONTH;
+    case 3:
+    case "BUDGET_PERIOD_ROLLING":
+      return BudgetPeriod.BUDGET_PERIOD_ROLLING;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return BudgetPeriod.UNRECOGNIZED;
+  }
+}
+
+export function budgetPeriodToJSON(object: BudgetPeriod): string {
+  switch (object) {
+    case BudgetPeriod.BUDGET_PERIOD_UNSPECIFIED:
+      return "BUDGET_PERIOD_UNSPECIFIED";
+    case BudgetPeriod.BUDGET_PERIOD_DAY:
+      return "BUDGET_PERIOD_DAY";
+    case BudgetPeriod.BUDGET_PERIOD_MONTH:
+      return "BUDGET_PERIOD_MONTH";
+    case BudgetPeriod.BUDGET_PERIOD_ROLLING:
+      return "BUDGET_PERIOD_ROLLING";
+    case BudgetPeriod.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** BudgetMetric is what a budget limits. */
+export enum BudgetMetric {
+  BUDGET_METRIC_UNSPECIFIED = 0,
+  /** BUDGET_METRIC_COST - Cost, in nanos of the account's currency. */
+  BUDGET_METRIC_COST = 1,
+  /** BUDGET_METRIC_TOKENS - Input plus output tokens. */
+  BUDGET_METRIC_TOKENS = 2,
+  /** BUDGET_METRIC_REQUESTS - Requests. */
+  BUDGET_METRIC_REQUESTS = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function budgetMetricFromJSON(object: any): BudgetMetric {
+  switch (object) {
+    case 0:
+    case "BUDGET_METRIC_UNSPECIFIED":
+      return BudgetMetric.BUDGET_METRIC_UNSPECIFIED;
+    case 1:
+    case "BUDGET_METRIC_COST":
+      return BudgetMetric.BUDGET_METRIC_COST;
+    case 2:
+    case "BUDGET_METRIC_TOKENS":
+      return BudgetMetric.BUDGET_METRIC_TOKENS;
+    case 3:
+    case "BUDGET_METRIC_REQUESTS":
+      return BudgetMetric.BUDGET_METRIC_REQUESTS;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return BudgetMetric.UNRECOGNIZED;
+  }
+}
+
+export function budgetMetricToJSON(object: BudgetMetric): string {
+  switch (object) {
+    case BudgetMetric.BUDGET_METRIC_UNSPECIFIED:
+      return "BUDGET_METRIC_UNSPECIFIED";
+    case BudgetMetric.BUDGET_METRIC_COST:
+      return "BUDGET_METRIC_COST";
+    case BudgetMetric.BUDGET_METRIC_TOKENS:
+      return "BUDGET_METRIC_TOKENS";
+    case BudgetMetric.BUDGET_METRIC_REQUESTS:
+      return "BUDGET_METRIC_REQUESTS";
+    case BudgetMetric.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 /** An account whose usage is metered. */
 export interface Account {
@@ -88,6 +187,8 @@ export interface Account {
   tenantId: string;
   /** What an expired reservation becomes; default RELEASE. */
   reservationExpiryPolicy: ReservationExpiryPolicy;
+  /** IANA time zone of daily and monthly budget periods; default UTC. */
+  timeZone: string;
 }
 
 /** Request of MeteringAdminService.CreateAccount. */
@@ -124,6 +225,8 @@ export interface CreateAccountRequest {
   tenantId: string;
   /** Default RELEASE. */
   reservationExpiryPolicy: ReservationExpiryPolicy;
+  /** IANA time zone of daily and monthly budget periods; default UTC. */
+  timeZone: string;
 }
 
 /** Response of MeteringAdminService.CreateAccount. */
@@ -286,6 +389,114 @@ export interface ImportPricesResponse {
   addedPriceIds: string[];
 }
 
+/** A limit on usage. Usage in a period counts recorded usage plus open holds. */
+export interface Budget {
+  /** The account. */
+  accountId: string;
+  /** 1-64 characters of [A-Za-z0-9._-], unique per account. */
+  budgetId: string;
+  /** Only this API key's usage; empty for all. */
+  apiKeyId: string;
+  /** Only this model's usage; empty for all. */
+  model: string;
+  /** DAY, MONTH or ROLLING. */
+  period: BudgetPeriod;
+  /** The window of a ROLLING budget (1 s to 400 days). */
+  rollingWindow?:
+    | Duration
+    | undefined;
+  /** COST, TOKENS or REQUESTS. */
+  metric: BudgetMetric;
+  /** The limit: nanos for COST, tokens for TOKENS, requests for REQUESTS. */
+  limit: string;
+  /** Hard: AuthorizeUsage denies what would exceed it. Soft: it only warns. */
+  hard: boolean;
+  /**
+   * Percentages of the limit that emit an event once per period; default
+   * 50, 80, 100.
+   */
+  thresholdsPercent: number[];
+}
+
+/** A threshold crossing of a budget. */
+export interface BudgetEvent {
+  /** Unique id. */
+  eventId: string;
+  /** The account. */
+  accountId: string;
+  /** The budget. */
+  budgetId: string;
+  /** Start of the budget period it happened in. */
+  periodStartTime?:
+    | Date
+    | undefined;
+  /** The threshold crossed. */
+  thresholdPercent: number;
+  /** Usage when it was crossed. */
+  used: string;
+  /** The budget's limit. */
+  limit: string;
+  /** When. */
+  createTime?: Date | undefined;
+}
+
+/** Request of MeteringAdminService.SetBudget. */
+export interface SetBudgetRequest {
+  /** The budget to create or replace. */
+  budget?: Budget | undefined;
+}
+
+/** Response of MeteringAdminService.SetBudget. */
+export interface SetBudgetResponse {
+  /** The stored budget. */
+  budget?: Budget | undefined;
+}
+
+/** Request of MeteringAdminService.ListBudgets. */
+export interface ListBudgetsRequest {
+  /** The account. */
+  accountId: string;
+}
+
+/** Response of MeteringAdminService.ListBudgets. */
+export interface ListBudgetsResponse {
+  /** The account's budgets. */
+  budgets: Budget[];
+}
+
+/** Request of MeteringAdminService.DeleteBudget. */
+export interface DeleteBudgetRequest {
+  /** The account. */
+  accountId: string;
+  /** The budget. */
+  budgetId: string;
+}
+
+/** Response of MeteringAdminService.DeleteBudget. */
+export interface DeleteBudgetResponse {
+}
+
+/** Request of MeteringAdminService.ListBudgetEvents. */
+export interface ListBudgetEventsRequest {
+  /** Only this account; empty for all. */
+  accountId: string;
+  /** 1-1000; default 100. */
+  pageSize: number;
+  /** Resume after the events already seen. */
+  pageToken: string;
+}
+
+/** Response of MeteringAdminService.ListBudgetEvents. */
+export interface ListBudgetEventsResponse {
+  /** Events in order. */
+  events: BudgetEvent[];
+  /**
+   * Pass back to get the events after these (the same token when there are
+   * none yet: poll again later).
+   */
+  nextPageToken: string;
+}
+
 function createBaseAccount(): Account {
   return {
     accountId: "",
@@ -300,6 +511,7 @@ function createBaseAccount(): Account {
     defaultRequestCredits: "0",
     tenantId: "",
     reservationExpiryPolicy: 0,
+    timeZone: "",
   };
 }
 
@@ -340,6 +552,9 @@ export const Account: MessageFns<Account> = {
     }
     if (message.reservationExpiryPolicy !== 0) {
       writer.uint32(96).int32(message.reservationExpiryPolicy);
+    }
+    if (message.timeZone !== "") {
+      writer.uint32(106).string(message.timeZone);
     }
     return writer;
   },
@@ -453,6 +668,14 @@ export const Account: MessageFns<Account> = {
             message.reservationExpiryPolicy = reader.int32() as any;
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.timeZone = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -527,6 +750,11 @@ export const Account: MessageFns<Account> = {
         : isSet(object.reservation_expiry_policy)
         ? reservationExpiryPolicyFromJSON(object.reservation_expiry_policy)
         : 0,
+      timeZone: isSet(object.timeZone)
+        ? globalThis.String(object.timeZone)
+        : isSet(object.time_zone)
+        ? globalThis.String(object.time_zone)
+        : "",
     };
   },
 
@@ -568,6 +796,9 @@ export const Account: MessageFns<Account> = {
     if (message.reservationExpiryPolicy !== 0) {
       obj.reservationExpiryPolicy = reservationExpiryPolicyToJSON(message.reservationExpiryPolicy);
     }
+    if (message.timeZone !== "") {
+      obj.timeZone = message.timeZone;
+    }
     return obj;
   },
 
@@ -590,6 +821,7 @@ export const Account: MessageFns<Account> = {
     message.defaultRequestCredits = object.defaultRequestCredits ?? "0";
     message.tenantId = object.tenantId ?? "";
     message.reservationExpiryPolicy = object.reservationExpiryPolicy ?? 0;
+    message.timeZone = object.timeZone ?? "";
     return message;
   },
 };
@@ -607,6 +839,7 @@ function createBaseCreateAccountRequest(): CreateAccountRequest {
     defaultRequestCredits: "0",
     tenantId: "",
     reservationExpiryPolicy: 0,
+    timeZone: "",
   };
 }
 
@@ -644,6 +877,9 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
     }
     if (message.reservationExpiryPolicy !== 0) {
       writer.uint32(88).int32(message.reservationExpiryPolicy);
+    }
+    if (message.timeZone !== "") {
+      writer.uint32(98).string(message.timeZone);
     }
     return writer;
   },
@@ -749,6 +985,14 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
             message.reservationExpiryPolicy = reader.int32() as any;
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.timeZone = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -818,6 +1062,11 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
         : isSet(object.reservation_expiry_policy)
         ? reservationExpiryPolicyFromJSON(object.reservation_expiry_policy)
         : 0,
+      timeZone: isSet(object.timeZone)
+        ? globalThis.String(object.timeZone)
+        : isSet(object.time_zone)
+        ? globalThis.String(object.time_zone)
+        : "",
     };
   },
 
@@ -856,6 +1105,9 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
     if (message.reservationExpiryPolicy !== 0) {
       obj.reservationExpiryPolicy = reservationExpiryPolicyToJSON(message.reservationExpiryPolicy);
     }
+    if (message.timeZone !== "") {
+      obj.timeZone = message.timeZone;
+    }
     return obj;
   },
 
@@ -877,6 +1129,7 @@ export const CreateAccountRequest: MessageFns<CreateAccountRequest> = {
     message.defaultRequestCredits = object.defaultRequestCredits ?? "0";
     message.tenantId = object.tenantId ?? "";
     message.reservationExpiryPolicy = object.reservationExpiryPolicy ?? 0;
+    message.timeZone = object.timeZone ?? "";
     return message;
   },
 };
@@ -2398,6 +2651,1107 @@ export const ImportPricesResponse: MessageFns<ImportPricesResponse> = {
   },
 };
 
+function createBaseBudget(): Budget {
+  return {
+    accountId: "",
+    budgetId: "",
+    apiKeyId: "",
+    model: "",
+    period: 0,
+    rollingWindow: undefined,
+    metric: 0,
+    limit: "0",
+    hard: false,
+    thresholdsPercent: [],
+  };
+}
+
+export const Budget: MessageFns<Budget> = {
+  encode(message: Budget, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.budgetId !== "") {
+      writer.uint32(18).string(message.budgetId);
+    }
+    if (message.apiKeyId !== "") {
+      writer.uint32(26).string(message.apiKeyId);
+    }
+    if (message.model !== "") {
+      writer.uint32(34).string(message.model);
+    }
+    if (message.period !== 0) {
+      writer.uint32(40).int32(message.period);
+    }
+    if (message.rollingWindow !== undefined) {
+      Duration.encode(message.rollingWindow, writer.uint32(50).fork()).join();
+    }
+    if (message.metric !== 0) {
+      writer.uint32(56).int32(message.metric);
+    }
+    if (message.limit !== "0") {
+      writer.uint32(64).int64(message.limit);
+    }
+    if (message.hard !== false) {
+      writer.uint32(72).bool(message.hard);
+    }
+    if (message.thresholdsPercent.length !== 0) {
+      writer.uint32(82).fork();
+      for (const v of message.thresholdsPercent) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Budget {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBudget();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.budgetId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.apiKeyId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.period = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.rollingWindow = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.metric = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.limit = reader.int64().toString();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.hard = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag === 80) {
+              message.thresholdsPercent.push(reader.int32());
+
+              continue;
+            }
+
+            if (tag === 82) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.thresholdsPercent.push(reader.int32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Budget {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      budgetId: isSet(object.budgetId)
+        ? globalThis.String(object.budgetId)
+        : isSet(object.budget_id)
+        ? globalThis.String(object.budget_id)
+        : "",
+      apiKeyId: isSet(object.apiKeyId)
+        ? globalThis.String(object.apiKeyId)
+        : isSet(object.api_key_id)
+        ? globalThis.String(object.api_key_id)
+        : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      period: isSet(object.period) ? budgetPeriodFromJSON(object.period) : 0,
+      rollingWindow: isSet(object.rollingWindow)
+        ? Duration.fromJSON(object.rollingWindow)
+        : isSet(object.rolling_window)
+        ? Duration.fromJSON(object.rolling_window)
+        : undefined,
+      metric: isSet(object.metric) ? budgetMetricFromJSON(object.metric) : 0,
+      limit: isSet(object.limit) ? globalThis.String(object.limit) : "0",
+      hard: isSet(object.hard) ? globalThis.Boolean(object.hard) : false,
+      thresholdsPercent: globalThis.Array.isArray(object?.thresholdsPercent)
+        ? object.thresholdsPercent.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.thresholds_percent)
+        ? object.thresholds_percent.map((e: any) => globalThis.Number(e))
+        : [],
+    };
+  },
+
+  toJSON(message: Budget): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.budgetId !== "") {
+      obj.budgetId = message.budgetId;
+    }
+    if (message.apiKeyId !== "") {
+      obj.apiKeyId = message.apiKeyId;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.period !== 0) {
+      obj.period = budgetPeriodToJSON(message.period);
+    }
+    if (message.rollingWindow !== undefined) {
+      obj.rollingWindow = Duration.toJSON(message.rollingWindow);
+    }
+    if (message.metric !== 0) {
+      obj.metric = budgetMetricToJSON(message.metric);
+    }
+    if (message.limit !== "0") {
+      obj.limit = message.limit;
+    }
+    if (message.hard !== false) {
+      obj.hard = message.hard;
+    }
+    if (message.thresholdsPercent?.length) {
+      obj.thresholdsPercent = message.thresholdsPercent.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Budget>, I>>(base?: I): Budget {
+    return Budget.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Budget>, I>>(object: I): Budget {
+    const message = createBaseBudget();
+    message.accountId = object.accountId ?? "";
+    message.budgetId = object.budgetId ?? "";
+    message.apiKeyId = object.apiKeyId ?? "";
+    message.model = object.model ?? "";
+    message.period = object.period ?? 0;
+    message.rollingWindow = (object.rollingWindow !== undefined && object.rollingWindow !== null)
+      ? Duration.fromPartial(object.rollingWindow)
+      : undefined;
+    message.metric = object.metric ?? 0;
+    message.limit = object.limit ?? "0";
+    message.hard = object.hard ?? false;
+    message.thresholdsPercent = object.thresholdsPercent?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseBudgetEvent(): BudgetEvent {
+  return {
+    eventId: "",
+    accountId: "",
+    budgetId: "",
+    periodStartTime: undefined,
+    thresholdPercent: 0,
+    used: "0",
+    limit: "0",
+    createTime: undefined,
+  };
+}
+
+export const BudgetEvent: MessageFns<BudgetEvent> = {
+  encode(message: BudgetEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.eventId !== "") {
+      writer.uint32(10).string(message.eventId);
+    }
+    if (message.accountId !== "") {
+      writer.uint32(18).string(message.accountId);
+    }
+    if (message.budgetId !== "") {
+      writer.uint32(26).string(message.budgetId);
+    }
+    if (message.periodStartTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.periodStartTime), writer.uint32(34).fork()).join();
+    }
+    if (message.thresholdPercent !== 0) {
+      writer.uint32(40).int32(message.thresholdPercent);
+    }
+    if (message.used !== "0") {
+      writer.uint32(48).int64(message.used);
+    }
+    if (message.limit !== "0") {
+      writer.uint32(56).int64(message.limit);
+    }
+    if (message.createTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(66).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BudgetEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBudgetEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.eventId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.budgetId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.periodStartTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.thresholdPercent = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.used = reader.int64().toString();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.limit = reader.int64().toString();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BudgetEvent {
+    return {
+      eventId: isSet(object.eventId)
+        ? globalThis.String(object.eventId)
+        : isSet(object.event_id)
+        ? globalThis.String(object.event_id)
+        : "",
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      budgetId: isSet(object.budgetId)
+        ? globalThis.String(object.budgetId)
+        : isSet(object.budget_id)
+        ? globalThis.String(object.budget_id)
+        : "",
+      periodStartTime: isSet(object.periodStartTime)
+        ? fromJsonTimestamp(object.periodStartTime)
+        : isSet(object.period_start_time)
+        ? fromJsonTimestamp(object.period_start_time)
+        : undefined,
+      thresholdPercent: isSet(object.thresholdPercent)
+        ? globalThis.Number(object.thresholdPercent)
+        : isSet(object.threshold_percent)
+        ? globalThis.Number(object.threshold_percent)
+        : 0,
+      used: isSet(object.used) ? globalThis.String(object.used) : "0",
+      limit: isSet(object.limit) ? globalThis.String(object.limit) : "0",
+      createTime: isSet(object.createTime)
+        ? fromJsonTimestamp(object.createTime)
+        : isSet(object.create_time)
+        ? fromJsonTimestamp(object.create_time)
+        : undefined,
+    };
+  },
+
+  toJSON(message: BudgetEvent): unknown {
+    const obj: any = {};
+    if (message.eventId !== "") {
+      obj.eventId = message.eventId;
+    }
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.budgetId !== "") {
+      obj.budgetId = message.budgetId;
+    }
+    if (message.periodStartTime !== undefined) {
+      obj.periodStartTime = message.periodStartTime.toISOString();
+    }
+    if (message.thresholdPercent !== 0) {
+      obj.thresholdPercent = Math.round(message.thresholdPercent);
+    }
+    if (message.used !== "0") {
+      obj.used = message.used;
+    }
+    if (message.limit !== "0") {
+      obj.limit = message.limit;
+    }
+    if (message.createTime !== undefined) {
+      obj.createTime = message.createTime.toISOString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<BudgetEvent>, I>>(base?: I): BudgetEvent {
+    return BudgetEvent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BudgetEvent>, I>>(object: I): BudgetEvent {
+    const message = createBaseBudgetEvent();
+    message.eventId = object.eventId ?? "";
+    message.accountId = object.accountId ?? "";
+    message.budgetId = object.budgetId ?? "";
+    message.periodStartTime = object.periodStartTime ?? undefined;
+    message.thresholdPercent = object.thresholdPercent ?? 0;
+    message.used = object.used ?? "0";
+    message.limit = object.limit ?? "0";
+    message.createTime = object.createTime ?? undefined;
+    return message;
+  },
+};
+
+function createBaseSetBudgetRequest(): SetBudgetRequest {
+  return { budget: undefined };
+}
+
+export const SetBudgetRequest: MessageFns<SetBudgetRequest> = {
+  encode(message: SetBudgetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.budget !== undefined) {
+      Budget.encode(message.budget, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetBudgetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetBudgetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.budget = Budget.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetBudgetRequest {
+    return { budget: isSet(object.budget) ? Budget.fromJSON(object.budget) : undefined };
+  },
+
+  toJSON(message: SetBudgetRequest): unknown {
+    const obj: any = {};
+    if (message.budget !== undefined) {
+      obj.budget = Budget.toJSON(message.budget);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetBudgetRequest>, I>>(base?: I): SetBudgetRequest {
+    return SetBudgetRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetBudgetRequest>, I>>(object: I): SetBudgetRequest {
+    const message = createBaseSetBudgetRequest();
+    message.budget = (object.budget !== undefined && object.budget !== null)
+      ? Budget.fromPartial(object.budget)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSetBudgetResponse(): SetBudgetResponse {
+  return { budget: undefined };
+}
+
+export const SetBudgetResponse: MessageFns<SetBudgetResponse> = {
+  encode(message: SetBudgetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.budget !== undefined) {
+      Budget.encode(message.budget, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetBudgetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetBudgetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.budget = Budget.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetBudgetResponse {
+    return { budget: isSet(object.budget) ? Budget.fromJSON(object.budget) : undefined };
+  },
+
+  toJSON(message: SetBudgetResponse): unknown {
+    const obj: any = {};
+    if (message.budget !== undefined) {
+      obj.budget = Budget.toJSON(message.budget);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetBudgetResponse>, I>>(base?: I): SetBudgetResponse {
+    return SetBudgetResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetBudgetResponse>, I>>(object: I): SetBudgetResponse {
+    const message = createBaseSetBudgetResponse();
+    message.budget = (object.budget !== undefined && object.budget !== null)
+      ? Budget.fromPartial(object.budget)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListBudgetsRequest(): ListBudgetsRequest {
+  return { accountId: "" };
+}
+
+export const ListBudgetsRequest: MessageFns<ListBudgetsRequest> = {
+  encode(message: ListBudgetsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListBudgetsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListBudgetsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListBudgetsRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ListBudgetsRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListBudgetsRequest>, I>>(base?: I): ListBudgetsRequest {
+    return ListBudgetsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListBudgetsRequest>, I>>(object: I): ListBudgetsRequest {
+    const message = createBaseListBudgetsRequest();
+    message.accountId = object.accountId ?? "";
+    return message;
+  },
+};
+
+function createBaseListBudgetsResponse(): ListBudgetsResponse {
+  return { budgets: [] };
+}
+
+export const ListBudgetsResponse: MessageFns<ListBudgetsResponse> = {
+  encode(message: ListBudgetsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.budgets) {
+      Budget.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListBudgetsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListBudgetsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.budgets.push(Budget.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListBudgetsResponse {
+    return {
+      budgets: globalThis.Array.isArray(object?.budgets) ? object.budgets.map((e: any) => Budget.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListBudgetsResponse): unknown {
+    const obj: any = {};
+    if (message.budgets?.length) {
+      obj.budgets = message.budgets.map((e) => Budget.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListBudgetsResponse>, I>>(base?: I): ListBudgetsResponse {
+    return ListBudgetsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListBudgetsResponse>, I>>(object: I): ListBudgetsResponse {
+    const message = createBaseListBudgetsResponse();
+    message.budgets = object.budgets?.map((e) => Budget.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseDeleteBudgetRequest(): DeleteBudgetRequest {
+  return { accountId: "", budgetId: "" };
+}
+
+export const DeleteBudgetRequest: MessageFns<DeleteBudgetRequest> = {
+  encode(message: DeleteBudgetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.budgetId !== "") {
+      writer.uint32(18).string(message.budgetId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteBudgetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteBudgetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.budgetId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteBudgetRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      budgetId: isSet(object.budgetId)
+        ? globalThis.String(object.budgetId)
+        : isSet(object.budget_id)
+        ? globalThis.String(object.budget_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteBudgetRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.budgetId !== "") {
+      obj.budgetId = message.budgetId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteBudgetRequest>, I>>(base?: I): DeleteBudgetRequest {
+    return DeleteBudgetRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteBudgetRequest>, I>>(object: I): DeleteBudgetRequest {
+    const message = createBaseDeleteBudgetRequest();
+    message.accountId = object.accountId ?? "";
+    message.budgetId = object.budgetId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteBudgetResponse(): DeleteBudgetResponse {
+  return {};
+}
+
+export const DeleteBudgetResponse: MessageFns<DeleteBudgetResponse> = {
+  encode(_: DeleteBudgetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteBudgetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteBudgetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteBudgetResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteBudgetResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteBudgetResponse>, I>>(base?: I): DeleteBudgetResponse {
+    return DeleteBudgetResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteBudgetResponse>, I>>(_: I): DeleteBudgetResponse {
+    const message = createBaseDeleteBudgetResponse();
+    return message;
+  },
+};
+
+function createBaseListBudgetEventsRequest(): ListBudgetEventsRequest {
+  return { accountId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListBudgetEventsRequest: MessageFns<ListBudgetEventsRequest> = {
+  encode(message: ListBudgetEventsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListBudgetEventsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListBudgetEventsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListBudgetEventsRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListBudgetEventsRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListBudgetEventsRequest>, I>>(base?: I): ListBudgetEventsRequest {
+    return ListBudgetEventsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListBudgetEventsRequest>, I>>(object: I): ListBudgetEventsRequest {
+    const message = createBaseListBudgetEventsRequest();
+    message.accountId = object.accountId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListBudgetEventsResponse(): ListBudgetEventsResponse {
+  return { events: [], nextPageToken: "" };
+}
+
+export const ListBudgetEventsResponse: MessageFns<ListBudgetEventsResponse> = {
+  encode(message: ListBudgetEventsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      BudgetEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListBudgetEventsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListBudgetEventsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(BudgetEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListBudgetEventsResponse {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => BudgetEvent.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListBudgetEventsResponse): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => BudgetEvent.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListBudgetEventsResponse>, I>>(base?: I): ListBudgetEventsResponse {
+    return ListBudgetEventsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListBudgetEventsResponse>, I>>(object: I): ListBudgetEventsResponse {
+    const message = createBaseListBudgetEventsResponse();
+    message.events = object.events?.map((e) => BudgetEvent.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
 /** MeteringAdminService administers accounts and credits. */
 export type MeteringAdminServiceService = typeof MeteringAdminServiceService;
 export const MeteringAdminServiceService = {
@@ -2517,6 +3871,58 @@ export const MeteringAdminServiceService = {
       Buffer.from(ImportPricesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ImportPricesResponse => ImportPricesResponse.decode(value),
   },
+  /**
+   * SetBudget creates or replaces a limit on an account's usage (per API key
+   * and/or model when those are set). AuthorizeUsage denies a call that would
+   * exceed a hard budget (BUDGET_EXCEEDED); RecordUsage and AuthorizeUsage
+   * report the tightest budget's headroom.
+   */
+  setBudget: {
+    path: "/metering.v1.MeteringAdminService/SetBudget" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetBudgetRequest): Buffer => Buffer.from(SetBudgetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetBudgetRequest => SetBudgetRequest.decode(value),
+    responseSerialize: (value: SetBudgetResponse): Buffer => Buffer.from(SetBudgetResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetBudgetResponse => SetBudgetResponse.decode(value),
+  },
+  /** ListBudgets lists an account's budgets. */
+  listBudgets: {
+    path: "/metering.v1.MeteringAdminService/ListBudgets" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListBudgetsRequest): Buffer => Buffer.from(ListBudgetsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListBudgetsRequest => ListBudgetsRequest.decode(value),
+    responseSerialize: (value: ListBudgetsResponse): Buffer => Buffer.from(ListBudgetsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListBudgetsResponse => ListBudgetsResponse.decode(value),
+  },
+  /** DeleteBudget removes a budget. */
+  deleteBudget: {
+    path: "/metering.v1.MeteringAdminService/DeleteBudget" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteBudgetRequest): Buffer => Buffer.from(DeleteBudgetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteBudgetRequest => DeleteBudgetRequest.decode(value),
+    responseSerialize: (value: DeleteBudgetResponse): Buffer =>
+      Buffer.from(DeleteBudgetResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteBudgetResponse => DeleteBudgetResponse.decode(value),
+  },
+  /**
+   * ListBudgetEvents returns threshold crossings (the outbox) in the order they
+   * happened: each threshold fires once per budget period. A poller keeps the
+   * next_page_token and resumes from it, so a webhook or mailer loses nothing.
+   */
+  listBudgetEvents: {
+    path: "/metering.v1.MeteringAdminService/ListBudgetEvents" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListBudgetEventsRequest): Buffer =>
+      Buffer.from(ListBudgetEventsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListBudgetEventsRequest => ListBudgetEventsRequest.decode(value),
+    responseSerialize: (value: ListBudgetEventsResponse): Buffer =>
+      Buffer.from(ListBudgetEventsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListBudgetEventsResponse => ListBudgetEventsResponse.decode(value),
+  },
 } as const;
 
 export interface MeteringAdminServiceServer extends UntypedServiceImplementation {
@@ -2566,6 +3972,23 @@ export interface MeteringAdminServiceServer extends UntypedServiceImplementation
    * version. With dry_run it only reports.
    */
   importPrices: handleUnaryCall<ImportPricesRequest, ImportPricesResponse>;
+  /**
+   * SetBudget creates or replaces a limit on an account's usage (per API key
+   * and/or model when those are set). AuthorizeUsage denies a call that would
+   * exceed a hard budget (BUDGET_EXCEEDED); RecordUsage and AuthorizeUsage
+   * report the tightest budget's headroom.
+   */
+  setBudget: handleUnaryCall<SetBudgetRequest, SetBudgetResponse>;
+  /** ListBudgets lists an account's budgets. */
+  listBudgets: handleUnaryCall<ListBudgetsRequest, ListBudgetsResponse>;
+  /** DeleteBudget removes a budget. */
+  deleteBudget: handleUnaryCall<DeleteBudgetRequest, DeleteBudgetResponse>;
+  /**
+   * ListBudgetEvents returns threshold crossings (the outbox) in the order they
+   * happened: each threshold fires once per budget period. A poller keeps the
+   * next_page_token and resumes from it, so a webhook or mailer loses nothing.
+   */
+  listBudgetEvents: handleUnaryCall<ListBudgetEventsRequest, ListBudgetEventsResponse>;
 }
 
 export interface MeteringAdminServiceClient extends Client {
@@ -2726,6 +4149,79 @@ export interface MeteringAdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ImportPricesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * SetBudget creates or replaces a limit on an account's usage (per API key
+   * and/or model when those are set). AuthorizeUsage denies a call that would
+   * exceed a hard budget (BUDGET_EXCEEDED); RecordUsage and AuthorizeUsage
+   * report the tightest budget's headroom.
+   */
+  setBudget(
+    request: SetBudgetRequest,
+    callback: (error: ServiceError | null, response: SetBudgetResponse) => void,
+  ): ClientUnaryCall;
+  setBudget(
+    request: SetBudgetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetBudgetResponse) => void,
+  ): ClientUnaryCall;
+  setBudget(
+    request: SetBudgetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetBudgetResponse) => void,
+  ): ClientUnaryCall;
+  /** ListBudgets lists an account's budgets. */
+  listBudgets(
+    request: ListBudgetsRequest,
+    callback: (error: ServiceError | null, response: ListBudgetsResponse) => void,
+  ): ClientUnaryCall;
+  listBudgets(
+    request: ListBudgetsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListBudgetsResponse) => void,
+  ): ClientUnaryCall;
+  listBudgets(
+    request: ListBudgetsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListBudgetsResponse) => void,
+  ): ClientUnaryCall;
+  /** DeleteBudget removes a budget. */
+  deleteBudget(
+    request: DeleteBudgetRequest,
+    callback: (error: ServiceError | null, response: DeleteBudgetResponse) => void,
+  ): ClientUnaryCall;
+  deleteBudget(
+    request: DeleteBudgetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteBudgetResponse) => void,
+  ): ClientUnaryCall;
+  deleteBudget(
+    request: DeleteBudgetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteBudgetResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ListBudgetEvents returns threshold crossings (the outbox) in the order they
+   * happened: each threshold fires once per budget period. A poller keeps the
+   * next_page_token and resumes from it, so a webhook or mailer loses nothing.
+   */
+  listBudgetEvents(
+    request: ListBudgetEventsRequest,
+    callback: (error: ServiceError | null, response: ListBudgetEventsResponse) => void,
+  ): ClientUnaryCall;
+  listBudgetEvents(
+    request: ListBudgetEventsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListBudgetEventsResponse) => void,
+  ): ClientUnaryCall;
+  listBudgetEvents(
+    request: ListBudgetEventsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListBudgetEventsResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -437,6 +437,15 @@ export interface RecordUsageResponse {
     | undefined;
   /** True when the cost exceeded the captured reservation's hold. */
   reservationExceeded: boolean;
+  /**
+   * The tightest applicable budget after this record (for relays that do not
+   * authorize: refuse the next call when the headroom is gone).
+   */
+  budgetId: string;
+  /** Headroom of budget_id, in its metric's unit; negative when exceeded. */
+  budgetHeadroom: string;
+  /** Soft budgets exceeded. */
+  budgetWarnings: string[];
 }
 
 /** Request of MeteringService.EstimateTokens. */
@@ -734,6 +743,15 @@ export interface AuthorizeUsageResponse {
     | undefined;
   /** True when this request_id was already authorized: the stored answer. */
   replayed: boolean;
+  /**
+   * The tightest applicable budget, and its headroom after this hold (in its
+   * metric's unit; negative when exceeded).
+   */
+  budgetId: string;
+  /** Headroom of budget_id. */
+  budgetHeadroom: string;
+  /** Soft budgets this hold exceeds. */
+  budgetWarnings: string[];
 }
 
 /** Request of MeteringService.ReleaseReservation. */
@@ -1207,6 +1225,9 @@ function createBaseRecordUsageResponse(): RecordUsageResponse {
     usage: undefined,
     reservationHeld: undefined,
     reservationExceeded: false,
+    budgetId: "",
+    budgetHeadroom: "0",
+    budgetWarnings: [],
   };
 }
 
@@ -1253,6 +1274,15 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
     }
     if (message.reservationExceeded !== false) {
       writer.uint32(112).bool(message.reservationExceeded);
+    }
+    if (message.budgetId !== "") {
+      writer.uint32(122).string(message.budgetId);
+    }
+    if (message.budgetHeadroom !== "0") {
+      writer.uint32(128).int64(message.budgetHeadroom);
+    }
+    for (const v of message.budgetWarnings) {
+      writer.uint32(138).string(v!);
     }
     return writer;
   },
@@ -1382,6 +1412,30 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
             message.reservationExceeded = reader.bool();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.budgetId = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.budgetHeadroom = reader.int64().toString();
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.budgetWarnings.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1446,6 +1500,21 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
         : isSet(object.reservation_exceeded)
         ? globalThis.Boolean(object.reservation_exceeded)
         : false,
+      budgetId: isSet(object.budgetId)
+        ? globalThis.String(object.budgetId)
+        : isSet(object.budget_id)
+        ? globalThis.String(object.budget_id)
+        : "",
+      budgetHeadroom: isSet(object.budgetHeadroom)
+        ? globalThis.String(object.budgetHeadroom)
+        : isSet(object.budget_headroom)
+        ? globalThis.String(object.budget_headroom)
+        : "0",
+      budgetWarnings: globalThis.Array.isArray(object?.budgetWarnings)
+        ? object.budgetWarnings.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.budget_warnings)
+        ? object.budget_warnings.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -1493,6 +1562,15 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
     if (message.reservationExceeded !== false) {
       obj.reservationExceeded = message.reservationExceeded;
     }
+    if (message.budgetId !== "") {
+      obj.budgetId = message.budgetId;
+    }
+    if (message.budgetHeadroom !== "0") {
+      obj.budgetHeadroom = message.budgetHeadroom;
+    }
+    if (message.budgetWarnings?.length) {
+      obj.budgetWarnings = message.budgetWarnings;
+    }
     return obj;
   },
 
@@ -1521,6 +1599,9 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
       ? Money.fromPartial(object.reservationHeld)
       : undefined;
     message.reservationExceeded = object.reservationExceeded ?? false;
+    message.budgetId = object.budgetId ?? "";
+    message.budgetHeadroom = object.budgetHeadroom ?? "0";
+    message.budgetWarnings = object.budgetWarnings?.map((e) => e) || [];
     return message;
   },
 };
@@ -3667,6 +3748,9 @@ function createBaseAuthorizeUsageResponse(): AuthorizeUsageResponse {
     availableRequestCredits: "0",
     expireTime: undefined,
     replayed: false,
+    budgetId: "",
+    budgetHeadroom: "0",
+    budgetWarnings: [],
   };
 }
 
@@ -3698,6 +3782,15 @@ export const AuthorizeUsageResponse: MessageFns<AuthorizeUsageResponse> = {
     }
     if (message.replayed !== false) {
       writer.uint32(72).bool(message.replayed);
+    }
+    if (message.budgetId !== "") {
+      writer.uint32(82).string(message.budgetId);
+    }
+    if (message.budgetHeadroom !== "0") {
+      writer.uint32(88).int64(message.budgetHeadroom);
+    }
+    for (const v of message.budgetWarnings) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -3787,6 +3880,30 @@ export const AuthorizeUsageResponse: MessageFns<AuthorizeUsageResponse> = {
             message.replayed = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.budgetId = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.budgetHeadroom = reader.int64().toString();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.budgetWarnings.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3830,6 +3947,21 @@ export const AuthorizeUsageResponse: MessageFns<AuthorizeUsageResponse> = {
         ? fromJsonTimestamp(object.expire_time)
         : undefined,
       replayed: isSet(object.replayed) ? globalThis.Boolean(object.replayed) : false,
+      budgetId: isSet(object.budgetId)
+        ? globalThis.String(object.budgetId)
+        : isSet(object.budget_id)
+        ? globalThis.String(object.budget_id)
+        : "",
+      budgetHeadroom: isSet(object.budgetHeadroom)
+        ? globalThis.String(object.budgetHeadroom)
+        : isSet(object.budget_headroom)
+        ? globalThis.String(object.budget_headroom)
+        : "0",
+      budgetWarnings: globalThis.Array.isArray(object?.budgetWarnings)
+        ? object.budgetWarnings.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.budget_warnings)
+        ? object.budget_warnings.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -3862,6 +3994,15 @@ export const AuthorizeUsageResponse: MessageFns<AuthorizeUsageResponse> = {
     if (message.replayed !== false) {
       obj.replayed = message.replayed;
     }
+    if (message.budgetId !== "") {
+      obj.budgetId = message.budgetId;
+    }
+    if (message.budgetHeadroom !== "0") {
+      obj.budgetHeadroom = message.budgetHeadroom;
+    }
+    if (message.budgetWarnings?.length) {
+      obj.budgetWarnings = message.budgetWarnings;
+    }
     return obj;
   },
 
@@ -3881,6 +4022,9 @@ export const AuthorizeUsageResponse: MessageFns<AuthorizeUsageResponse> = {
     message.availableRequestCredits = object.availableRequestCredits ?? "0";
     message.expireTime = object.expireTime ?? undefined;
     message.replayed = object.replayed ?? false;
+    message.budgetId = object.budgetId ?? "";
+    message.budgetHeadroom = object.budgetHeadroom ?? "0";
+    message.budgetWarnings = object.budgetWarnings?.map((e) => e) || [];
     return message;
   },
 };
