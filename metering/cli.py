@@ -29,6 +29,7 @@ from metering.config import (
     load_settings,
 )
 from metering.domain.auth import Role
+from metering.domain.budgets import Budget, BudgetMetric, BudgetPeriod
 from metering.domain.catalogue import CatalogueError
 from metering.domain.errors import InvalidArgument, MeteringError
 from metering.service.auth import AccountTenants, Authenticator, TokenAdmin
@@ -109,6 +110,26 @@ def _parser() -> argparse.ArgumentParser:
     revoked.add_argument("token_id")
     database_flag(revoked)
 
+    budgets = commands.add_parser("budgets", help="usage limits per account, API key and model")
+    budget_commands = budgets.add_subparsers(dest="budgets_command", required=True)
+    budget_set = budget_commands.add_parser("set", help="create or replace a budget")
+    budget_set.add_argument("account_id")
+    budget_set.add_argument("budget_id")
+    budget_set.add_argument("--period", choices=["day", "month", "rolling"], required=True)
+    budget_set.add_argument("--window-seconds", type=int, default=0, help="for rolling budgets")
+    budget_set.add_argument("--metric", choices=["cost", "tokens", "requests"], required=True)
+    budget_set.add_argument(
+        "--limit", type=int, required=True, help="nanos for cost, else tokens or requests"
+    )
+    budget_set.add_argument("--soft", action="store_true", help="warn instead of deny")
+    budget_set.add_argument("--api-key", default="", help="only this API key's usage")
+    budget_set.add_argument("--model", default="", help="only this model's usage")
+    budget_set.add_argument("--thresholds", default="50,80,100", help="percents that emit events")
+    database_flag(budget_set)
+    budget_list = budget_commands.add_parser("list", help="an account's budgets")
+    budget_list.add_argument("account_id")
+    database_flag(budget_list)
+
     ledger = commands.add_parser("ledger", help="ledger tools")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_commands.add_parser("verify", help="check balances against entries")
@@ -156,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tokens(settings, args)
         if args.command == "prices":
             return _prices(settings, args)
+        if args.command == "budgets":
+            return _budgets(settings, args)
         return _verify(settings)
     except InvalidArgument as exc:
         for violation in exc.violations:
@@ -280,6 +303,57 @@ def _migrate(settings: Settings) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def _budgets(settings: Settings, args: argparse.Namespace) -> int:
+    app = build_app(settings)
+    try:
+        if args.budgets_command == "set":
+            try:
+                thresholds = tuple(int(t) for t in args.thresholds.split(",") if t.strip())
+            except ValueError:
+                raise ValueError(
+                    f"--thresholds {args.thresholds!r}: percents like 50,80,100"
+                ) from None
+            budget = app.metering.set_budget(
+                Budget(
+                    account_id=args.account_id,
+                    budget_id=args.budget_id,
+                    period=BudgetPeriod(args.period.upper()),
+                    metric=BudgetMetric(args.metric.upper()),
+                    limit_value=args.limit,
+                    hard=not args.soft,
+                    api_key_id=args.api_key,
+                    model=args.model,
+                    rolling_seconds=args.window_seconds,
+                    thresholds=thresholds,
+                )
+            )
+            print(f"set {_describe(budget)}")
+        else:
+            for budget in app.metering.list_budgets(args.account_id):
+                print(_describe(budget))
+    finally:
+        app.close()
+    return 0
+
+
+def _describe(budget: Budget) -> str:
+    scope = " ".join(
+        part
+        for part in (
+            f"key={budget.api_key_id}" if budget.api_key_id else "",
+            f"model={budget.model}" if budget.model else "",
+        )
+        if part
+    )
+    window = f" {budget.rolling_seconds}s" if budget.period is BudgetPeriod.ROLLING else ""
+    return (
+        f"{budget.account_id}/{budget.budget_id}: {'hard' if budget.hard else 'soft'} "
+        f"{budget.metric.value.lower()} <= {budget.limit_value} per "
+        f"{budget.period.value.lower()}{window}"
+        f"{' ' + scope if scope else ''} thresholds={','.join(map(str, budget.thresholds))}%"
+    )
 
 
 def _verify(settings: Settings) -> int:

@@ -1,7 +1,8 @@
 """The one place where errors become gRPC statuses.
 
 Domain errors map by class to a status code and carry an ErrorInfo (stable
-reason) and, for invalid arguments, a BadRequest with each field violation.
+reason) and, for invalid arguments, a BadRequest with each field violation;
+RESOURCE_EXHAUSTED carries a RetryInfo with the delay after which to retry.
 Anything else is INTERNAL with a generic message: internals never leak to
 callers, and the exception is logged with its traceback.
 """
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -33,6 +35,7 @@ _CODES: tuple[tuple[type[errors.MeteringError], int], ...] = (
     (errors.Unavailable, code_pb2.UNAVAILABLE),
     (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
     (errors.PermissionDenied, code_pb2.PERMISSION_DENIED),
+    (errors.ResourceExhausted, code_pb2.RESOURCE_EXHAUSTED),
 )
 
 
@@ -52,6 +55,11 @@ def to_status(exc: errors.MeteringError) -> status_pb2.Status:
                 ]
             )
         )
+    if isinstance(exc, errors.ResourceExhausted):
+        delay = duration_pb2.Duration()
+        # Whole milliseconds, rounded up: never tell a caller to retry too early.
+        delay.FromMilliseconds(max(1, math.ceil(exc.retry_delay_seconds * 1000)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     packed = []
     for detail in details:
         holder = any_pb2.Any()

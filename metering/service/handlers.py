@@ -1355,7 +1355,7 @@ def _with_budgets(
             )
             for status in cache[key]:
                 for threshold in status.crossed():
-                    store.add_budget_event(
+                    if store.add_budget_event(
                         account.account_id,
                         _new_id(),
                         status.budget.budget_id,
@@ -1364,7 +1364,15 @@ def _with_budgets(
                         status.used,
                         status.budget.limit_value,
                         writes.now_us,
-                    )
+                    ):
+                        log.warning(
+                            "budget %s of account %s crossed %d%% (%d of %d)",
+                            status.budget.budget_id,
+                            account.account_id,
+                            threshold,
+                            status.used,
+                            status.budget.limit_value,
+                        )
         statuses = cache[key]
         if not statuses:
             out.append(result)

@@ -281,3 +281,57 @@ def test_workers_share_one_port_and_count_exactly_once(tmp_path: Path) -> None:
     assert count == 100
     done = _metering("ledger", "verify", "--database-url", url)
     assert done.returncode == 0, done.stdout
+
+
+def test_budgets_cli_sets_and_lists(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    prices_file = Path(__file__).parents[1] / "data" / "prices.json"
+    # The CLI loads the same catalogue the server was started with.
+    prices = {"METERING_PRICES_FILE": str(prices_file)}
+    server = ServerProcess(url, prices_file=prices_file)
+    server.start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            admin_grpc.MeteringAdminServiceStub(channel).CreateAccount(
+                admin_pb.CreateAccountRequest(account_id="acme"), timeout=10
+            )
+    finally:
+        server.stop()
+    set_done = _metering(
+        "budgets",
+        "set",
+        "acme",
+        "daily-cost",
+        "--period",
+        "day",
+        "--metric",
+        "cost",
+        "--limit",
+        "5000000000",
+        "--model",
+        "gpt-4o-mini",
+        "--database-url",
+        url,
+        env=prices,
+    )
+    assert set_done.returncode == 0, set_done.stderr
+    listed = _metering("budgets", "list", "acme", "--database-url", url, env=prices)
+    assert listed.stdout.strip() == (
+        "acme/daily-cost: hard cost <= 5000000000 per day model=gpt-4o-mini thresholds=50,80,100%"
+    )
+    bad = _metering(
+        "budgets",
+        "set",
+        "acme",
+        "x",
+        "--period",
+        "rolling",
+        "--metric",
+        "tokens",
+        "--limit",
+        "10",
+        "--database-url",
+        url,
+        env=prices,
+    )
+    assert bad.returncode == 2 and "rolling_window" in bad.stderr
