@@ -540,6 +540,24 @@ def _security(settings: Settings, app: App) -> dict[str, Any]:
     return extra
 
 
+def _rate_limit(settings: Settings) -> Any:
+    """The per-caller rate limit interceptor `start_server` takes (limits are per process)."""
+    from metering.api.ratelimit import Limit, RateLimiter, RateLimitInterceptor
+
+    limits = {
+        "estimate": Limit(
+            settings.rate_limit_estimate_per_second, settings.rate_limit_estimate_burst
+        ),
+        "summary": Limit(settings.rate_limit_summary_per_second, settings.rate_limit_summary_burst),
+        "import": Limit(settings.rate_limit_import_per_second, settings.rate_limit_import_burst),
+    }
+    log.info(
+        "rate limits per caller and process: %s",
+        ", ".join(f"{group}={limit}" for group, limit in limits.items()),
+    )
+    return RateLimitInterceptor(RateLimiter(limits, settings.rate_limit_max_callers))
+
+
 def _serve(settings: Settings) -> int:
     from metering.api.server import start_server  # grpc only for the serving command
 
@@ -559,6 +577,7 @@ def _serve(settings: Settings) -> int:
             settings.group_commit_records_max,
             settings.reuse_port,
             **_security(settings, app),
+            rate_limit=_rate_limit(settings),
             sweep_seconds=settings.reservation_sweep_ms / 1000,
         )
         stop = asyncio.Event()

@@ -8,6 +8,7 @@ message naming the setting.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -50,6 +51,15 @@ class Settings:
     log_format: str = "auto"
     otlp_endpoint: str | None = None
     prometheus_port: int | None = None
+    # Per-caller rate limits (metering.api.ratelimit), per process: tokens per second
+    # (0: unlimited) and burst of the estimate, summary and import method groups.
+    rate_limit_estimate_per_second: float = 200.0
+    rate_limit_estimate_burst: int = 400
+    rate_limit_summary_per_second: float = 20.0
+    rate_limit_summary_burst: int = 40
+    rate_limit_import_per_second: float = 1.0
+    rate_limit_import_burst: int = 2
+    rate_limit_max_callers: int = 10_000
 
     @property
     def listen(self) -> str:
@@ -117,6 +127,34 @@ def _existing_file(env: Mapping[str, str], name: str) -> Path | None:
     return Path(value)
 
 
+RATE_LIMIT_PER_SECOND_MAX = 1_000_000.0
+
+
+def _rate(value: str, name: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: not a number") from None
+    if not 0 <= number <= RATE_LIMIT_PER_SECOND_MAX:  # also refuses nan
+        raise ConfigError(f"{name}={value!r}: must be in [0, 1000000] (0: unlimited)")
+    return number
+
+
+def _rate_limit(env: Mapping[str, str], group: str, default: float) -> tuple[float, int]:
+    """METERING_RATE_LIMIT_<GROUP>_PER_SECOND and _BURST (default: twice the rate, at least 1)."""
+    prefix = f"METERING_RATE_LIMIT_{group.upper()}"
+    rate = _rate(
+        env.get(f"{prefix}_PER_SECOND", "").strip() or str(default), f"{prefix}_PER_SECOND"
+    )
+    burst_text = env.get(f"{prefix}_BURST", "").strip()
+    burst = (
+        _int(burst_text, f"{prefix}_BURST", 1, 100_000_000)
+        if burst_text
+        else max(1, math.ceil(2 * rate))
+    )
+    return rate, burst
+
+
 _OTLP_URL = re.compile(r"https?://[^\s/?#]+(/\S*)?")
 
 
@@ -162,6 +200,9 @@ def load_settings(
     if log_format not in ("auto", "json", "text"):
         raise ConfigError(f"METERING_LOG_FORMAT={log_format!r}: use json, text or auto")
     prometheus_text = env.get("METERING_PROMETHEUS_PORT", "").strip()
+    estimate_rate, estimate_burst = _rate_limit(env, "estimate", 200.0)
+    summary_rate, summary_burst = _rate_limit(env, "summary", 20.0)
+    import_rate, import_burst = _rate_limit(env, "import", 1.0)
     return Settings(
         listen_host=host,
         listen_port=port,
@@ -205,6 +246,18 @@ def load_settings(
         otlp_endpoint=_otlp_endpoint(env),
         prometheus_port=(
             _int(prometheus_text, "METERING_PROMETHEUS_PORT", 0, 65535) if prometheus_text else None
+        ),
+        rate_limit_estimate_per_second=estimate_rate,
+        rate_limit_estimate_burst=estimate_burst,
+        rate_limit_summary_per_second=summary_rate,
+        rate_limit_summary_burst=summary_burst,
+        rate_limit_import_per_second=import_rate,
+        rate_limit_import_burst=import_burst,
+        rate_limit_max_callers=_int(
+            env.get("METERING_RATE_LIMIT_MAX_CALLERS", "").strip() or "10000",
+            "METERING_RATE_LIMIT_MAX_CALLERS",
+            1,
+            10_000_000,
         ),
     )
 

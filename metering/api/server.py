@@ -74,14 +74,22 @@ async def start_server(
     batch_records_max: int = BATCH_RECORDS_MAX_DEFAULT,
     reuse_port: bool = False,
     auth: grpc.aio.ServerInterceptor | None = None,
+    rate_limit: grpc.aio.ServerInterceptor | None = None,
     credentials: grpc.ServerCredentials | None = None,
     sweep_seconds: float = 1.0,
 ) -> RunningServer:
-    """``auth`` checks every call (None: no authentication); ``credentials`` serve TLS."""
+    """``auth`` checks every call (None: no authentication); ``rate_limit`` limits callers
+    (metering.api.ratelimit; None: no limits); ``credentials`` serve TLS."""
     server = grpc.aio.server(
         # Observability first (outermost): it sees every other interceptor's outcome too.
         # Authentication (metering.api.auth) after it, before any servicer runs.
-        interceptors=[ObservabilityInterceptor(), *([auth] if auth is not None else [])],
+        # Rate limits (metering.api.ratelimit) after authentication: they charge its caller,
+        # and a refused caller costs nothing.
+        interceptors=[
+            ObservabilityInterceptor(),
+            *([auth] if auth is not None else []),
+            *([rate_limit] if rate_limit is not None else []),
+        ],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
