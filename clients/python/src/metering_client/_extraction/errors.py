@@ -7,7 +7,8 @@
     ├── FailedPrecondition        the request is valid but the system is not in a state to do it
     ├── Unavailable               a dependency (the database) cannot be reached; retry
     ├── Unauthenticated           no credentials, or credentials that are not valid
-    └── PermissionDenied          valid credentials that may not do this
+    ├── PermissionDenied          valid credentials that may not do this
+    └── ResourceExhausted         the caller is over its rate limit; retry after a delay
 
 Only the API layer turns these into gRPC status codes (one mapping, in
 ``metering.api.errors``). Messages never contain prompt text or secrets.
@@ -69,6 +70,20 @@ class Unauthenticated(MeteringError):
 
 class PermissionDenied(MeteringError):
     """The caller may not do this (ROLE_NOT_ALLOWED, TENANT_MISMATCH)."""
+
+
+class ResourceExhausted(MeteringError):
+    """The caller is over a limit (RATE_LIMITED); ``retry_delay_seconds`` says when to retry."""
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        retry_delay_seconds: float,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(reason, message, metadata)
+        self.retry_delay_seconds = max(0.0, retry_delay_seconds)
 
 
 @dataclass
