@@ -106,6 +106,7 @@ REQUEST_CREDITS_MAX = AMOUNT_UNITS_MAX
 REQUEST_CREDITS_BALANCE_MAX = 4 * REQUEST_CREDITS_MAX
 
 BATCH_RECORDS_MAX = 1000
+ACCOUNT_CACHE_MAX = 100_000
 
 _OP_RECORD = "RecordUsage"
 _OP_AUTHORIZE = "AuthorizeUsage"
@@ -185,6 +186,8 @@ class Metering:
         self._prices = prices
         self._clock = clock
         self._tokenizers = tokenizers or TokenizerRegistry()
+        self._account_cache: dict[str, Account] = {}
+        self._key_mode_cache: dict[tuple[str, str], BillingMode | None] = {}
 
     # Accounts and credits -------------------------------------------------
 
@@ -407,15 +410,7 @@ class Metering:
             v.add("reservation_id", "reservation_id must be at most 64 printable characters")
         v.raise_if_any()
         usage, source, streamed = self._usage_of(cmd)
-        with self._db.read() as store:
-            account = store.get_account(cmd.account_id)
-            if account is None:
-                raise _account_not_found(cmd.account_id)
-            key_mode = (
-                store.get_api_key_mode(account.account_id, cmd.api_key_id)
-                if cmd.api_key_id
-                else None
-            )
+        account, key_mode = self._account_and_key_mode(cmd.account_id, cmd.api_key_id)
         mode = key_mode or account.billing_mode
         event_time = cmd.event_time_us if cmd.event_time_us is not None else now
         book = self._prices()
@@ -437,6 +432,39 @@ class Metering:
             pricing_error=pricing_error,
             price_revision=book.revision,
         )
+
+    def _account_and_key_mode(
+        self, account_id: str, api_key_id: str
+    ) -> tuple[Account, BillingMode | None]:
+        """The account and its API key's billing-mode override, from memory when known.
+
+        The snapshot may be stale: the write re-reads both under the account's
+        row lock and re-prices a record whose settings changed meanwhile, so a
+        cached value never decides a charge. Accounts are never deleted, so a
+        cached account always exists.
+        """
+        key = (account_id, api_key_id)
+        account = self._account_cache.get(account_id)
+        if account is not None and key in self._key_mode_cache:
+            return account, self._key_mode_cache[key]
+        with self._db.read() as store:
+            account = store.get_account(account_id)
+            if account is None:
+                raise _account_not_found(account_id)
+            mode = store.get_api_key_mode(account_id, api_key_id) if api_key_id else None
+        self._remember(account, {key: mode})
+        return account, mode
+
+    def _remember(
+        self, account: Account, key_modes: dict[tuple[str, str], BillingMode | None]
+    ) -> None:
+        # Bounded: a burst of new accounts or keys must not grow memory without end.
+        if len(self._account_cache) >= ACCOUNT_CACHE_MAX:
+            self._account_cache.clear()
+        if len(self._key_mode_cache) >= ACCOUNT_CACHE_MAX:
+            self._key_mode_cache.clear()
+        self._account_cache[account.account_id] = account
+        self._key_mode_cache.update(key_modes)
 
     def _usage_of(self, cmd: RecordUsage) -> tuple[TokenUsage, UsageSource, bool]:
         """The usage to record and how it is known: as sent, extracted, or missing.
@@ -485,6 +513,9 @@ class Metering:
                         results[index] = self._write_record(writes, batch[index])
                     writes.flush()
                     results = _with_budgets(store, writes, batch, results)
+                for account in writes.accounts.values():
+                    self._remember(account, {})
+                self._key_mode_cache.update(writes.key_modes)
                 return results
             except DuplicateKey:
                 if attempt == WRITE_ATTEMPTS_MAX - 1:
@@ -525,8 +556,12 @@ class Metering:
         locked = writes.accounts.get(account_id)
         if locked is None:
             return _account_not_found(account_id)
-        # Settings as of the lock (a markup may have changed since prepare_record).
+        # Settings as of the lock: prepare_record may have used a stale snapshot.
         account = locked
+        mode = writes.key_modes.get((account_id, cmd.api_key_id)) or account.billing_mode
+        if mode is not pending.mode or account != pending.account:
+            price, error = _price_of(self._prices(), cmd, account, mode, pending.event_time_us)
+            pending = replace(pending, account=account, mode=mode, price=price, pricing_error=error)
         stored = writes.stored_result(account_id, cmd.request_id)
         if stored is not None:
             if stored.operation != _OP_RECORD or stored.payload_sha256 != pending.payload_sha256:
@@ -1276,6 +1311,12 @@ class _BatchWrites:
         locked = store.lock_accounts(ids)
         self.accounts = {account_id: row[0] for account_id, row in locked.items()}
         self.balances = {account_id: (row[1], row[2]) for account_id, row in locked.items()}
+        pairs = sorted({(p.account.account_id, p.command.api_key_id) for p in batch})
+        overrides = store.get_api_key_modes([pair for pair in pairs if pair[1]])
+        # Every pair of the batch, None where the key has no override.
+        self.key_modes: dict[tuple[str, str], BillingMode | None] = {
+            pair: overrides.get(pair) for pair in pairs
+        }
         self._stored: dict[tuple[str, str], StoredResultLike] = dict(
             store.get_stored_results(
                 sorted({(p.account.account_id, p.command.request_id) for p in batch})

@@ -219,6 +219,25 @@ class SqlStore:
         ).first()
         return BillingMode(row.billing_mode) if row and row.billing_mode else None
 
+    def get_api_key_modes(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], BillingMode]:
+        """The billing-mode overrides of these (account, API key) pairs, in one query."""
+        if not pairs:
+            return {}
+        k = t.api_keys.c
+        wanted = set(pairs)
+        rows = self._c.execute(
+            select(k.account_id, k.api_key_id, k.billing_mode).where(
+                k.account_id.in_(sorted({a for a, _ in pairs})),
+                k.api_key_id.in_(sorted({key for _, key in pairs})),
+                k.billing_mode.is_not(None),
+            )
+        )
+        return {
+            (row.account_id, row.api_key_id): BillingMode(row.billing_mode)
+            for row in rows
+            if (row.account_id, row.api_key_id) in wanted
+        }
+
     def set_api_key_mode(
         self, account_id: str, api_key_id: str, mode: BillingMode | None, now_us: int
     ) -> None:

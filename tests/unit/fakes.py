@@ -63,6 +63,9 @@ class FakeStore:
     def get_api_key_mode(self, account_id: str, api_key_id: str) -> BillingMode | None:
         return self.state.api_keys.get((account_id, api_key_id))
 
+    def get_api_key_modes(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], BillingMode]:
+        return {pair: mode for pair in pairs if (mode := self.state.api_keys.get(pair)) is not None}
+
     def set_api_key_mode(
         self, account_id: str, api_key_id: str, mode: BillingMode | None, now_us: int
     ) -> None:
