@@ -163,7 +163,8 @@ def summary_cost(request: Any) -> float:
     (the servicer refuses it)."""
     if not (request.HasField("start_time") and request.HasField("end_time")):
         return 1.0
-    seconds = request.end_time.ToSeconds() - request.start_time.ToSeconds()
+    # The raw fields: a malformed timestamp (nanos out of range) is the servicer's to refuse.
+    seconds = request.end_time.seconds - request.start_time.seconds
     if seconds <= 0:
         return 1.0
     return float(max(1, math.ceil(seconds / (_SECONDS_PER_DAY * SUMMARY_DAYS_PER_TOKEN))))
@@ -222,7 +223,12 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
             caller = caller_key(context)
-            delay = limiter.acquire(caller, group, cost_of(request))
+            try:
+                cost = cost_of(request)
+            except Exception:  # a cost must never fail a call the servicer would answer
+                log.warning("cannot price %s for rate limiting; charging 1", method, exc_info=True)
+                cost = 1.0
+            delay = limiter.acquire(caller, group, cost)
             if delay > 0:
                 log.info("rate limited %s for %s: retry in %.3fs", method, caller, delay)
                 exhausted = ResourceExhausted(

@@ -55,6 +55,11 @@ class ServerProcess:
             "METERING_SHUTDOWN_GRACE_SECONDS": "5",
             # Tests give holds TTLs of a second; sweep often enough to see them expire.
             "METERING_RESERVATION_SWEEP_MS": "200",
+            # Scenarios fire many calls from one loopback peer (one rate-limit bucket without
+            # authentication): no rate limits unless a test sets them (tests/e2e/test_ratelimit.py).
+            "METERING_RATE_LIMIT_ESTIMATE_PER_SECOND": "0",
+            "METERING_RATE_LIMIT_SUMMARY_PER_SECOND": "0",
+            "METERING_RATE_LIMIT_IMPORT_PER_SECOND": "0",
             **self.extra_env,
         }
         self.process = subprocess.Popen(
