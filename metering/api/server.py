@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -158,15 +159,47 @@ async def _set_health(
         await health.set(name, status)
 
 
+def _in_daemon_thread(fn: Callable[[], bool]) -> asyncio.Future[bool]:
+    """Run ``fn`` on a thread of its own, one that cannot hold up the process's exit.
+
+    The probe must not queue behind calls stuck on the database (the shared pool), and
+    a probe stuck on a silent database must not keep a stopping server alive.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bool] = loop.create_future()
+
+    def settle(outcome: bool | BaseException) -> None:
+        if future.done():  # timed out and cancelled meanwhile
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def run() -> None:
+        try:
+            outcome: bool | BaseException = fn()
+        except Exception as exc:
+            outcome = exc
+        loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name="metering-health-probe", daemon=True).start()
+    return future
+
+
 async def _probe_database(
     health: health_aio.HealthServicer, ping: Callable[[], bool], executor: ThreadPoolExecutor
 ) -> None:
     """Health follows database reachability, so load balancers route around an outage."""
-    loop = asyncio.get_running_loop()
     previous = True
     while True:
         await asyncio.sleep(HEALTH_PROBE_INTERVAL_SECONDS)
-        ok = await loop.run_in_executor(executor, ping)
+        try:
+            # A database that stops answering (rather than refusing) must not leave the
+            # health at its last value: no answer in time is NOT_SERVING.
+            ok = await asyncio.wait_for(_in_daemon_thread(ping), HEALTH_PROBE_INTERVAL_SECONDS)
+        except Exception:
+            ok = False
         if ok != previous:
             log.warning("database %s", "reachable again" if ok else "unreachable: NOT_SERVING")
             previous = ok

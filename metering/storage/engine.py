@@ -40,8 +40,17 @@ def make_engine(database_url: str, pool_size: int = 8) -> Engine:
         max_overflow=0,
         pool_pre_ping=True,
         pool_timeout=10,
-        # Fail fast instead of hanging when the server is unreachable.
-        connect_args={"connect_timeout": 5},
+        # Fail fast instead of hanging when the server is unreachable, and notice a
+        # server that stops answering: TCP keepalives, and at most 10 s of unacknowledged
+        # data before the connection is declared dead.
+        connect_args={
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
+        },
     )
 
 

@@ -1189,7 +1189,7 @@ class SqlDatabase:
             with self.engine.connect() as connection:
                 connection.exec_driver_sql("SELECT 1")
             return True
-        except DBAPIError:
+        except Exception:  # unreachable, pool exhausted, timed out: not serving
             return False
 
 

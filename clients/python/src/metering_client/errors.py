@@ -163,9 +163,11 @@ class InternalError(MeteringError):
     default_code = grpc.StatusCode.INTERNAL
 
 
-#: Codes on which a call is retried with the same request (and request_id).
+#: Codes on which a call is retried with the same request (and request_id). A server
+#: shutting down answers CANCELLED to calls it had received but not started; nothing was
+#: written for them, so they are retried like UNAVAILABLE.
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
 
 _BY_CODE: dict[grpc.StatusCode, type[MeteringError]] = {
