@@ -105,6 +105,7 @@ class Options:
     verify: str  # every | end
     ghz: Path | None
     quick: bool
+    server_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,23 +159,30 @@ class BackendResult:
 
 
 def _vm_hwm_kb(pid: int) -> int | None:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return None
+    """Peak RSS (VmHWM) of the server: summed over its processes if it has workers."""
+    total = None
+    for member in loadgen.descendants(pid):
+        with suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total = (total or 0) + int(line.split()[1])
+    return total
 
 
 def _reset_hwm(pid: int) -> bool:
-    """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs)."""
+    """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs), for each process."""
     try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        for member in loadgen.descendants(pid):
+            Path(f"/proc/{member}/clear_refs").write_text("5")
     except OSError:
         return False
     return True
 
 
 def _proc_cpu_seconds(pid: int) -> float:
-    return loadgen.process_cpu_seconds(pid) or 0.0
+    """CPU seconds of the server so far, with its worker processes if any."""
+    processes = loadgen._user_processes()
+    return sum(processes[p][1] for p in loadgen.descendants(pid, processes) if p in processes)
 
 
 def _children_cpu() -> float:
@@ -490,9 +498,14 @@ def _verify_summary(done: subprocess.CompletedProcess[str] | tuple[int, str]) ->
     return False, f"FAILED exit {code}: " + "; ".join(problems[:5] or lines[-3:])
 
 
+# The per-caller limit on EstimateTokens (where the server has one) would measure the
+# limit, not the server: all the load comes from one caller (one loopback address).
+SERVER_ENV = {"METERING_RATE_LIMIT_ESTIMATE_PER_SECOND": "0"}
+
+
 @contextmanager
-def _server(url: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(url, prices_file=PRICES)
+def _server(url: str, env: dict[str, str]) -> Iterator[ServerProcess]:
+    server = ServerProcess(url, prices_file=PRICES, env=env)
     server.start(timeout_seconds=120)
     try:
         yield server
@@ -595,7 +608,7 @@ def run_backend(
             log(f"{name}: skipped: {result.skipped}")
             return result, None
         result.description = backend.description
-        with _server(backend.url) as server:
+        with _server(backend.url, opts.server_env) as server:
             assert server.process is not None
             pid = server.process.pid
             log(f"{name}: server pid {pid} on {server.target}; creating {opts.accounts} accounts")
@@ -745,7 +758,7 @@ def profile(opts: Options, command: str, backends: list[str], out_dir: Path) -> 
     for name in backends:
         backend = SqliteBackend() if name == "sqlite" else PostgresBackend()
         try:
-            with _server(backend.url) as server:
+            with _server(backend.url, opts.server_env) as server:
                 assert server.process is not None
                 pid = server.process.pid
                 log(f"{name}: creating {opts.accounts} accounts")
@@ -972,6 +985,9 @@ def _header(opts: Options, scenarios: list[str], backends: list[str]) -> list[st
         f"RecordUsage {loadgen.MODEL} 1000 in / 500 out / 200 cached tokens, "
         f"batch {loadgen.BATCH_SIZE} records, EstimateTokens on {len(loadgen.estimate_text())} "
         f"bytes of text",
+        "server: python -m metering serve --prices-file tests/data/prices.json, environment "
+        + " ".join(f"{k}={v}" for k, v in sorted(opts.server_env.items()))
+        + " (the shipped defaults otherwise)",
         f"backends: {', '.join(backends)}; scenarios: {', '.join(scenarios)}; ledger verify: "
         + ("after every scenario" if opts.verify == "every" else "per backend, at the end"),
     ]
@@ -983,7 +999,11 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Environment: BENCH_PYTHON (interpreter with metering installed; "
         "default: ./.venv via scripts/bootstrap).",
     )  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="short phases (about 2-3 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 s phases, ledger verify at the end (about 3 minutes)",
+    )
     parser.add_argument("--duration", type=float, help="seconds per phase (default 10, quick 2)")
     parser.add_argument("--warmup", type=float, help="seconds not measured (default 1, quick 0.5)")
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight (32)")
@@ -1005,6 +1025,14 @@ def main(argv: list[str] | None = None) -> int:
         "(default: every; quick: end)",
     )
     parser.add_argument("--no-ghz", action="store_true", help="only the Python load generator")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment of the server, e.g. METERING_DB_POOL_SIZE=16 or METERING_WORKERS=2 "
+        "(repeatable; default: " + " ".join(f"{k}={v}" for k, v in SERVER_ENV.items()) + ")",
+    )
     parser.add_argument(
         "--out", type=Path, default=BENCH / "out", help="directory for the report (bench/out)"
     )
@@ -1036,7 +1064,13 @@ def main(argv: list[str] | None = None) -> int:
         verify=args.verify or ("end" if args.quick else "every"),
         ghz=ghz,
         quick=args.quick,
+        server_env=dict(SERVER_ENV),
     )
+    for item in args.server_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--server-env {item!r}: expected NAME=VALUE")
+        opts.server_env[key] = value
     command = args.command or shlex.join([sys.executable, *sys.argv])
     if args.profile:
         if args.backends == ",".join(BACKENDS):

@@ -267,15 +267,32 @@ def _user_processes() -> dict[int, tuple[int, float]]:
     return out
 
 
+def descendants(root: int, processes: dict[int, tuple[int, float]] | None = None) -> set[int]:
+    """``root`` and every process under it (e.g. the workers of ``serve --workers N``)."""
+    processes = _user_processes() if processes is None else processes
+    tree = {root}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _cpu) in processes.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return tree
+
+
 class CpuMeter:
     """Who used the CPU over an interval: the server, its database, the client, the rest.
 
     ``stop(client_seconds, elapsed)`` gives percentages of one core:
-    ``server`` (the metering process), ``db`` (the PostgreSQL processes under
-    ``db_pid``, the postmaster), ``client`` (as measured by the caller),
-    ``other`` (every other user-space process: another job on the machine
-    skews the figures) and ``kernel`` (the rest of the machine's busy time:
-    interrupts, network and disk work, kernel threads).
+    ``server`` (the metering process and any processes under it), ``db`` (the
+    PostgreSQL processes under ``db_pid``, the postmaster), ``client`` (as
+    measured by the caller), ``other`` (every other user-space process: another
+    job on the machine skews the figures) and ``kernel`` (the rest of the
+    machine's busy time: interrupts, network and disk work, kernel threads,
+    processes too short-lived to be seen).
     """
 
     def __init__(
@@ -283,33 +300,34 @@ class CpuMeter:
     ) -> None:
         self.pid = server_pid
         self.db_pid = db_pid
-        self.exclude = {os.getpid(), *exclude, *([server_pid] if server_pid else [])}
-        self.server0 = process_cpu_seconds(server_pid) if server_pid else None
+        self.exclude = {os.getpid(), *exclude}
         self.machine0 = machine_busy_seconds()
         self.procs0 = _user_processes()
 
     def stop(self, client_seconds: float, elapsed: float) -> dict[str, float | None]:
-        server1 = process_cpu_seconds(self.pid) if self.pid else None
         machine1 = machine_busy_seconds()
         procs1 = _user_processes()
-        server = None if server1 is None or self.server0 is None else server1 - self.server0
-        db = others = 0.0
-        for pid, (ppid, cpu) in procs1.items():
+        servers = descendants(self.pid, procs1) if self.pid else set()
+        dbs = descendants(self.db_pid, procs1) if self.db_pid else set()
+        server = db = others = 0.0
+        for pid, (_ppid, cpu) in procs1.items():
             if pid in self.exclude:
                 continue
             used = max(0.0, cpu - self.procs0.get(pid, (0, 0.0))[1])
-            if self.db_pid is not None and self.db_pid in (pid, ppid):
+            if pid in servers:
+                server += used
+            elif pid in dbs:
                 db += used
             else:
                 others += used
         kernel = None
         if machine1 is not None and self.machine0 is not None:
-            rest = machine1 - self.machine0 - (server or 0.0) - client_seconds - db
+            rest = machine1 - self.machine0 - server - client_seconds - db
             others = max(0.0, min(others, rest))
             kernel = max(0.0, rest - others)
         elapsed = elapsed or 1.0
         return {
-            "server_cpu_pct": None if server is None else server / elapsed * 100,
+            "server_cpu_pct": server / elapsed * 100 if self.pid else None,
             "db_cpu_pct": db / elapsed * 100 if self.db_pid is not None else None,
             "client_cpu_pct": client_seconds / elapsed * 100,
             "other_cpu_pct": others / elapsed * 100,

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from metering.api.malformed import MalformedRequestInterceptor
 from metering.api.observability import ObservabilityInterceptor
 from metering.api.servicers import MeteringAdminServicer, MeteringServicer
 from metering.service.group_commit import (
@@ -88,6 +89,8 @@ async def start_server(
         # and a refused caller costs nothing.
         interceptors=[
             ObservabilityInterceptor(),
+            # Before auth and rate limits: they read fields of the parsed request.
+            MalformedRequestInterceptor(),
             *([auth] if auth is not None else []),
             *([rate_limit] if rate_limit is not None else []),
         ],

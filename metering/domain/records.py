@@ -63,3 +63,36 @@ class NewResult:
     payload_sha256: str
     result_json: str
     now_us: int
+
+
+@dataclass(frozen=True)
+class Net:
+    """A usage record as corrected: its own figures plus every adjustment linked to it."""
+
+    usage: TokenUsage
+    cost_nanos: int
+    request_credits: int
+    reported_after: bool  # a later report (not a repricing) already corrected it
+
+
+def net_of(record: UsageRecord, adjustments: list[UsageRecord]) -> Net:
+    """Sum a record and its adjustments; token deltas of reports count, repricings carry none."""
+    usage = record.usage
+    cost, credits = record.cost_nanos, record.request_credits
+    fields = (
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "reasoning_tokens",
+    )
+    totals = {name: getattr(usage, name) for name in fields}
+    reported = False
+    for adjustment in adjustments:
+        for name in fields:
+            totals[name] += getattr(adjustment.usage, name)
+        cost += adjustment.cost_nanos
+        credits += adjustment.request_credits
+        reported = reported or not adjustment.request_id.startswith("reprice:")
+    return Net(TokenUsage(**totals), cost, credits, reported)

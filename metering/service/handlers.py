@@ -59,7 +59,7 @@ from metering.domain.money import (
     is_currency_code,
 )
 from metering.domain.pricing import Price, PriceBook, price_not_found
-from metering.domain.records import NewResult, NewTransaction, UsageRecord
+from metering.domain.records import Net, NewResult, NewTransaction, UsageRecord, net_of
 from metering.domain.reservations import (
     TTL_DEFAULT_US,
     TTL_MAX_US,
@@ -591,15 +591,26 @@ class Metering:
         now = writes.now_us
         transaction_id, record_id = _new_id(), _new_id()
         corrects: UsageRecord | None = None
+        corrects_net: Net | None = None
         if reservation is not None and reservation.state is ReservationState.OPEN:
             writes.store.resolve_reservation(
                 account_id, reservation.reservation_id, ReservationState.CAPTURED, now, record_id
             )
             writes.release_hold(account_id, reservation.amount_nanos, reservation.request_credits)
         elif reservation is not None and reservation.record_id is not None:
-            # The hold expired and was captured as an estimate; this report is the
-            # real figure for the same call: record the difference, linked to it.
-            corrects = writes.store.get_usage_record(account_id, reservation.record_id)
+            # The hold expired and was captured as an estimate; the first report is the
+            # real figure for the same call: record the difference, linked to it. A
+            # second report against the same hold is a call of its own.
+            estimate = writes.store.get_usage_record(account_id, reservation.record_id)
+            if estimate is not None:
+                net = net_of(
+                    estimate,
+                    writes.store.adjustments_of(account_id, [estimate.record_id]).get(
+                        estimate.record_id, []
+                    ),
+                )
+                if not net.reported_after and not writes.reported(estimate.record_id):
+                    corrects, corrects_net = estimate, net
         record = UsageRecord(
             account_id=account_id,
             record_id=record_id,
@@ -625,7 +636,10 @@ class Metering:
             batch=cmd.batch,
         )
         if corrects is not None:
-            record = _difference(record, corrects, charge.cost_nanos, charge.request_credits)
+            writes.mark_reported(corrects.record_id)
+            record = _difference(
+                record, corrects, corrects_net, charge.cost_nanos, charge.request_credits
+            )
             # The ledger moves only the difference; the balance was debited for the estimate.
             balance, credits = writes.debit(
                 account_id,
@@ -1062,6 +1076,11 @@ class Metering:
 
     def delete_budget(self, account_id: str, budget_id: str) -> None:
         """Remove a budget; NOT_FOUND if there is none."""
+        v = Violations()
+        val.check_account_id(v, account_id)
+        if not _BUDGET_ID.fullmatch(budget_id):
+            v.add("budget_id", "budget_id must be 1-64 characters of [A-Za-z0-9._-]")
+        v.raise_if_any()
         with self._db.write() as store:
             if not store.delete_budget(account_id, budget_id):
                 raise NotFound(
@@ -1324,6 +1343,7 @@ class _BatchWrites:
         )
         self._dirty: set[str] = set()
         self.holds: dict[str, tuple[int, int]] = {}
+        self._reported: set[str] = set()
         self._transactions: list[NewTransaction] = []
         self._records: list[UsageRecord] = []
         self._results: list[NewResult] = []
@@ -1338,6 +1358,13 @@ class _BatchWrites:
         self.balances[account_id] = (balance, left)
         self._dirty.add(account_id)
         return balance, left
+
+    def reported(self, record_id: str) -> bool:
+        """Whether a record of this batch already corrects that estimate."""
+        return record_id in self._reported
+
+    def mark_reported(self, record_id: str) -> None:
+        self._reported.add(record_id)
 
     def release_hold(self, account_id: str, amount_nanos: int, credits: int) -> None:
         """Lower the account's open holds by a resolved reservation's amounts."""
@@ -1448,14 +1475,16 @@ def _with_budgets(
 
 
 def _difference(
-    record: UsageRecord, corrected: UsageRecord, cost_nanos: int, credits: int
+    record: UsageRecord, corrected: UsageRecord, net: Net | None, cost_nanos: int, credits: int
 ) -> UsageRecord:
-    """An adjustment carrying ``record`` minus ``corrected``, linked to ``corrected``.
+    """An adjustment carrying ``record`` minus ``corrected`` as corrected so far (``net``),
+    linked to ``corrected``.
 
-    Summed with the corrected record, it gives the real usage and cost; its
-    token counts may be negative, and it counts no request.
+    Summed with the corrected record and its earlier adjustments, it gives the real
+    usage and cost; its token counts may be negative, and it counts no request.
     """
-    actual, estimate = record.usage, corrected.usage
+    assert net is not None
+    actual, estimate = record.usage, net.usage
     return replace(
         record,
         usage=TokenUsage(
@@ -1466,8 +1495,8 @@ def _difference(
             cache_write_1h_tokens=actual.cache_write_1h_tokens - estimate.cache_write_1h_tokens,
             reasoning_tokens=actual.reasoning_tokens - estimate.reasoning_tokens,
         ),
-        cost_nanos=cost_nanos - corrected.cost_nanos,
-        request_credits=credits - corrected.request_credits,
+        cost_nanos=cost_nanos - net.cost_nanos,
+        request_credits=credits - net.request_credits,
         record_kind="ADJUSTMENT",
         request_count=0,
         corrects_record_id=corrected.record_id,

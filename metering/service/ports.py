@@ -130,9 +130,9 @@ class Store(Protocol):
         after: tuple[int, str, str],
         limit: int,
     ) -> list[UsageRecord]: ...
-    def adjustment_sums(
+    def adjustments_of(
         self, account_id: str, record_ids: list[str]
-    ) -> dict[str, tuple[int, int]]: ...
+    ) -> dict[str, list[UsageRecord]]: ...
 
 
 class Database(Protocol):

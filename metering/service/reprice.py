@@ -18,7 +18,7 @@ from metering.domain.accounts import Account, BillingMode, charge_for, is_exhaus
 from metering.domain.errors import FailedPrecondition, MeteringError, Violations
 from metering.domain.ledger import TransactionKind, usage_entries
 from metering.domain.pricing import PriceBook
-from metering.domain.records import UsageRecord
+from metering.domain.records import Net, UsageRecord, net_of
 from metering.domain.usage import TokenUsage
 from metering.service import validation as val
 from metering.service.handlers import SUMMARY_RANGE_MAX_US, checked_balances
@@ -92,21 +92,22 @@ class Repricer:
                 by_account: dict[str, list[UsageRecord]] = {}
                 for record in page:
                     by_account.setdefault(record.account_id, []).append(record)
-                sums: dict[tuple[str, str], tuple[int, int]] = {}
+                nets: dict[tuple[str, str], Net] = {}
                 for owner, records in by_account.items():
                     if owner not in accounts:
                         found = store.get_account(owner)
                         if found is not None:
                             accounts[owner] = found
-                    for record_id, total in store.adjustment_sums(
-                        owner, [r.record_id for r in records]
-                    ).items():
-                        sums[(owner, record_id)] = total
+                    adjustments = store.adjustments_of(owner, [r.record_id for r in records])
+                    for record in records:
+                        nets[(owner, record.record_id)] = net_of(
+                            record, adjustments.get(record.record_id, [])
+                        )
             if not page:
                 break
             for record in page:
                 report.records_checked += 1
-                change = self._change(record, accounts.get(record.account_id), book, sums, report)
+                change = self._change(record, accounts.get(record.account_id), book, nets, report)
                 if change is None:
                     continue
                 report.changes.append(change)
@@ -125,7 +126,7 @@ class Repricer:
         record: UsageRecord,
         account: Account | None,
         book: PriceBook,
-        sums: dict[tuple[str, str], tuple[int, int]],
+        nets: dict[tuple[str, str], Net],
         report: RepriceReport,
     ) -> Change | None:
         if account is None:
@@ -138,13 +139,13 @@ class Repricer:
             record.event_time_us,
             record.account_id,
         )
-        charge = charge_for(account, mode, price, record.usage, batch=record.batch)
+        net = nets[(record.account_id, record.record_id)]
+        # Price what the call used as corrected by later reports, not the first figure.
+        charge = charge_for(account, mode, price, net.usage, batch=record.batch)
         if charge.unpriced:
             report.still_unpriced += 1
             return None
-        added_cost, added_credits = sums.get((record.account_id, record.record_id), (0, 0))
-        old_cost = record.cost_nanos + added_cost
-        old_credits = record.request_credits + added_credits
+        old_cost, old_credits = net.cost_nanos, net.request_credits
         if (charge.cost_nanos, charge.request_credits) == (old_cost, old_credits):
             return None
         return Change(
@@ -172,10 +173,14 @@ class Repricer:
             if store.get_stored_result(record.account_id, request_id) is not None:
                 return False
             # Re-read the sums under the lock: another run may have adjusted meanwhile.
-            added = store.adjustment_sums(record.account_id, [record.record_id])
-            added_cost, added_credits = added.get(record.record_id, (0, 0))
-            delta_cost = change.new_cost_nanos - record.cost_nanos - added_cost
-            delta_credits = change.new_credits - record.request_credits - added_credits
+            net = net_of(
+                record,
+                store.adjustments_of(record.account_id, [record.record_id]).get(
+                    record.record_id, []
+                ),
+            )
+            delta_cost = change.new_cost_nanos - net.cost_nanos
+            delta_credits = change.new_credits - net.request_credits
             if not delta_cost and not delta_credits:
                 return False
             try:

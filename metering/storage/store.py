@@ -784,21 +784,22 @@ class SqlStore:
             query = query.where(u.account_id == account_id)
         return [_usage_record(row) for row in self._c.execute(query)]
 
-    def adjustment_sums(self, account_id: str, record_ids: list[str]) -> dict[str, tuple[int, int]]:
-        """Per corrected record id: the (cost, credits) its adjustments add."""
+    def adjustments_of(
+        self, account_id: str, record_ids: list[str]
+    ) -> dict[str, list[UsageRecord]]:
+        """Per corrected record id: the adjustments linked to it, in one query."""
         if not record_ids:
             return {}
         u = t.usage_records.c
         rows = self._c.execute(
-            select(
-                u.corrects_record_id,
-                func.sum(u.cost_nanos).label("cost"),
-                func.sum(u.request_credits).label("credits"),
-            )
+            select(t.usage_records)
             .where(u.account_id == account_id, u.corrects_record_id.in_(record_ids))
-            .group_by(u.corrects_record_id)
+            .order_by(u.record_time_us, u.record_id)
         )
-        return {row.corrects_record_id: (int(row.cost), int(row.credits)) for row in rows}
+        found: dict[str, list[UsageRecord]] = {}
+        for row in rows:
+            found.setdefault(row.corrects_record_id, []).append(_usage_record(row))
+        return found
 
     # Reservations ----------------------------------------------------------
 
@@ -1088,6 +1089,10 @@ class SqlStore:
             )
         ):
             sums[(row.ledger_account, row.asset)] = int(row.total)
+        # Per ledger account, so that each account's check looks only at its own sums.
+        assets_of: dict[str, dict[str, int]] = {}
+        for (ledger_account, asset), total in sums.items():
+            assets_of.setdefault(ledger_account, {})[asset] = total
         accounts_seen: set[str] = set()
         for row in self._c.execute(
             select(a.account_id, a.currency_code, a.balance_nanos, a.request_credits)
@@ -1106,12 +1111,8 @@ class SqlStore:
                     f"account {row.account_id}: request credits {row.request_credits} "
                     f"!= sum of entries {credits}"
                 )
-            for (ledger_account, asset), total in sums.items():
-                if (
-                    ledger_account == row.account_id
-                    and asset not in (row.currency_code, ASSET_REQUEST_CREDITS)
-                    and total != 0
-                ):
+            for asset, total in assets_of.get(row.account_id, {}).items():
+                if asset not in (row.currency_code, ASSET_REQUEST_CREDITS) and total != 0:
                     report.problems.append(
                         f"account {row.account_id}: entries in foreign asset {asset}"
                     )

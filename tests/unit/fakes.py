@@ -326,13 +326,14 @@ class FakeStore:
         )
         return records[:limit]
 
-    def adjustment_sums(self, account_id: str, record_ids: list[str]) -> dict[str, tuple[int, int]]:
-        sums: dict[str, tuple[int, int]] = {}
+    def adjustments_of(
+        self, account_id: str, record_ids: list[str]
+    ) -> dict[str, list[UsageRecord]]:
+        found: dict[str, list[UsageRecord]] = {}
         for r in self.state.records:
             if r.account_id == account_id and r.corrects_record_id in record_ids:
-                cost, credits = sums.get(r.corrects_record_id, (0, 0))
-                sums[r.corrects_record_id] = (cost + r.cost_nanos, credits + r.request_credits)
-        return sums
+                found.setdefault(r.corrects_record_id, []).append(r)
+        return found
 
 
 class FakeDatabase:
