@@ -165,20 +165,24 @@ class Repricer:
 
     def _apply(self, record: UsageRecord, change: Change) -> bool | MeteringError:
         """Write one adjustment; False when an identical one was already written."""
-        request_id = f"reprice:{record.record_id}:{change.new_cost_nanos}:{change.new_credits}"
         with self._db.write() as store:
             account = store.get_account(record.account_id, for_update=True)
             if account is None:
                 return False
+            # Re-read the adjustments under the lock: another run may have adjusted meanwhile.
+            adjustments = store.adjustments_of(record.account_id, [record.record_id]).get(
+                record.record_id, []
+            )
+            # The key names the correction's place in the record's history and its target:
+            # two runs taking the same step write it once, and a price that changes back
+            # later is a new step, not a replay of an old one.
+            request_id = (
+                f"reprice:{record.record_id}:{len(adjustments)}:"
+                f"{change.new_cost_nanos}:{change.new_credits}"
+            )
             if store.get_stored_result(record.account_id, request_id) is not None:
                 return False
-            # Re-read the sums under the lock: another run may have adjusted meanwhile.
-            net = net_of(
-                record,
-                store.adjustments_of(record.account_id, [record.record_id]).get(
-                    record.record_id, []
-                ),
-            )
+            net = net_of(record, adjustments)
             delta_cost = change.new_cost_nanos - net.cost_nanos
             delta_credits = change.new_credits - net.request_credits
             if not delta_cost and not delta_credits:
