@@ -127,6 +127,14 @@ def parse_catalogue(data: Any, source: str) -> list[Price]:
             problems.append(f"{where}: duplicate price_id and version")
         seen.add((price_id, version))
         provider, model = entry.get("provider"), entry.get("model")
+        # The columns' bounds, and text any database stores (PostgreSQL refuses NUL).
+        for key, limit in (("price_id", 200), ("provider", 64), ("model", 128)):
+            value = entry.get(key)
+            if isinstance(value, str) and (len(value) > limit or not value.isprintable()):
+                problems.append(f"{where}.{key}: at most {limit} printable characters")
+        for alias in entry.get("aliases", []) if isinstance(entry.get("aliases"), list) else []:
+            if isinstance(alias, str) and (len(alias) > 128 or not alias.isprintable()):
+                problems.append(f"{where}.aliases: at most 128 printable characters each")
         if not isinstance(provider, str) or not provider:
             problems.append(f"{where}.provider: required string")
         if not isinstance(model, str) or not model:
@@ -179,8 +187,8 @@ def parse_catalogue(data: Any, source: str) -> list[Price]:
                 problems.append(f"{where}.batch_discount_percent: must be in [0, 100]")
                 batch_discount_bps = 0
         account_id = entry.get("account_id", "")
-        if not isinstance(account_id, str):
-            problems.append(f"{where}.account_id: must be a string")
+        if not isinstance(account_id, str) or len(account_id) > 128 or not account_id.isprintable():
+            problems.append(f"{where}.account_id: at most 128 printable characters")
             account_id = ""
         retired = entry.get("retired", False)
         if not isinstance(retired, bool):
