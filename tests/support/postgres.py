@@ -160,7 +160,7 @@ def _tail(path: pathlib.Path, lines: int = _LOG_TAIL_LINES) -> str:
 
 def _world_traversable(path: pathlib.Path) -> bool:
     # The postgres user must be able to reach its data dir through every
-    # parent directory (e.g. TMPDIR=/root/tmp would not work).
+    # parent directory (e.g. a TMPDIR inside root's home would not work).
     for parent in path.resolve().parents:
         try:
             if not parent.stat().st_mode & stat.S_IXOTH:
