@@ -91,7 +91,9 @@ class GroupCommitter:
     ) -> list[RecordResult | MeteringError]:
         """Record several calls; a result or an error per call, in order."""
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(self._executor, self._prepare_all, list(cmds))
+        prepared = await loop.run_in_executor(
+            self._executor, self._metering.prepare_many, list(cmds)
+        )
         futures: list[asyncio.Future[RecordResult | MeteringError] | None] = []
         for item in prepared:
             if isinstance(item, MeteringError):
@@ -109,20 +111,6 @@ class GroupCommitter:
             else:
                 results.append(await waiting)
         return results
-
-    def _prepare_all(
-        self, cmds: list[RecordUsage | MeteringError]
-    ) -> list[PendingRecord | MeteringError]:
-        prepared: list[PendingRecord | MeteringError] = []
-        for cmd in cmds:
-            if isinstance(cmd, MeteringError):
-                prepared.append(cmd)
-                continue
-            try:
-                prepared.append(self._metering.prepare_record(cmd))
-            except MeteringError as exc:
-                prepared.append(exc)
-        return prepared
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -373,23 +373,25 @@ class Metering:
         fail the others.
         """
         check_batch_size(len(cmds))
-        results: list[RecordResult | MeteringError] = []
-        pending: list[PendingRecord] = []
-        slots: list[int] = []
+        prepared = self.prepare_many(cmds)
+        pending = [item for item in prepared if isinstance(item, PendingRecord)]
+        outcomes = iter(self.write_usage_batch(pending) if pending else [])
+        return [item if isinstance(item, MeteringError) else next(outcomes) for item in prepared]
+
+    def prepare_many(
+        self, cmds: Sequence[RecordUsage | MeteringError]
+    ) -> list[PendingRecord | MeteringError]:
+        """Prepare each call; an entry that is or becomes an error stays in its place."""
+        prepared: list[PendingRecord | MeteringError] = []
         for cmd in cmds:
             if isinstance(cmd, MeteringError):
-                results.append(cmd)
+                prepared.append(cmd)
                 continue
             try:
-                pending.append(self.prepare_record(cmd))
-                slots.append(len(results))
-                results.append(MeteringError("INTERNAL", "not written"))
+                prepared.append(self.prepare_record(cmd))
             except MeteringError as exc:
-                results.append(exc)
-        if pending:
-            for slot, outcome in zip(slots, self.write_usage_batch(pending), strict=True):
-                results[slot] = outcome
-        return results
+                prepared.append(exc)
+        return prepared
 
     def prepare_record(self, cmd: RecordUsage) -> PendingRecord:
         """Validate, bound and price a record outside any write transaction."""
