@@ -95,6 +95,36 @@ class MeteringAdminServiceStub:
                 request_serializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsRequest.SerializeToString,
                 response_deserializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsResponse.FromString,
                 _registered_method=True)
+        self.SetMissingUsagePolicy = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/SetMissingUsagePolicy',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.SetMissingUsagePolicyRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.SetMissingUsagePolicyResponse.FromString,
+                _registered_method=True)
+        self.ListMissingUsagePolicies = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/ListMissingUsagePolicies',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.ListMissingUsagePoliciesRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.ListMissingUsagePoliciesResponse.FromString,
+                _registered_method=True)
+        self.DeleteMissingUsagePolicy = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/DeleteMissingUsagePolicy',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.DeleteMissingUsagePolicyRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.DeleteMissingUsagePolicyResponse.FromString,
+                _registered_method=True)
+        self.ListReviewRecords = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/ListReviewRecords',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.ListReviewRecordsRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.ListReviewRecordsResponse.FromString,
+                _registered_method=True)
+        self.ExportUsage = channel.unary_stream(
+                '/metering.v1.MeteringAdminService/ExportUsage',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.ExportUsageRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.ExportUsageResponse.FromString,
+                _registered_method=True)
+        self.Reconcile = channel.unary_unary(
+                '/metering.v1.MeteringAdminService/Reconcile',
+                request_serializer=metering_dot_v1_dot_admin__service__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_admin__service__pb2.ReconcileResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringAdminServiceServicer:
@@ -204,6 +234,59 @@ class MeteringAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetMissingUsagePolicy(self, request, context):
+        """SetMissingUsagePolicy creates or replaces the policy for calls without
+        usage in one scope (account, provider, model; empty means any). The most
+        specific policy applies: account before provider before model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMissingUsagePolicies(self, request, context):
+        """ListMissingUsagePolicies lists every policy, most specific first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMissingUsagePolicy(self, request, context):
+        """DeleteMissingUsagePolicy removes the policy of one scope.
+        Errors: NOT_FOUND (POLICY_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReviewRecords(self, request, context):
+        """ListReviewRecords is the review queue: calls recorded as MISSING, and
+        ESTIMATED calls of accounts whose estimated share of calls in the range
+        is at least estimated_share_min, not yet corrected; oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportUsage(self, request, context):
+        """ExportUsage streams the usage records (or summary rows) of a range, then
+        one message with the totals, which tie exactly to the ledger. Constant
+        memory on the server whatever the range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reconcile(self, request, context):
+        """Reconcile compares an upstream provider's usage or cost export with the
+        local records per day x model x key (and per request where the export has
+        request ids) and reports the discrepancies; with apply, turns them into
+        correction entries linked to the import. Applying the same export again
+        changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +349,36 @@ def add_MeteringAdminServiceServicer_to_server(servicer, server):
                     servicer.ListBudgetEvents,
                     request_deserializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsRequest.FromString,
                     response_serializer=metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsResponse.SerializeToString,
+            ),
+            'SetMissingUsagePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMissingUsagePolicy,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.SetMissingUsagePolicyRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.SetMissingUsagePolicyResponse.SerializeToString,
+            ),
+            'ListMissingUsagePolicies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMissingUsagePolicies,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.ListMissingUsagePoliciesRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.ListMissingUsagePoliciesResponse.SerializeToString,
+            ),
+            'DeleteMissingUsagePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMissingUsagePolicy,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.DeleteMissingUsagePolicyRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.DeleteMissingUsagePolicyResponse.SerializeToString,
+            ),
+            'ListReviewRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReviewRecords,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.ListReviewRecordsRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.ListReviewRecordsResponse.SerializeToString,
+            ),
+            'ExportUsage': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUsage,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.ExportUsageRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.ExportUsageResponse.SerializeToString,
+            ),
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=metering_dot_v1_dot_admin__service__pb2.ReconcileRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_admin__service__pb2.ReconcileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -593,6 +706,168 @@ class MeteringAdminService:
             '/metering.v1.MeteringAdminService/ListBudgetEvents',
             metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsRequest.SerializeToString,
             metering_dot_v1_dot_admin__service__pb2.ListBudgetEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMissingUsagePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/SetMissingUsagePolicy',
+            metering_dot_v1_dot_admin__service__pb2.SetMissingUsagePolicyRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.SetMissingUsagePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMissingUsagePolicies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/ListMissingUsagePolicies',
+            metering_dot_v1_dot_admin__service__pb2.ListMissingUsagePoliciesRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.ListMissingUsagePoliciesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMissingUsagePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/DeleteMissingUsagePolicy',
+            metering_dot_v1_dot_admin__service__pb2.DeleteMissingUsagePolicyRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.DeleteMissingUsagePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReviewRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/ListReviewRecords',
+            metering_dot_v1_dot_admin__service__pb2.ListReviewRecordsRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.ListReviewRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/ExportUsage',
+            metering_dot_v1_dot_admin__service__pb2.ExportUsageRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.ExportUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reconcile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringAdminService/Reconcile',
+            metering_dot_v1_dot_admin__service__pb2.ReconcileRequest.SerializeToString,
+            metering_dot_v1_dot_admin__service__pb2.ReconcileResponse.FromString,
             options,
             channel_credentials,
             insecure,

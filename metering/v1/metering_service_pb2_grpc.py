@@ -77,6 +77,11 @@ class MeteringServiceStub:
                 request_serializer=metering_dot_v1_dot_metering__service__pb2.UsageSummaryRequest.SerializeToString,
                 response_deserializer=metering_dot_v1_dot_metering__service__pb2.UsageSummaryResponse.FromString,
                 _registered_method=True)
+        self.CorrectUsage = channel.unary_unary(
+                '/metering.v1.MeteringService/CorrectUsage',
+                request_serializer=metering_dot_v1_dot_metering__service__pb2.CorrectUsageRequest.SerializeToString,
+                response_deserializer=metering_dot_v1_dot_metering__service__pb2.CorrectUsageResponse.FromString,
+                _registered_method=True)
 
 
 class MeteringServiceServicer:
@@ -182,6 +187,21 @@ class MeteringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CorrectUsage(self, request, context):
+        """CorrectUsage supersedes a recorded call's usage (or cost) with a later,
+        authoritative figure: the relay learned the real usage after the stream,
+        or an operator imports it. The original record and its ledger entries are
+        never modified; the difference is appended as adjustment records and one
+        CORRECTION ledger transaction linked to the original, and the call counts
+        as CORRECTED from then on. Idempotent on (account_id, correction_id).
+        Errors: NOT_FOUND (RECORD_NOT_FOUND), INVALID_ARGUMENT, ALREADY_EXISTS
+        (REQUEST_ID_CONFLICT: the correction_id was used with another payload),
+        FAILED_PRECONDITION (PRICE_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeteringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +239,11 @@ def add_MeteringServiceServicer_to_server(servicer, server):
                     servicer.UsageSummary,
                     request_deserializer=metering_dot_v1_dot_metering__service__pb2.UsageSummaryRequest.FromString,
                     response_serializer=metering_dot_v1_dot_metering__service__pb2.UsageSummaryResponse.SerializeToString,
+            ),
+            'CorrectUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CorrectUsage,
+                    request_deserializer=metering_dot_v1_dot_metering__service__pb2.CorrectUsageRequest.FromString,
+                    response_serializer=metering_dot_v1_dot_metering__service__pb2.CorrectUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -418,6 +443,33 @@ class MeteringService:
             '/metering.v1.MeteringService/UsageSummary',
             metering_dot_v1_dot_metering__service__pb2.UsageSummaryRequest.SerializeToString,
             metering_dot_v1_dot_metering__service__pb2.UsageSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CorrectUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/metering.v1.MeteringService/CorrectUsage',
+            metering_dot_v1_dot_metering__service__pb2.CorrectUsageRequest.SerializeToString,
+            metering_dot_v1_dot_metering__service__pb2.CorrectUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,6 +24,188 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ExportKind says what ExportUsage streams.
+type ExportKind int32
+
+const (
+	// RECORDS.
+	ExportKind_EXPORT_KIND_UNSPECIFIED ExportKind = 0
+	// Every stored row (calls and adjustments), in event time order.
+	ExportKind_EXPORT_KIND_RECORDS ExportKind = 1
+	// Summary rows by day (in time_zone) x account x model x usage source.
+	ExportKind_EXPORT_KIND_SUMMARY ExportKind = 2
+)
+
+// Enum value maps for ExportKind.
+var (
+	ExportKind_name = map[int32]string{
+		0: "EXPORT_KIND_UNSPECIFIED",
+		1: "EXPORT_KIND_RECORDS",
+		2: "EXPORT_KIND_SUMMARY",
+	}
+	ExportKind_value = map[string]int32{
+		"EXPORT_KIND_UNSPECIFIED": 0,
+		"EXPORT_KIND_RECORDS":     1,
+		"EXPORT_KIND_SUMMARY":     2,
+	}
+)
+
+func (x ExportKind) Enum() *ExportKind {
+	p := new(ExportKind)
+	*p = x
+	return p
+}
+
+func (x ExportKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ExportKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_metering_v1_admin_service_proto_enumTypes[0].Descriptor()
+}
+
+func (ExportKind) Type() protoreflect.EnumType {
+	return &file_metering_v1_admin_service_proto_enumTypes[0]
+}
+
+func (x ExportKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ExportKind.Descriptor instead.
+func (ExportKind) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{0}
+}
+
+// UpstreamFormat names the format of a provider export.
+type UpstreamFormat int32
+
+const (
+	// Detect from the content.
+	UpstreamFormat_UPSTREAM_FORMAT_UNSPECIFIED UpstreamFormat = 0
+	// OpenAI Usage API (/v1/organization/usage/completions) JSON pages.
+	UpstreamFormat_UPSTREAM_FORMAT_OPENAI_USAGE UpstreamFormat = 1
+	// OpenAI Costs API (/v1/organization/costs) JSON pages.
+	UpstreamFormat_UPSTREAM_FORMAT_OPENAI_COSTS UpstreamFormat = 2
+	// Anthropic Usage report (/v1/organizations/usage_report/messages) JSON.
+	UpstreamFormat_UPSTREAM_FORMAT_ANTHROPIC_USAGE UpstreamFormat = 3
+	// Anthropic Cost report (/v1/organizations/cost_report) JSON.
+	UpstreamFormat_UPSTREAM_FORMAT_ANTHROPIC_COST UpstreamFormat = 4
+	// The generic CSV documented in docs/reconciliation.md.
+	UpstreamFormat_UPSTREAM_FORMAT_GENERIC_CSV UpstreamFormat = 5
+)
+
+// Enum value maps for UpstreamFormat.
+var (
+	UpstreamFormat_name = map[int32]string{
+		0: "UPSTREAM_FORMAT_UNSPECIFIED",
+		1: "UPSTREAM_FORMAT_OPENAI_USAGE",
+		2: "UPSTREAM_FORMAT_OPENAI_COSTS",
+		3: "UPSTREAM_FORMAT_ANTHROPIC_USAGE",
+		4: "UPSTREAM_FORMAT_ANTHROPIC_COST",
+		5: "UPSTREAM_FORMAT_GENERIC_CSV",
+	}
+	UpstreamFormat_value = map[string]int32{
+		"UPSTREAM_FORMAT_UNSPECIFIED":     0,
+		"UPSTREAM_FORMAT_OPENAI_USAGE":    1,
+		"UPSTREAM_FORMAT_OPENAI_COSTS":    2,
+		"UPSTREAM_FORMAT_ANTHROPIC_USAGE": 3,
+		"UPSTREAM_FORMAT_ANTHROPIC_COST":  4,
+		"UPSTREAM_FORMAT_GENERIC_CSV":     5,
+	}
+)
+
+func (x UpstreamFormat) Enum() *UpstreamFormat {
+	p := new(UpstreamFormat)
+	*p = x
+	return p
+}
+
+func (x UpstreamFormat) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UpstreamFormat) Descriptor() protoreflect.EnumDescriptor {
+	return file_metering_v1_admin_service_proto_enumTypes[1].Descriptor()
+}
+
+func (UpstreamFormat) Type() protoreflect.EnumType {
+	return &file_metering_v1_admin_service_proto_enumTypes[1]
+}
+
+func (x UpstreamFormat) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UpstreamFormat.Descriptor instead.
+func (UpstreamFormat) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{1}
+}
+
+// DiscrepancyKind classifies one line of a reconciliation.
+type DiscrepancyKind int32
+
+const (
+	DiscrepancyKind_DISCREPANCY_KIND_UNSPECIFIED DiscrepancyKind = 0
+	// Both sides agree within the thresholds.
+	DiscrepancyKind_DISCREPANCY_KIND_MATCHED DiscrepancyKind = 1
+	// Recorded locally, absent upstream.
+	DiscrepancyKind_DISCREPANCY_KIND_LOCAL_ONLY DiscrepancyKind = 2
+	// Billed upstream, never recorded locally (a lost call).
+	DiscrepancyKind_DISCREPANCY_KIND_UPSTREAM_ONLY DiscrepancyKind = 3
+	// Both sides have it; the token counts differ.
+	DiscrepancyKind_DISCREPANCY_KIND_TOKENS DiscrepancyKind = 4
+	// Both sides have it with the same tokens; the cost differs.
+	DiscrepancyKind_DISCREPANCY_KIND_COST DiscrepancyKind = 5
+)
+
+// Enum value maps for DiscrepancyKind.
+var (
+	DiscrepancyKind_name = map[int32]string{
+		0: "DISCREPANCY_KIND_UNSPECIFIED",
+		1: "DISCREPANCY_KIND_MATCHED",
+		2: "DISCREPANCY_KIND_LOCAL_ONLY",
+		3: "DISCREPANCY_KIND_UPSTREAM_ONLY",
+		4: "DISCREPANCY_KIND_TOKENS",
+		5: "DISCREPANCY_KIND_COST",
+	}
+	DiscrepancyKind_value = map[string]int32{
+		"DISCREPANCY_KIND_UNSPECIFIED":   0,
+		"DISCREPANCY_KIND_MATCHED":       1,
+		"DISCREPANCY_KIND_LOCAL_ONLY":    2,
+		"DISCREPANCY_KIND_UPSTREAM_ONLY": 3,
+		"DISCREPANCY_KIND_TOKENS":        4,
+		"DISCREPANCY_KIND_COST":          5,
+	}
+)
+
+func (x DiscrepancyKind) Enum() *DiscrepancyKind {
+	p := new(DiscrepancyKind)
+	*p = x
+	return p
+}
+
+func (x DiscrepancyKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DiscrepancyKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_metering_v1_admin_service_proto_enumTypes[2].Descriptor()
+}
+
+func (DiscrepancyKind) Type() protoreflect.EnumType {
+	return &file_metering_v1_admin_service_proto_enumTypes[2]
+}
+
+func (x DiscrepancyKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DiscrepancyKind.Descriptor instead.
+func (DiscrepancyKind) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{2}
+}
+
 // BudgetPeriod is the window a budget counts usage over.
 type BudgetPeriod int32
 
@@ -64,11 +246,11 @@ func (x BudgetPeriod) String() string {
 }
 
 func (BudgetPeriod) Descriptor() protoreflect.EnumDescriptor {
-	return file_metering_v1_admin_service_proto_enumTypes[0].Descriptor()
+	return file_metering_v1_admin_service_proto_enumTypes[3].Descriptor()
 }
 
 func (BudgetPeriod) Type() protoreflect.EnumType {
-	return &file_metering_v1_admin_service_proto_enumTypes[0]
+	return &file_metering_v1_admin_service_proto_enumTypes[3]
 }
 
 func (x BudgetPeriod) Number() protoreflect.EnumNumber {
@@ -77,7 +259,7 @@ func (x BudgetPeriod) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BudgetPeriod.Descriptor instead.
 func (BudgetPeriod) EnumDescriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{0}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{3}
 }
 
 // BudgetMetric is what a budget limits.
@@ -120,11 +302,11 @@ func (x BudgetMetric) String() string {
 }
 
 func (BudgetMetric) Descriptor() protoreflect.EnumDescriptor {
-	return file_metering_v1_admin_service_proto_enumTypes[1].Descriptor()
+	return file_metering_v1_admin_service_proto_enumTypes[4].Descriptor()
 }
 
 func (BudgetMetric) Type() protoreflect.EnumType {
-	return &file_metering_v1_admin_service_proto_enumTypes[1]
+	return &file_metering_v1_admin_service_proto_enumTypes[4]
 }
 
 func (x BudgetMetric) Number() protoreflect.EnumNumber {
@@ -133,7 +315,1154 @@ func (x BudgetMetric) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BudgetMetric.Descriptor instead.
 func (BudgetMetric) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{4}
+}
+
+// MissingUsagePolicy says how a call without usage is recorded.
+type MissingUsagePolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scope: an account, a provider, a model; empty means any.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The provider of the scope (lower case); empty means any.
+	Provider string `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	// The model of the scope (as recorded); empty means any.
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// True: never estimate from texts, record MISSING even when the relay sent
+	// the request or completion.
+	EstimateDisabled bool `protobuf:"varint,4,opt,name=estimate_disabled,json=estimateDisabled,proto3" json:"estimate_disabled,omitempty"`
+	// What a MISSING call is charged.
+	Fallback MissingUsageFallback `protobuf:"varint,5,opt,name=fallback,proto3,enum=metering.v1.MissingUsageFallback" json:"fallback,omitempty"`
+	// The fee per call for FLAT_FEE; its currency must be the account's (a
+	// policy for any account applies only to accounts in its currency).
+	FlatFee       *Money `protobuf:"bytes,6,opt,name=flat_fee,json=flatFee,proto3" json:"flat_fee,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MissingUsagePolicy) Reset() {
+	*x = MissingUsagePolicy{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MissingUsagePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MissingUsagePolicy) ProtoMessage() {}
+
+func (x *MissingUsagePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MissingUsagePolicy.ProtoReflect.Descriptor instead.
+func (*MissingUsagePolicy) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MissingUsagePolicy) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *MissingUsagePolicy) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *MissingUsagePolicy) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *MissingUsagePolicy) GetEstimateDisabled() bool {
+	if x != nil {
+		return x.EstimateDisabled
+	}
+	return false
+}
+
+func (x *MissingUsagePolicy) GetFallback() MissingUsageFallback {
+	if x != nil {
+		return x.Fallback
+	}
+	return MissingUsageFallback_MISSING_USAGE_FALLBACK_UNSPECIFIED
+}
+
+func (x *MissingUsagePolicy) GetFlatFee() *Money {
+	if x != nil {
+		return x.FlatFee
+	}
+	return nil
+}
+
+// Request of MeteringAdminService.SetMissingUsagePolicy.
+type SetMissingUsagePolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy; its scope names it.
+	Policy        *MissingUsagePolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetMissingUsagePolicyRequest) Reset() {
+	*x = SetMissingUsagePolicyRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetMissingUsagePolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetMissingUsagePolicyRequest) ProtoMessage() {}
+
+func (x *SetMissingUsagePolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetMissingUsagePolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetMissingUsagePolicyRequest) Descriptor() ([]byte, []int) {
 	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetMissingUsagePolicyRequest) GetPolicy() *MissingUsagePolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// Response of MeteringAdminService.SetMissingUsagePolicy.
+type SetMissingUsagePolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The policy as stored.
+	Policy        *MissingUsagePolicy `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetMissingUsagePolicyResponse) Reset() {
+	*x = SetMissingUsagePolicyResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetMissingUsagePolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetMissingUsagePolicyResponse) ProtoMessage() {}
+
+func (x *SetMissingUsagePolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetMissingUsagePolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetMissingUsagePolicyResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SetMissingUsagePolicyResponse) GetPolicy() *MissingUsagePolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// Request of MeteringAdminService.ListMissingUsagePolicies.
+type ListMissingUsagePoliciesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMissingUsagePoliciesRequest) Reset() {
+	*x = ListMissingUsagePoliciesRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMissingUsagePoliciesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMissingUsagePoliciesRequest) ProtoMessage() {}
+
+func (x *ListMissingUsagePoliciesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMissingUsagePoliciesRequest.ProtoReflect.Descriptor instead.
+func (*ListMissingUsagePoliciesRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{3}
+}
+
+// Response of MeteringAdminService.ListMissingUsagePolicies.
+type ListMissingUsagePoliciesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every policy, most specific first.
+	Policies []*MissingUsagePolicy `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	// The policy that applies where none matches.
+	DefaultPolicy *MissingUsagePolicy `protobuf:"bytes,2,opt,name=default_policy,json=defaultPolicy,proto3" json:"default_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMissingUsagePoliciesResponse) Reset() {
+	*x = ListMissingUsagePoliciesResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMissingUsagePoliciesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMissingUsagePoliciesResponse) ProtoMessage() {}
+
+func (x *ListMissingUsagePoliciesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMissingUsagePoliciesResponse.ProtoReflect.Descriptor instead.
+func (*ListMissingUsagePoliciesResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListMissingUsagePoliciesResponse) GetPolicies() []*MissingUsagePolicy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *ListMissingUsagePoliciesResponse) GetDefaultPolicy() *MissingUsagePolicy {
+	if x != nil {
+		return x.DefaultPolicy
+	}
+	return nil
+}
+
+// Request of MeteringAdminService.DeleteMissingUsagePolicy.
+type DeleteMissingUsagePolicyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scope's account; empty means any.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The scope's provider; empty means any.
+	Provider string `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	// The scope's model; empty means any.
+	Model         string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMissingUsagePolicyRequest) Reset() {
+	*x = DeleteMissingUsagePolicyRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMissingUsagePolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMissingUsagePolicyRequest) ProtoMessage() {}
+
+func (x *DeleteMissingUsagePolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMissingUsagePolicyRequest.ProtoReflect.Descriptor instead.
+func (*DeleteMissingUsagePolicyRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteMissingUsagePolicyRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *DeleteMissingUsagePolicyRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *DeleteMissingUsagePolicyRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// Response of MeteringAdminService.DeleteMissingUsagePolicy.
+type DeleteMissingUsagePolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMissingUsagePolicyResponse) Reset() {
+	*x = DeleteMissingUsagePolicyResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMissingUsagePolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMissingUsagePolicyResponse) ProtoMessage() {}
+
+func (x *DeleteMissingUsagePolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMissingUsagePolicyResponse.ProtoReflect.Descriptor instead.
+func (*DeleteMissingUsagePolicyResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{6}
+}
+
+// Request of MeteringAdminService.ListReviewRecords.
+type ListReviewRecordsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this account; empty for all.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// Start of the range (event time), inclusive. Required.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// End of the range, exclusive. Required, at most 400 days after start.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Estimated calls are listed for accounts whose share of estimated calls
+	// in the range is at least this, in basis points (0-10000; 0 lists every
+	// estimated call, 10000 only accounts with nothing but estimates).
+	EstimatedShareMinBasisPoints int32 `protobuf:"varint,4,opt,name=estimated_share_min_basis_points,json=estimatedShareMinBasisPoints,proto3" json:"estimated_share_min_basis_points,omitempty"`
+	// 1-1000; default 100.
+	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response; the other fields must be the same.
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReviewRecordsRequest) Reset() {
+	*x = ListReviewRecordsRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReviewRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReviewRecordsRequest) ProtoMessage() {}
+
+func (x *ListReviewRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReviewRecordsRequest.ProtoReflect.Descriptor instead.
+func (*ListReviewRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListReviewRecordsRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *ListReviewRecordsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListReviewRecordsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *ListReviewRecordsRequest) GetEstimatedShareMinBasisPoints() int32 {
+	if x != nil {
+		return x.EstimatedShareMinBasisPoints
+	}
+	return 0
+}
+
+func (x *ListReviewRecordsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListReviewRecordsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// Response of MeteringAdminService.ListReviewRecords.
+type ListReviewRecordsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records to review, oldest first.
+	Records []*UsageRecordView `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReviewRecordsResponse) Reset() {
+	*x = ListReviewRecordsResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReviewRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReviewRecordsResponse) ProtoMessage() {}
+
+func (x *ListReviewRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReviewRecordsResponse.ProtoReflect.Descriptor instead.
+func (*ListReviewRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListReviewRecordsResponse) GetRecords() []*UsageRecordView {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *ListReviewRecordsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// Request of MeteringAdminService.ExportUsage.
+type ExportUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this account; empty for all.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// Start of the range (event time), inclusive. Required.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// End of the range, exclusive. Required, at most 400 days after start.
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Records or summary rows.
+	Kind ExportKind `protobuf:"varint,4,opt,name=kind,proto3,enum=metering.v1.ExportKind" json:"kind,omitempty"`
+	// IANA time zone of the summary's days; default UTC.
+	TimeZone      string `protobuf:"bytes,5,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportUsageRequest) Reset() {
+	*x = ExportUsageRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportUsageRequest) ProtoMessage() {}
+
+func (x *ExportUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportUsageRequest.ProtoReflect.Descriptor instead.
+func (*ExportUsageRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ExportUsageRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *ExportUsageRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ExportUsageRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *ExportUsageRequest) GetKind() ExportKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ExportKind_EXPORT_KIND_UNSPECIFIED
+}
+
+func (x *ExportUsageRequest) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+// The sums of an export, per currency.
+type ExportTotals struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Rows streamed.
+	RowCount int64 `protobuf:"varint,1,opt,name=row_count,json=rowCount,proto3" json:"row_count,omitempty"`
+	// Calls counted (adjustments count none).
+	RequestCount int64 `protobuf:"varint,2,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
+	// Sum of the rows' cost, one entry per currency.
+	Cost []*Money `protobuf:"bytes,3,rep,name=cost,proto3" json:"cost,omitempty"`
+	// Sum of the rows' request credits.
+	RequestCredits int64 `protobuf:"varint,4,opt,name=request_credits,json=requestCredits,proto3" json:"request_credits,omitempty"`
+	// Sum of the rows' token counts.
+	Usage         *TokenUsage `protobuf:"bytes,5,opt,name=usage,proto3" json:"usage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportTotals) Reset() {
+	*x = ExportTotals{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportTotals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportTotals) ProtoMessage() {}
+
+func (x *ExportTotals) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportTotals.ProtoReflect.Descriptor instead.
+func (*ExportTotals) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ExportTotals) GetRowCount() int64 {
+	if x != nil {
+		return x.RowCount
+	}
+	return 0
+}
+
+func (x *ExportTotals) GetRequestCount() int64 {
+	if x != nil {
+		return x.RequestCount
+	}
+	return 0
+}
+
+func (x *ExportTotals) GetCost() []*Money {
+	if x != nil {
+		return x.Cost
+	}
+	return nil
+}
+
+func (x *ExportTotals) GetRequestCredits() int64 {
+	if x != nil {
+		return x.RequestCredits
+	}
+	return 0
+}
+
+func (x *ExportTotals) GetUsage() *TokenUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// Response of MeteringAdminService.ExportUsage: one row per message, then
+// the totals in the last message.
+type ExportUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A record (kind RECORDS).
+	Record *UsageRecordView `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	// A summary row (kind SUMMARY), grouped by account, model and source.
+	Row *UsageSummaryRow `protobuf:"bytes,2,opt,name=row,proto3" json:"row,omitempty"`
+	// Set on the last message only.
+	Totals        *ExportTotals `protobuf:"bytes,3,opt,name=totals,proto3" json:"totals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportUsageResponse) Reset() {
+	*x = ExportUsageResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportUsageResponse) ProtoMessage() {}
+
+func (x *ExportUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportUsageResponse.ProtoReflect.Descriptor instead.
+func (*ExportUsageResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExportUsageResponse) GetRecord() *UsageRecordView {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *ExportUsageResponse) GetRow() *UsageSummaryRow {
+	if x != nil {
+		return x.Row
+	}
+	return nil
+}
+
+func (x *ExportUsageResponse) GetTotals() *ExportTotals {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+// One line of a reconciliation report: a day x model x key (or one request).
+type Discrepancy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What kind.
+	Kind DiscrepancyKind `protobuf:"varint,1,opt,name=kind,proto3,enum=metering.v1.DiscrepancyKind" json:"kind,omitempty"`
+	// The UTC day, YYYY-MM-DD.
+	Day string `protobuf:"bytes,2,opt,name=day,proto3" json:"day,omitempty"`
+	// The model.
+	Model string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	// The key (the export's api key or project, mapped to the local key).
+	ApiKeyId string `protobuf:"bytes,4,opt,name=api_key_id,json=apiKeyId,proto3" json:"api_key_id,omitempty"`
+	// The request id, when matched per request.
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The account the line belongs to; empty when none could be found.
+	AccountId string `protobuf:"bytes,6,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// Calls counted locally.
+	LocalRequestCount int64 `protobuf:"varint,7,opt,name=local_request_count,json=localRequestCount,proto3" json:"local_request_count,omitempty"`
+	// Calls counted upstream (0 when the export does not say).
+	UpstreamRequestCount int64 `protobuf:"varint,8,opt,name=upstream_request_count,json=upstreamRequestCount,proto3" json:"upstream_request_count,omitempty"`
+	// Local token counts.
+	LocalUsage *TokenUsage `protobuf:"bytes,9,opt,name=local_usage,json=localUsage,proto3" json:"local_usage,omitempty"`
+	// Upstream token counts.
+	UpstreamUsage *TokenUsage `protobuf:"bytes,10,opt,name=upstream_usage,json=upstreamUsage,proto3" json:"upstream_usage,omitempty"`
+	// Local cost.
+	LocalCost *Money `protobuf:"bytes,11,opt,name=local_cost,json=localCost,proto3" json:"local_cost,omitempty"`
+	// Upstream cost (unset when the export has none).
+	UpstreamCost *Money `protobuf:"bytes,12,opt,name=upstream_cost,json=upstreamCost,proto3" json:"upstream_cost,omitempty"`
+	// The correction apply writes (or wrote): upstream minus local cost.
+	CostDifference *Money `protobuf:"bytes,13,opt,name=cost_difference,json=costDifference,proto3" json:"cost_difference,omitempty"`
+	// Whether this line's correction was written (now or by an earlier run).
+	Applied bool `protobuf:"varint,14,opt,name=applied,proto3" json:"applied,omitempty"`
+	// Why it could not be applied, when it could not.
+	Problem       string `protobuf:"bytes,15,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Discrepancy) Reset() {
+	*x = Discrepancy{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Discrepancy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Discrepancy) ProtoMessage() {}
+
+func (x *Discrepancy) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Discrepancy.ProtoReflect.Descriptor instead.
+func (*Discrepancy) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Discrepancy) GetKind() DiscrepancyKind {
+	if x != nil {
+		return x.Kind
+	}
+	return DiscrepancyKind_DISCREPANCY_KIND_UNSPECIFIED
+}
+
+func (x *Discrepancy) GetDay() string {
+	if x != nil {
+		return x.Day
+	}
+	return ""
+}
+
+func (x *Discrepancy) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Discrepancy) GetApiKeyId() string {
+	if x != nil {
+		return x.ApiKeyId
+	}
+	return ""
+}
+
+func (x *Discrepancy) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Discrepancy) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *Discrepancy) GetLocalRequestCount() int64 {
+	if x != nil {
+		return x.LocalRequestCount
+	}
+	return 0
+}
+
+func (x *Discrepancy) GetUpstreamRequestCount() int64 {
+	if x != nil {
+		return x.UpstreamRequestCount
+	}
+	return 0
+}
+
+func (x *Discrepancy) GetLocalUsage() *TokenUsage {
+	if x != nil {
+		return x.LocalUsage
+	}
+	return nil
+}
+
+func (x *Discrepancy) GetUpstreamUsage() *TokenUsage {
+	if x != nil {
+		return x.UpstreamUsage
+	}
+	return nil
+}
+
+func (x *Discrepancy) GetLocalCost() *Money {
+	if x != nil {
+		return x.LocalCost
+	}
+	return nil
+}
+
+func (x *Discrepancy) GetUpstreamCost() *Money {
+	if x != nil {
+		return x.UpstreamCost
+	}
+	return nil
+}
+
+func (x *Discrepancy) GetCostDifference() *Money {
+	if x != nil {
+		return x.CostDifference
+	}
+	return nil
+}
+
+func (x *Discrepancy) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *Discrepancy) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+// Request of MeteringAdminService.Reconcile.
+type ReconcileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The export's bytes, at most 4 MiB (use the CLI for larger files).
+	ExportData []byte `protobuf:"bytes,1,opt,name=export_data,json=exportData,proto3" json:"export_data,omitempty"`
+	// Its format; default: detect.
+	Format UpstreamFormat `protobuf:"varint,2,opt,name=format,proto3,enum=metering.v1.UpstreamFormat" json:"format,omitempty"`
+	// The provider the export comes from; default from the format.
+	Provider string `protobuf:"bytes,3,opt,name=provider,proto3" json:"provider,omitempty"`
+	// Compare only this account's records, and charge corrections to it;
+	// empty: each key's account is the one its local records belong to.
+	AccountId string `protobuf:"bytes,4,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// Upstream key -> local api_key_id, for keys named differently.
+	KeyMap map[string]string `protobuf:"bytes,5,rep,name=key_map,json=keyMap,proto3" json:"key_map,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Token counts may differ by this many per line and still match.
+	TokenTolerance int64 `protobuf:"varint,6,opt,name=token_tolerance,json=tokenTolerance,proto3" json:"token_tolerance,omitempty"`
+	// Costs may differ by this much per line and still match (nanos of the
+	// account's currency).
+	CostToleranceNanos int64 `protobuf:"varint,7,opt,name=cost_tolerance_nanos,json=costToleranceNanos,proto3" json:"cost_tolerance_nanos,omitempty"`
+	// Write the corrections; default: a dry run that only reports.
+	Apply bool `protobuf:"varint,8,opt,name=apply,proto3" json:"apply,omitempty"`
+	// Compare only days from this one (YYYY-MM-DD, UTC); default: the export's.
+	StartDay string `protobuf:"bytes,9,opt,name=start_day,json=startDay,proto3" json:"start_day,omitempty"`
+	// Compare only days before this one (YYYY-MM-DD, UTC); default: the export's.
+	EndDay        string `protobuf:"bytes,10,opt,name=end_day,json=endDay,proto3" json:"end_day,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReconcileRequest) Reset() {
+	*x = ReconcileRequest{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconcileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconcileRequest) ProtoMessage() {}
+
+func (x *ReconcileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconcileRequest.ProtoReflect.Descriptor instead.
+func (*ReconcileRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReconcileRequest) GetExportData() []byte {
+	if x != nil {
+		return x.ExportData
+	}
+	return nil
+}
+
+func (x *ReconcileRequest) GetFormat() UpstreamFormat {
+	if x != nil {
+		return x.Format
+	}
+	return UpstreamFormat_UPSTREAM_FORMAT_UNSPECIFIED
+}
+
+func (x *ReconcileRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *ReconcileRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *ReconcileRequest) GetKeyMap() map[string]string {
+	if x != nil {
+		return x.KeyMap
+	}
+	return nil
+}
+
+func (x *ReconcileRequest) GetTokenTolerance() int64 {
+	if x != nil {
+		return x.TokenTolerance
+	}
+	return 0
+}
+
+func (x *ReconcileRequest) GetCostToleranceNanos() int64 {
+	if x != nil {
+		return x.CostToleranceNanos
+	}
+	return 0
+}
+
+func (x *ReconcileRequest) GetApply() bool {
+	if x != nil {
+		return x.Apply
+	}
+	return false
+}
+
+func (x *ReconcileRequest) GetStartDay() string {
+	if x != nil {
+		return x.StartDay
+	}
+	return ""
+}
+
+func (x *ReconcileRequest) GetEndDay() string {
+	if x != nil {
+		return x.EndDay
+	}
+	return ""
+}
+
+// Response of MeteringAdminService.Reconcile.
+type ReconcileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifies the import (the sha-256 of its bytes); corrections carry it.
+	ImportId string `protobuf:"bytes,1,opt,name=import_id,json=importId,proto3" json:"import_id,omitempty"`
+	// Every line compared, discrepancies first.
+	Discrepancies []*Discrepancy `protobuf:"bytes,2,rep,name=discrepancies,proto3" json:"discrepancies,omitempty"`
+	// Lines that matched.
+	MatchedCount int64 `protobuf:"varint,3,opt,name=matched_count,json=matchedCount,proto3" json:"matched_count,omitempty"`
+	// Lines that did not.
+	DiscrepancyCount int64 `protobuf:"varint,4,opt,name=discrepancy_count,json=discrepancyCount,proto3" json:"discrepancy_count,omitempty"`
+	// Corrections written by this run.
+	AppliedCount int64 `protobuf:"varint,5,opt,name=applied_count,json=appliedCount,proto3" json:"applied_count,omitempty"`
+	// Upstream rows read from the export.
+	UpstreamRowCount int64 `protobuf:"varint,6,opt,name=upstream_row_count,json=upstreamRowCount,proto3" json:"upstream_row_count,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ReconcileResponse) Reset() {
+	*x = ReconcileResponse{}
+	mi := &file_metering_v1_admin_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReconcileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReconcileResponse) ProtoMessage() {}
+
+func (x *ReconcileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_admin_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReconcileResponse.ProtoReflect.Descriptor instead.
+func (*ReconcileResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReconcileResponse) GetImportId() string {
+	if x != nil {
+		return x.ImportId
+	}
+	return ""
+}
+
+func (x *ReconcileResponse) GetDiscrepancies() []*Discrepancy {
+	if x != nil {
+		return x.Discrepancies
+	}
+	return nil
+}
+
+func (x *ReconcileResponse) GetMatchedCount() int64 {
+	if x != nil {
+		return x.MatchedCount
+	}
+	return 0
+}
+
+func (x *ReconcileResponse) GetDiscrepancyCount() int64 {
+	if x != nil {
+		return x.DiscrepancyCount
+	}
+	return 0
+}
+
+func (x *ReconcileResponse) GetAppliedCount() int64 {
+	if x != nil {
+		return x.AppliedCount
+	}
+	return 0
+}
+
+func (x *ReconcileResponse) GetUpstreamRowCount() int64 {
+	if x != nil {
+		return x.UpstreamRowCount
+	}
+	return 0
 }
 
 // An account whose usage is metered.
@@ -175,7 +1504,7 @@ type Account struct {
 
 func (x *Account) Reset() {
 	*x = Account{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[0]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +1516,7 @@ func (x *Account) String() string {
 func (*Account) ProtoMessage() {}
 
 func (x *Account) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[0]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +1529,7 @@ func (x *Account) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Account.ProtoReflect.Descriptor instead.
 func (*Account) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{0}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Account) GetAccountId() string {
@@ -331,7 +1660,7 @@ type CreateAccountRequest struct {
 
 func (x *CreateAccountRequest) Reset() {
 	*x = CreateAccountRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[1]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +1672,7 @@ func (x *CreateAccountRequest) String() string {
 func (*CreateAccountRequest) ProtoMessage() {}
 
 func (x *CreateAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[1]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +1685,7 @@ func (x *CreateAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccountRequest.ProtoReflect.Descriptor instead.
 func (*CreateAccountRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{1}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateAccountRequest) GetAccountId() string {
@@ -454,7 +1783,7 @@ type CreateAccountResponse struct {
 
 func (x *CreateAccountResponse) Reset() {
 	*x = CreateAccountResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[2]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +1795,7 @@ func (x *CreateAccountResponse) String() string {
 func (*CreateAccountResponse) ProtoMessage() {}
 
 func (x *CreateAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[2]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +1808,7 @@ func (x *CreateAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAccountResponse.ProtoReflect.Descriptor instead.
 func (*CreateAccountResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{2}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateAccountResponse) GetAccount() *Account {
@@ -512,7 +1841,7 @@ type GrantCreditsRequest struct {
 
 func (x *GrantCreditsRequest) Reset() {
 	*x = GrantCreditsRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[3]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +1853,7 @@ func (x *GrantCreditsRequest) String() string {
 func (*GrantCreditsRequest) ProtoMessage() {}
 
 func (x *GrantCreditsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[3]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +1866,7 @@ func (x *GrantCreditsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantCreditsRequest.ProtoReflect.Descriptor instead.
 func (*GrantCreditsRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{3}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GrantCreditsRequest) GetAccountId() string {
@@ -592,7 +1921,7 @@ type GrantCreditsResponse struct {
 
 func (x *GrantCreditsResponse) Reset() {
 	*x = GrantCreditsResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[4]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +1933,7 @@ func (x *GrantCreditsResponse) String() string {
 func (*GrantCreditsResponse) ProtoMessage() {}
 
 func (x *GrantCreditsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[4]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +1946,7 @@ func (x *GrantCreditsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantCreditsResponse.ProtoReflect.Descriptor instead.
 func (*GrantCreditsResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{4}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GrantCreditsResponse) GetBalance() *Money {
@@ -663,7 +1992,7 @@ type UpdateAccountRequest struct {
 
 func (x *UpdateAccountRequest) Reset() {
 	*x = UpdateAccountRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[5]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +2004,7 @@ func (x *UpdateAccountRequest) String() string {
 func (*UpdateAccountRequest) ProtoMessage() {}
 
 func (x *UpdateAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[5]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +2017,7 @@ func (x *UpdateAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAccountRequest.ProtoReflect.Descriptor instead.
 func (*UpdateAccountRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{5}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateAccountRequest) GetAccount() *Account {
@@ -716,7 +2045,7 @@ type UpdateAccountResponse struct {
 
 func (x *UpdateAccountResponse) Reset() {
 	*x = UpdateAccountResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[6]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +2057,7 @@ func (x *UpdateAccountResponse) String() string {
 func (*UpdateAccountResponse) ProtoMessage() {}
 
 func (x *UpdateAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[6]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +2070,7 @@ func (x *UpdateAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAccountResponse.ProtoReflect.Descriptor instead.
 func (*UpdateAccountResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{6}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UpdateAccountResponse) GetAccount() *Account {
@@ -766,7 +2095,7 @@ type SetApiKeyBillingModeRequest struct {
 
 func (x *SetApiKeyBillingModeRequest) Reset() {
 	*x = SetApiKeyBillingModeRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[7]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +2107,7 @@ func (x *SetApiKeyBillingModeRequest) String() string {
 func (*SetApiKeyBillingModeRequest) ProtoMessage() {}
 
 func (x *SetApiKeyBillingModeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[7]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +2120,7 @@ func (x *SetApiKeyBillingModeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetApiKeyBillingModeRequest.ProtoReflect.Descriptor instead.
 func (*SetApiKeyBillingModeRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{7}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetApiKeyBillingModeRequest) GetAccountId() string {
@@ -826,7 +2155,7 @@ type SetApiKeyBillingModeResponse struct {
 
 func (x *SetApiKeyBillingModeResponse) Reset() {
 	*x = SetApiKeyBillingModeResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[8]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +2167,7 @@ func (x *SetApiKeyBillingModeResponse) String() string {
 func (*SetApiKeyBillingModeResponse) ProtoMessage() {}
 
 func (x *SetApiKeyBillingModeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[8]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +2180,7 @@ func (x *SetApiKeyBillingModeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetApiKeyBillingModeResponse.ProtoReflect.Descriptor instead.
 func (*SetApiKeyBillingModeResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{8}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetApiKeyBillingModeResponse) GetEffectiveBillingMode() BillingMode {
@@ -882,7 +2211,7 @@ type ListPricesRequest struct {
 
 func (x *ListPricesRequest) Reset() {
 	*x = ListPricesRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[9]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -894,7 +2223,7 @@ func (x *ListPricesRequest) String() string {
 func (*ListPricesRequest) ProtoMessage() {}
 
 func (x *ListPricesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[9]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -907,7 +2236,7 @@ func (x *ListPricesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPricesRequest.ProtoReflect.Descriptor instead.
 func (*ListPricesRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{9}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListPricesRequest) GetProvider() string {
@@ -965,7 +2294,7 @@ type ListPricesResponse struct {
 
 func (x *ListPricesResponse) Reset() {
 	*x = ListPricesResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[10]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +2306,7 @@ func (x *ListPricesResponse) String() string {
 func (*ListPricesResponse) ProtoMessage() {}
 
 func (x *ListPricesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[10]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +2319,7 @@ func (x *ListPricesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPricesResponse.ProtoReflect.Descriptor instead.
 func (*ListPricesResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{10}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListPricesResponse) GetPrices() []*PriceEntry {
@@ -1018,7 +2347,7 @@ type AddPriceRequest struct {
 
 func (x *AddPriceRequest) Reset() {
 	*x = AddPriceRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[11]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +2359,7 @@ func (x *AddPriceRequest) String() string {
 func (*AddPriceRequest) ProtoMessage() {}
 
 func (x *AddPriceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[11]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +2372,7 @@ func (x *AddPriceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPriceRequest.ProtoReflect.Descriptor instead.
 func (*AddPriceRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{11}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AddPriceRequest) GetPrice() *PriceEntry {
@@ -1064,7 +2393,7 @@ type AddPriceResponse struct {
 
 func (x *AddPriceResponse) Reset() {
 	*x = AddPriceResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[12]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +2405,7 @@ func (x *AddPriceResponse) String() string {
 func (*AddPriceResponse) ProtoMessage() {}
 
 func (x *AddPriceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[12]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +2418,7 @@ func (x *AddPriceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPriceResponse.ProtoReflect.Descriptor instead.
 func (*AddPriceResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{12}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AddPriceResponse) GetPrice() *PriceEntry {
@@ -1112,7 +2441,7 @@ type RetirePriceRequest struct {
 
 func (x *RetirePriceRequest) Reset() {
 	*x = RetirePriceRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[13]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +2453,7 @@ func (x *RetirePriceRequest) String() string {
 func (*RetirePriceRequest) ProtoMessage() {}
 
 func (x *RetirePriceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[13]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +2466,7 @@ func (x *RetirePriceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetirePriceRequest.ProtoReflect.Descriptor instead.
 func (*RetirePriceRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{13}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RetirePriceRequest) GetPriceId() string {
@@ -1165,7 +2494,7 @@ type RetirePriceResponse struct {
 
 func (x *RetirePriceResponse) Reset() {
 	*x = RetirePriceResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[14]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +2506,7 @@ func (x *RetirePriceResponse) String() string {
 func (*RetirePriceResponse) ProtoMessage() {}
 
 func (x *RetirePriceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[14]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +2519,7 @@ func (x *RetirePriceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetirePriceResponse.ProtoReflect.Descriptor instead.
 func (*RetirePriceResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{14}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RetirePriceResponse) GetPrice() *PriceEntry {
@@ -1219,7 +2548,7 @@ type ImportPricesRequest struct {
 
 func (x *ImportPricesRequest) Reset() {
 	*x = ImportPricesRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[15]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +2560,7 @@ func (x *ImportPricesRequest) String() string {
 func (*ImportPricesRequest) ProtoMessage() {}
 
 func (x *ImportPricesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[15]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +2573,7 @@ func (x *ImportPricesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportPricesRequest.ProtoReflect.Descriptor instead.
 func (*ImportPricesRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{15}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ImportPricesRequest) GetContent() []byte {
@@ -1299,7 +2628,7 @@ type ImportPricesResponse struct {
 
 func (x *ImportPricesResponse) Reset() {
 	*x = ImportPricesResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[16]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +2640,7 @@ func (x *ImportPricesResponse) String() string {
 func (*ImportPricesResponse) ProtoMessage() {}
 
 func (x *ImportPricesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[16]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +2653,7 @@ func (x *ImportPricesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportPricesResponse.ProtoReflect.Descriptor instead.
 func (*ImportPricesResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{16}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ImportPricesResponse) GetAddedCount() int64 {
@@ -1385,7 +2714,7 @@ type Budget struct {
 
 func (x *Budget) Reset() {
 	*x = Budget{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[17]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +2726,7 @@ func (x *Budget) String() string {
 func (*Budget) ProtoMessage() {}
 
 func (x *Budget) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[17]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +2739,7 @@ func (x *Budget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Budget.ProtoReflect.Descriptor instead.
 func (*Budget) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{17}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Budget) GetAccountId() string {
@@ -1508,7 +2837,7 @@ type BudgetEvent struct {
 
 func (x *BudgetEvent) Reset() {
 	*x = BudgetEvent{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[18]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +2849,7 @@ func (x *BudgetEvent) String() string {
 func (*BudgetEvent) ProtoMessage() {}
 
 func (x *BudgetEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[18]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +2862,7 @@ func (x *BudgetEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetEvent.ProtoReflect.Descriptor instead.
 func (*BudgetEvent) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{18}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BudgetEvent) GetEventId() string {
@@ -1603,7 +2932,7 @@ type SetBudgetRequest struct {
 
 func (x *SetBudgetRequest) Reset() {
 	*x = SetBudgetRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[19]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +2944,7 @@ func (x *SetBudgetRequest) String() string {
 func (*SetBudgetRequest) ProtoMessage() {}
 
 func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[19]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +2957,7 @@ func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetRequest.ProtoReflect.Descriptor instead.
 func (*SetBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{19}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SetBudgetRequest) GetBudget() *Budget {
@@ -1649,7 +2978,7 @@ type SetBudgetResponse struct {
 
 func (x *SetBudgetResponse) Reset() {
 	*x = SetBudgetResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[20]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +2990,7 @@ func (x *SetBudgetResponse) String() string {
 func (*SetBudgetResponse) ProtoMessage() {}
 
 func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[20]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +3003,7 @@ func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetResponse.ProtoReflect.Descriptor instead.
 func (*SetBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{20}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetBudgetResponse) GetBudget() *Budget {
@@ -1695,7 +3024,7 @@ type ListBudgetsRequest struct {
 
 func (x *ListBudgetsRequest) Reset() {
 	*x = ListBudgetsRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[21]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +3036,7 @@ func (x *ListBudgetsRequest) String() string {
 func (*ListBudgetsRequest) ProtoMessage() {}
 
 func (x *ListBudgetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[21]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +3049,7 @@ func (x *ListBudgetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBudgetsRequest.ProtoReflect.Descriptor instead.
 func (*ListBudgetsRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{21}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListBudgetsRequest) GetAccountId() string {
@@ -1741,7 +3070,7 @@ type ListBudgetsResponse struct {
 
 func (x *ListBudgetsResponse) Reset() {
 	*x = ListBudgetsResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[22]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +3082,7 @@ func (x *ListBudgetsResponse) String() string {
 func (*ListBudgetsResponse) ProtoMessage() {}
 
 func (x *ListBudgetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[22]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +3095,7 @@ func (x *ListBudgetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBudgetsResponse.ProtoReflect.Descriptor instead.
 func (*ListBudgetsResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{22}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListBudgetsResponse) GetBudgets() []*Budget {
@@ -1789,7 +3118,7 @@ type DeleteBudgetRequest struct {
 
 func (x *DeleteBudgetRequest) Reset() {
 	*x = DeleteBudgetRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[23]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +3130,7 @@ func (x *DeleteBudgetRequest) String() string {
 func (*DeleteBudgetRequest) ProtoMessage() {}
 
 func (x *DeleteBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[23]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +3143,7 @@ func (x *DeleteBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBudgetRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{23}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DeleteBudgetRequest) GetAccountId() string {
@@ -1840,7 +3169,7 @@ type DeleteBudgetResponse struct {
 
 func (x *DeleteBudgetResponse) Reset() {
 	*x = DeleteBudgetResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[24]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +3181,7 @@ func (x *DeleteBudgetResponse) String() string {
 func (*DeleteBudgetResponse) ProtoMessage() {}
 
 func (x *DeleteBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[24]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +3194,7 @@ func (x *DeleteBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBudgetResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{24}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{39}
 }
 
 // Request of MeteringAdminService.ListBudgetEvents.
@@ -1883,7 +3212,7 @@ type ListBudgetEventsRequest struct {
 
 func (x *ListBudgetEventsRequest) Reset() {
 	*x = ListBudgetEventsRequest{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[25]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +3224,7 @@ func (x *ListBudgetEventsRequest) String() string {
 func (*ListBudgetEventsRequest) ProtoMessage() {}
 
 func (x *ListBudgetEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[25]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +3237,7 @@ func (x *ListBudgetEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBudgetEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListBudgetEventsRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{25}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListBudgetEventsRequest) GetAccountId() string {
@@ -1946,7 +3275,7 @@ type ListBudgetEventsResponse struct {
 
 func (x *ListBudgetEventsResponse) Reset() {
 	*x = ListBudgetEventsResponse{}
-	mi := &file_metering_v1_admin_service_proto_msgTypes[26]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +3287,7 @@ func (x *ListBudgetEventsResponse) String() string {
 func (*ListBudgetEventsResponse) ProtoMessage() {}
 
 func (x *ListBudgetEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_admin_service_proto_msgTypes[26]
+	mi := &file_metering_v1_admin_service_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +3300,7 @@ func (x *ListBudgetEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBudgetEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListBudgetEventsResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{26}
+	return file_metering_v1_admin_service_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListBudgetEventsResponse) GetEvents() []*BudgetEvent {
@@ -1992,7 +3321,106 @@ var File_metering_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1fmetering/v1/admin_service.proto\x12\vmetering.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18metering/v1/prices.proto\x1a\x17metering/v1/types.proto\"\xd1\x05\n" +
+	"\x1fmetering/v1/admin_service.proto\x12\vmetering.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"metering/v1/metering_service.proto\x1a\x18metering/v1/prices.proto\x1a\x17metering/v1/types.proto\"\x80\x02\n" +
+	"\x12MissingUsagePolicy\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x12\x1a\n" +
+	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12+\n" +
+	"\x11estimate_disabled\x18\x04 \x01(\bR\x10estimateDisabled\x12=\n" +
+	"\bfallback\x18\x05 \x01(\x0e2!.metering.v1.MissingUsageFallbackR\bfallback\x12-\n" +
+	"\bflat_fee\x18\x06 \x01(\v2\x12.metering.v1.MoneyR\aflatFee\"W\n" +
+	"\x1cSetMissingUsagePolicyRequest\x127\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1f.metering.v1.MissingUsagePolicyR\x06policy\"X\n" +
+	"\x1dSetMissingUsagePolicyResponse\x127\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1f.metering.v1.MissingUsagePolicyR\x06policy\"!\n" +
+	"\x1fListMissingUsagePoliciesRequest\"\xa7\x01\n" +
+	" ListMissingUsagePoliciesResponse\x12;\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x1f.metering.v1.MissingUsagePolicyR\bpolicies\x12F\n" +
+	"\x0edefault_policy\x18\x02 \x01(\v2\x1f.metering.v1.MissingUsagePolicyR\rdefaultPolicy\"r\n" +
+	"\x1fDeleteMissingUsagePolicyRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x12\x1a\n" +
+	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\"\"\n" +
+	" DeleteMissingUsagePolicyResponse\"\xaf\x02\n" +
+	"\x18ListReviewRecordsRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12F\n" +
+	" estimated_share_min_basis_points\x18\x04 \x01(\x05R\x1cestimatedShareMinBasisPoints\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\"{\n" +
+	"\x19ListReviewRecordsResponse\x126\n" +
+	"\arecords\x18\x01 \x03(\v2\x1c.metering.v1.UsageRecordViewR\arecords\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xef\x01\n" +
+	"\x12ExportUsageRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12+\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x17.metering.v1.ExportKindR\x04kind\x12\x1b\n" +
+	"\ttime_zone\x18\x05 \x01(\tR\btimeZone\"\xd0\x01\n" +
+	"\fExportTotals\x12\x1b\n" +
+	"\trow_count\x18\x01 \x01(\x03R\browCount\x12#\n" +
+	"\rrequest_count\x18\x02 \x01(\x03R\frequestCount\x12&\n" +
+	"\x04cost\x18\x03 \x03(\v2\x12.metering.v1.MoneyR\x04cost\x12'\n" +
+	"\x0frequest_credits\x18\x04 \x01(\x03R\x0erequestCredits\x12-\n" +
+	"\x05usage\x18\x05 \x01(\v2\x17.metering.v1.TokenUsageR\x05usage\"\xae\x01\n" +
+	"\x13ExportUsageResponse\x124\n" +
+	"\x06record\x18\x01 \x01(\v2\x1c.metering.v1.UsageRecordViewR\x06record\x12.\n" +
+	"\x03row\x18\x02 \x01(\v2\x1c.metering.v1.UsageSummaryRowR\x03row\x121\n" +
+	"\x06totals\x18\x03 \x01(\v2\x19.metering.v1.ExportTotalsR\x06totals\"\x80\x05\n" +
+	"\vDiscrepancy\x120\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1c.metering.v1.DiscrepancyKindR\x04kind\x12\x10\n" +
+	"\x03day\x18\x02 \x01(\tR\x03day\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x1c\n" +
+	"\n" +
+	"api_key_id\x18\x04 \x01(\tR\bapiKeyId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x06 \x01(\tR\taccountId\x12.\n" +
+	"\x13local_request_count\x18\a \x01(\x03R\x11localRequestCount\x124\n" +
+	"\x16upstream_request_count\x18\b \x01(\x03R\x14upstreamRequestCount\x128\n" +
+	"\vlocal_usage\x18\t \x01(\v2\x17.metering.v1.TokenUsageR\n" +
+	"localUsage\x12>\n" +
+	"\x0eupstream_usage\x18\n" +
+	" \x01(\v2\x17.metering.v1.TokenUsageR\rupstreamUsage\x121\n" +
+	"\n" +
+	"local_cost\x18\v \x01(\v2\x12.metering.v1.MoneyR\tlocalCost\x127\n" +
+	"\rupstream_cost\x18\f \x01(\v2\x12.metering.v1.MoneyR\fupstreamCost\x12;\n" +
+	"\x0fcost_difference\x18\r \x01(\v2\x12.metering.v1.MoneyR\x0ecostDifference\x12\x18\n" +
+	"\aapplied\x18\x0e \x01(\bR\aapplied\x12\x18\n" +
+	"\aproblem\x18\x0f \x01(\tR\aproblem\"\xc9\x03\n" +
+	"\x10ReconcileRequest\x12\x1f\n" +
+	"\vexport_data\x18\x01 \x01(\fR\n" +
+	"exportData\x123\n" +
+	"\x06format\x18\x02 \x01(\x0e2\x1b.metering.v1.UpstreamFormatR\x06format\x12\x1a\n" +
+	"\bprovider\x18\x03 \x01(\tR\bprovider\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x04 \x01(\tR\taccountId\x12B\n" +
+	"\akey_map\x18\x05 \x03(\v2).metering.v1.ReconcileRequest.KeyMapEntryR\x06keyMap\x12'\n" +
+	"\x0ftoken_tolerance\x18\x06 \x01(\x03R\x0etokenTolerance\x120\n" +
+	"\x14cost_tolerance_nanos\x18\a \x01(\x03R\x12costToleranceNanos\x12\x14\n" +
+	"\x05apply\x18\b \x01(\bR\x05apply\x12\x1b\n" +
+	"\tstart_day\x18\t \x01(\tR\bstartDay\x12\x17\n" +
+	"\aend_day\x18\n" +
+	" \x01(\tR\x06endDay\x1a9\n" +
+	"\vKeyMapEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x02\n" +
+	"\x11ReconcileResponse\x12\x1b\n" +
+	"\timport_id\x18\x01 \x01(\tR\bimportId\x12>\n" +
+	"\rdiscrepancies\x18\x02 \x03(\v2\x18.metering.v1.DiscrepancyR\rdiscrepancies\x12#\n" +
+	"\rmatched_count\x18\x03 \x01(\x03R\fmatchedCount\x12+\n" +
+	"\x11discrepancy_count\x18\x04 \x01(\x03R\x10discrepancyCount\x12#\n" +
+	"\rapplied_count\x18\x05 \x01(\x03R\fappliedCount\x12,\n" +
+	"\x12upstream_row_count\x18\x06 \x01(\x03R\x10upstreamRowCount\"\xd1\x05\n" +
 	"\aAccount\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12#\n" +
@@ -2135,7 +3563,26 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"t\n" +
 	"\x18ListBudgetEventsResponse\x120\n" +
 	"\x06events\x18\x01 \x03(\v2\x18.metering.v1.BudgetEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*x\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*[\n" +
+	"\n" +
+	"ExportKind\x12\x1b\n" +
+	"\x17EXPORT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13EXPORT_KIND_RECORDS\x10\x01\x12\x17\n" +
+	"\x13EXPORT_KIND_SUMMARY\x10\x02*\xdf\x01\n" +
+	"\x0eUpstreamFormat\x12\x1f\n" +
+	"\x1bUPSTREAM_FORMAT_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cUPSTREAM_FORMAT_OPENAI_USAGE\x10\x01\x12 \n" +
+	"\x1cUPSTREAM_FORMAT_OPENAI_COSTS\x10\x02\x12#\n" +
+	"\x1fUPSTREAM_FORMAT_ANTHROPIC_USAGE\x10\x03\x12\"\n" +
+	"\x1eUPSTREAM_FORMAT_ANTHROPIC_COST\x10\x04\x12\x1f\n" +
+	"\x1bUPSTREAM_FORMAT_GENERIC_CSV\x10\x05*\xce\x01\n" +
+	"\x0fDiscrepancyKind\x12 \n" +
+	"\x1cDISCREPANCY_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18DISCREPANCY_KIND_MATCHED\x10\x01\x12\x1f\n" +
+	"\x1bDISCREPANCY_KIND_LOCAL_ONLY\x10\x02\x12\"\n" +
+	"\x1eDISCREPANCY_KIND_UPSTREAM_ONLY\x10\x03\x12\x1b\n" +
+	"\x17DISCREPANCY_KIND_TOKENS\x10\x04\x12\x19\n" +
+	"\x15DISCREPANCY_KIND_COST\x10\x05*x\n" +
 	"\fBudgetPeriod\x12\x1d\n" +
 	"\x19BUDGET_PERIOD_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11BUDGET_PERIOD_DAY\x10\x01\x12\x17\n" +
@@ -2145,7 +3592,7 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\x19BUDGET_METRIC_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12BUDGET_METRIC_COST\x10\x01\x12\x18\n" +
 	"\x14BUDGET_METRIC_TOKENS\x10\x02\x12\x1a\n" +
-	"\x16BUDGET_METRIC_REQUESTS\x10\x032\x9b\b\n" +
+	"\x16BUDGET_METRIC_REQUESTS\x10\x032\x81\r\n" +
 	"\x14MeteringAdminService\x12V\n" +
 	"\rCreateAccount\x12!.metering.v1.CreateAccountRequest\x1a\".metering.v1.CreateAccountResponse\x12S\n" +
 	"\fGrantCredits\x12 .metering.v1.GrantCreditsRequest\x1a!.metering.v1.GrantCreditsResponse\x12V\n" +
@@ -2159,7 +3606,13 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\tSetBudget\x12\x1d.metering.v1.SetBudgetRequest\x1a\x1e.metering.v1.SetBudgetResponse\x12P\n" +
 	"\vListBudgets\x12\x1f.metering.v1.ListBudgetsRequest\x1a .metering.v1.ListBudgetsResponse\x12S\n" +
 	"\fDeleteBudget\x12 .metering.v1.DeleteBudgetRequest\x1a!.metering.v1.DeleteBudgetResponse\x12_\n" +
-	"\x10ListBudgetEvents\x12$.metering.v1.ListBudgetEventsRequest\x1a%.metering.v1.ListBudgetEventsResponseB\xb9\x01\n" +
+	"\x10ListBudgetEvents\x12$.metering.v1.ListBudgetEventsRequest\x1a%.metering.v1.ListBudgetEventsResponse\x12n\n" +
+	"\x15SetMissingUsagePolicy\x12).metering.v1.SetMissingUsagePolicyRequest\x1a*.metering.v1.SetMissingUsagePolicyResponse\x12w\n" +
+	"\x18ListMissingUsagePolicies\x12,.metering.v1.ListMissingUsagePoliciesRequest\x1a-.metering.v1.ListMissingUsagePoliciesResponse\x12w\n" +
+	"\x18DeleteMissingUsagePolicy\x12,.metering.v1.DeleteMissingUsagePolicyRequest\x1a-.metering.v1.DeleteMissingUsagePolicyResponse\x12b\n" +
+	"\x11ListReviewRecords\x12%.metering.v1.ListReviewRecordsRequest\x1a&.metering.v1.ListReviewRecordsResponse\x12R\n" +
+	"\vExportUsage\x12\x1f.metering.v1.ExportUsageRequest\x1a .metering.v1.ExportUsageResponse0\x01\x12J\n" +
+	"\tReconcile\x12\x1d.metering.v1.ReconcileRequest\x1a\x1e.metering.v1.ReconcileResponseB\xb9\x01\n" +
 	"\x0fcom.metering.v1B\x11AdminServiceProtoP\x01ZFgithub.com/metering-dev/metering/clients/go/gen/metering/v1;meteringv1\xa2\x02\x03MXX\xaa\x02\vMetering.V1\xca\x02\vMetering\\V1\xe2\x02\x17Metering\\V1\\GPBMetadata\xea\x02\fMetering::V1b\x06proto3"
 
 var (
@@ -2174,114 +3627,175 @@ func file_metering_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_metering_v1_admin_service_proto_rawDescData
 }
 
-var file_metering_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_metering_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_metering_v1_admin_service_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_metering_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_metering_v1_admin_service_proto_goTypes = []any{
-	(BudgetPeriod)(0),                    // 0: metering.v1.BudgetPeriod
-	(BudgetMetric)(0),                    // 1: metering.v1.BudgetMetric
-	(*Account)(nil),                      // 2: metering.v1.Account
-	(*CreateAccountRequest)(nil),         // 3: metering.v1.CreateAccountRequest
-	(*CreateAccountResponse)(nil),        // 4: metering.v1.CreateAccountResponse
-	(*GrantCreditsRequest)(nil),          // 5: metering.v1.GrantCreditsRequest
-	(*GrantCreditsResponse)(nil),         // 6: metering.v1.GrantCreditsResponse
-	(*UpdateAccountRequest)(nil),         // 7: metering.v1.UpdateAccountRequest
-	(*UpdateAccountResponse)(nil),        // 8: metering.v1.UpdateAccountResponse
-	(*SetApiKeyBillingModeRequest)(nil),  // 9: metering.v1.SetApiKeyBillingModeRequest
-	(*SetApiKeyBillingModeResponse)(nil), // 10: metering.v1.SetApiKeyBillingModeResponse
-	(*ListPricesRequest)(nil),            // 11: metering.v1.ListPricesRequest
-	(*ListPricesResponse)(nil),           // 12: metering.v1.ListPricesResponse
-	(*AddPriceRequest)(nil),              // 13: metering.v1.AddPriceRequest
-	(*AddPriceResponse)(nil),             // 14: metering.v1.AddPriceResponse
-	(*RetirePriceRequest)(nil),           // 15: metering.v1.RetirePriceRequest
-	(*RetirePriceResponse)(nil),          // 16: metering.v1.RetirePriceResponse
-	(*ImportPricesRequest)(nil),          // 17: metering.v1.ImportPricesRequest
-	(*ImportPricesResponse)(nil),         // 18: metering.v1.ImportPricesResponse
-	(*Budget)(nil),                       // 19: metering.v1.Budget
-	(*BudgetEvent)(nil),                  // 20: metering.v1.BudgetEvent
-	(*SetBudgetRequest)(nil),             // 21: metering.v1.SetBudgetRequest
-	(*SetBudgetResponse)(nil),            // 22: metering.v1.SetBudgetResponse
-	(*ListBudgetsRequest)(nil),           // 23: metering.v1.ListBudgetsRequest
-	(*ListBudgetsResponse)(nil),          // 24: metering.v1.ListBudgetsResponse
-	(*DeleteBudgetRequest)(nil),          // 25: metering.v1.DeleteBudgetRequest
-	(*DeleteBudgetResponse)(nil),         // 26: metering.v1.DeleteBudgetResponse
-	(*ListBudgetEventsRequest)(nil),      // 27: metering.v1.ListBudgetEventsRequest
-	(*ListBudgetEventsResponse)(nil),     // 28: metering.v1.ListBudgetEventsResponse
-	(BillingMode)(0),                     // 29: metering.v1.BillingMode
-	(*timestamppb.Timestamp)(nil),        // 30: google.protobuf.Timestamp
-	(UnpricedPolicy)(0),                  // 31: metering.v1.UnpricedPolicy
-	(RequestAsset)(0),                    // 32: metering.v1.RequestAsset
-	(*Money)(nil),                        // 33: metering.v1.Money
-	(ReservationExpiryPolicy)(0),         // 34: metering.v1.ReservationExpiryPolicy
-	(*fieldmaskpb.FieldMask)(nil),        // 35: google.protobuf.FieldMask
-	(*PriceEntry)(nil),                   // 36: metering.v1.PriceEntry
-	(PriceFileFormat)(0),                 // 37: metering.v1.PriceFileFormat
-	(*durationpb.Duration)(nil),          // 38: google.protobuf.Duration
+	(ExportKind)(0),                          // 0: metering.v1.ExportKind
+	(UpstreamFormat)(0),                      // 1: metering.v1.UpstreamFormat
+	(DiscrepancyKind)(0),                     // 2: metering.v1.DiscrepancyKind
+	(BudgetPeriod)(0),                        // 3: metering.v1.BudgetPeriod
+	(BudgetMetric)(0),                        // 4: metering.v1.BudgetMetric
+	(*MissingUsagePolicy)(nil),               // 5: metering.v1.MissingUsagePolicy
+	(*SetMissingUsagePolicyRequest)(nil),     // 6: metering.v1.SetMissingUsagePolicyRequest
+	(*SetMissingUsagePolicyResponse)(nil),    // 7: metering.v1.SetMissingUsagePolicyResponse
+	(*ListMissingUsagePoliciesRequest)(nil),  // 8: metering.v1.ListMissingUsagePoliciesRequest
+	(*ListMissingUsagePoliciesResponse)(nil), // 9: metering.v1.ListMissingUsagePoliciesResponse
+	(*DeleteMissingUsagePolicyRequest)(nil),  // 10: metering.v1.DeleteMissingUsagePolicyRequest
+	(*DeleteMissingUsagePolicyResponse)(nil), // 11: metering.v1.DeleteMissingUsagePolicyResponse
+	(*ListReviewRecordsRequest)(nil),         // 12: metering.v1.ListReviewRecordsRequest
+	(*ListReviewRecordsResponse)(nil),        // 13: metering.v1.ListReviewRecordsResponse
+	(*ExportUsageRequest)(nil),               // 14: metering.v1.ExportUsageRequest
+	(*ExportTotals)(nil),                     // 15: metering.v1.ExportTotals
+	(*ExportUsageResponse)(nil),              // 16: metering.v1.ExportUsageResponse
+	(*Discrepancy)(nil),                      // 17: metering.v1.Discrepancy
+	(*ReconcileRequest)(nil),                 // 18: metering.v1.ReconcileRequest
+	(*ReconcileResponse)(nil),                // 19: metering.v1.ReconcileResponse
+	(*Account)(nil),                          // 20: metering.v1.Account
+	(*CreateAccountRequest)(nil),             // 21: metering.v1.CreateAccountRequest
+	(*CreateAccountResponse)(nil),            // 22: metering.v1.CreateAccountResponse
+	(*GrantCreditsRequest)(nil),              // 23: metering.v1.GrantCreditsRequest
+	(*GrantCreditsResponse)(nil),             // 24: metering.v1.GrantCreditsResponse
+	(*UpdateAccountRequest)(nil),             // 25: metering.v1.UpdateAccountRequest
+	(*UpdateAccountResponse)(nil),            // 26: metering.v1.UpdateAccountResponse
+	(*SetApiKeyBillingModeRequest)(nil),      // 27: metering.v1.SetApiKeyBillingModeRequest
+	(*SetApiKeyBillingModeResponse)(nil),     // 28: metering.v1.SetApiKeyBillingModeResponse
+	(*ListPricesRequest)(nil),                // 29: metering.v1.ListPricesRequest
+	(*ListPricesResponse)(nil),               // 30: metering.v1.ListPricesResponse
+	(*AddPriceRequest)(nil),                  // 31: metering.v1.AddPriceRequest
+	(*AddPriceResponse)(nil),                 // 32: metering.v1.AddPriceResponse
+	(*RetirePriceRequest)(nil),               // 33: metering.v1.RetirePriceRequest
+	(*RetirePriceResponse)(nil),              // 34: metering.v1.RetirePriceResponse
+	(*ImportPricesRequest)(nil),              // 35: metering.v1.ImportPricesRequest
+	(*ImportPricesResponse)(nil),             // 36: metering.v1.ImportPricesResponse
+	(*Budget)(nil),                           // 37: metering.v1.Budget
+	(*BudgetEvent)(nil),                      // 38: metering.v1.BudgetEvent
+	(*SetBudgetRequest)(nil),                 // 39: metering.v1.SetBudgetRequest
+	(*SetBudgetResponse)(nil),                // 40: metering.v1.SetBudgetResponse
+	(*ListBudgetsRequest)(nil),               // 41: metering.v1.ListBudgetsRequest
+	(*ListBudgetsResponse)(nil),              // 42: metering.v1.ListBudgetsResponse
+	(*DeleteBudgetRequest)(nil),              // 43: metering.v1.DeleteBudgetRequest
+	(*DeleteBudgetResponse)(nil),             // 44: metering.v1.DeleteBudgetResponse
+	(*ListBudgetEventsRequest)(nil),          // 45: metering.v1.ListBudgetEventsRequest
+	(*ListBudgetEventsResponse)(nil),         // 46: metering.v1.ListBudgetEventsResponse
+	nil,                                      // 47: metering.v1.ReconcileRequest.KeyMapEntry
+	(MissingUsageFallback)(0),                // 48: metering.v1.MissingUsageFallback
+	(*Money)(nil),                            // 49: metering.v1.Money
+	(*timestamppb.Timestamp)(nil),            // 50: google.protobuf.Timestamp
+	(*UsageRecordView)(nil),                  // 51: metering.v1.UsageRecordView
+	(*TokenUsage)(nil),                       // 52: metering.v1.TokenUsage
+	(*UsageSummaryRow)(nil),                  // 53: metering.v1.UsageSummaryRow
+	(BillingMode)(0),                         // 54: metering.v1.BillingMode
+	(UnpricedPolicy)(0),                      // 55: metering.v1.UnpricedPolicy
+	(RequestAsset)(0),                        // 56: metering.v1.RequestAsset
+	(ReservationExpiryPolicy)(0),             // 57: metering.v1.ReservationExpiryPolicy
+	(*fieldmaskpb.FieldMask)(nil),            // 58: google.protobuf.FieldMask
+	(*PriceEntry)(nil),                       // 59: metering.v1.PriceEntry
+	(PriceFileFormat)(0),                     // 60: metering.v1.PriceFileFormat
+	(*durationpb.Duration)(nil),              // 61: google.protobuf.Duration
 }
 var file_metering_v1_admin_service_proto_depIdxs = []int32{
-	29, // 0: metering.v1.Account.billing_mode:type_name -> metering.v1.BillingMode
-	30, // 1: metering.v1.Account.create_time:type_name -> google.protobuf.Timestamp
-	31, // 2: metering.v1.Account.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
-	32, // 3: metering.v1.Account.request_asset:type_name -> metering.v1.RequestAsset
-	33, // 4: metering.v1.Account.default_request_price:type_name -> metering.v1.Money
-	34, // 5: metering.v1.Account.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
-	29, // 6: metering.v1.CreateAccountRequest.billing_mode:type_name -> metering.v1.BillingMode
-	31, // 7: metering.v1.CreateAccountRequest.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
-	32, // 8: metering.v1.CreateAccountRequest.request_asset:type_name -> metering.v1.RequestAsset
-	33, // 9: metering.v1.CreateAccountRequest.default_request_price:type_name -> metering.v1.Money
-	34, // 10: metering.v1.CreateAccountRequest.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
-	2,  // 11: metering.v1.CreateAccountResponse.account:type_name -> metering.v1.Account
-	33, // 12: metering.v1.GrantCreditsRequest.amount:type_name -> metering.v1.Money
-	33, // 13: metering.v1.GrantCreditsResponse.balance:type_name -> metering.v1.Money
-	2,  // 14: metering.v1.UpdateAccountRequest.account:type_name -> metering.v1.Account
-	35, // 15: metering.v1.UpdateAccountRequest.update_mask:type_name -> google.protobuf.FieldMask
-	2,  // 16: metering.v1.UpdateAccountResponse.account:type_name -> metering.v1.Account
-	29, // 17: metering.v1.SetApiKeyBillingModeRequest.billing_mode:type_name -> metering.v1.BillingMode
-	29, // 18: metering.v1.SetApiKeyBillingModeResponse.effective_billing_mode:type_name -> metering.v1.BillingMode
-	36, // 19: metering.v1.ListPricesResponse.prices:type_name -> metering.v1.PriceEntry
-	36, // 20: metering.v1.AddPriceRequest.price:type_name -> metering.v1.PriceEntry
-	36, // 21: metering.v1.AddPriceResponse.price:type_name -> metering.v1.PriceEntry
-	30, // 22: metering.v1.RetirePriceRequest.retire_time:type_name -> google.protobuf.Timestamp
-	36, // 23: metering.v1.RetirePriceResponse.price:type_name -> metering.v1.PriceEntry
-	37, // 24: metering.v1.ImportPricesRequest.format:type_name -> metering.v1.PriceFileFormat
-	30, // 25: metering.v1.ImportPricesRequest.effective_time:type_name -> google.protobuf.Timestamp
-	0,  // 26: metering.v1.Budget.period:type_name -> metering.v1.BudgetPeriod
-	38, // 27: metering.v1.Budget.rolling_window:type_name -> google.protobuf.Duration
-	1,  // 28: metering.v1.Budget.metric:type_name -> metering.v1.BudgetMetric
-	30, // 29: metering.v1.BudgetEvent.period_start_time:type_name -> google.protobuf.Timestamp
-	30, // 30: metering.v1.BudgetEvent.create_time:type_name -> google.protobuf.Timestamp
-	19, // 31: metering.v1.SetBudgetRequest.budget:type_name -> metering.v1.Budget
-	19, // 32: metering.v1.SetBudgetResponse.budget:type_name -> metering.v1.Budget
-	19, // 33: metering.v1.ListBudgetsResponse.budgets:type_name -> metering.v1.Budget
-	20, // 34: metering.v1.ListBudgetEventsResponse.events:type_name -> metering.v1.BudgetEvent
-	3,  // 35: metering.v1.MeteringAdminService.CreateAccount:input_type -> metering.v1.CreateAccountRequest
-	5,  // 36: metering.v1.MeteringAdminService.GrantCredits:input_type -> metering.v1.GrantCreditsRequest
-	7,  // 37: metering.v1.MeteringAdminService.UpdateAccount:input_type -> metering.v1.UpdateAccountRequest
-	9,  // 38: metering.v1.MeteringAdminService.SetApiKeyBillingMode:input_type -> metering.v1.SetApiKeyBillingModeRequest
-	11, // 39: metering.v1.MeteringAdminService.ListPrices:input_type -> metering.v1.ListPricesRequest
-	13, // 40: metering.v1.MeteringAdminService.AddPrice:input_type -> metering.v1.AddPriceRequest
-	15, // 41: metering.v1.MeteringAdminService.RetirePrice:input_type -> metering.v1.RetirePriceRequest
-	17, // 42: metering.v1.MeteringAdminService.ImportPrices:input_type -> metering.v1.ImportPricesRequest
-	21, // 43: metering.v1.MeteringAdminService.SetBudget:input_type -> metering.v1.SetBudgetRequest
-	23, // 44: metering.v1.MeteringAdminService.ListBudgets:input_type -> metering.v1.ListBudgetsRequest
-	25, // 45: metering.v1.MeteringAdminService.DeleteBudget:input_type -> metering.v1.DeleteBudgetRequest
-	27, // 46: metering.v1.MeteringAdminService.ListBudgetEvents:input_type -> metering.v1.ListBudgetEventsRequest
-	4,  // 47: metering.v1.MeteringAdminService.CreateAccount:output_type -> metering.v1.CreateAccountResponse
-	6,  // 48: metering.v1.MeteringAdminService.GrantCredits:output_type -> metering.v1.GrantCreditsResponse
-	8,  // 49: metering.v1.MeteringAdminService.UpdateAccount:output_type -> metering.v1.UpdateAccountResponse
-	10, // 50: metering.v1.MeteringAdminService.SetApiKeyBillingMode:output_type -> metering.v1.SetApiKeyBillingModeResponse
-	12, // 51: metering.v1.MeteringAdminService.ListPrices:output_type -> metering.v1.ListPricesResponse
-	14, // 52: metering.v1.MeteringAdminService.AddPrice:output_type -> metering.v1.AddPriceResponse
-	16, // 53: metering.v1.MeteringAdminService.RetirePrice:output_type -> metering.v1.RetirePriceResponse
-	18, // 54: metering.v1.MeteringAdminService.ImportPrices:output_type -> metering.v1.ImportPricesResponse
-	22, // 55: metering.v1.MeteringAdminService.SetBudget:output_type -> metering.v1.SetBudgetResponse
-	24, // 56: metering.v1.MeteringAdminService.ListBudgets:output_type -> metering.v1.ListBudgetsResponse
-	26, // 57: metering.v1.MeteringAdminService.DeleteBudget:output_type -> metering.v1.DeleteBudgetResponse
-	28, // 58: metering.v1.MeteringAdminService.ListBudgetEvents:output_type -> metering.v1.ListBudgetEventsResponse
-	47, // [47:59] is the sub-list for method output_type
-	35, // [35:47] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	48, // 0: metering.v1.MissingUsagePolicy.fallback:type_name -> metering.v1.MissingUsageFallback
+	49, // 1: metering.v1.MissingUsagePolicy.flat_fee:type_name -> metering.v1.Money
+	5,  // 2: metering.v1.SetMissingUsagePolicyRequest.policy:type_name -> metering.v1.MissingUsagePolicy
+	5,  // 3: metering.v1.SetMissingUsagePolicyResponse.policy:type_name -> metering.v1.MissingUsagePolicy
+	5,  // 4: metering.v1.ListMissingUsagePoliciesResponse.policies:type_name -> metering.v1.MissingUsagePolicy
+	5,  // 5: metering.v1.ListMissingUsagePoliciesResponse.default_policy:type_name -> metering.v1.MissingUsagePolicy
+	50, // 6: metering.v1.ListReviewRecordsRequest.start_time:type_name -> google.protobuf.Timestamp
+	50, // 7: metering.v1.ListReviewRecordsRequest.end_time:type_name -> google.protobuf.Timestamp
+	51, // 8: metering.v1.ListReviewRecordsResponse.records:type_name -> metering.v1.UsageRecordView
+	50, // 9: metering.v1.ExportUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	50, // 10: metering.v1.ExportUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: metering.v1.ExportUsageRequest.kind:type_name -> metering.v1.ExportKind
+	49, // 12: metering.v1.ExportTotals.cost:type_name -> metering.v1.Money
+	52, // 13: metering.v1.ExportTotals.usage:type_name -> metering.v1.TokenUsage
+	51, // 14: metering.v1.ExportUsageResponse.record:type_name -> metering.v1.UsageRecordView
+	53, // 15: metering.v1.ExportUsageResponse.row:type_name -> metering.v1.UsageSummaryRow
+	15, // 16: metering.v1.ExportUsageResponse.totals:type_name -> metering.v1.ExportTotals
+	2,  // 17: metering.v1.Discrepancy.kind:type_name -> metering.v1.DiscrepancyKind
+	52, // 18: metering.v1.Discrepancy.local_usage:type_name -> metering.v1.TokenUsage
+	52, // 19: metering.v1.Discrepancy.upstream_usage:type_name -> metering.v1.TokenUsage
+	49, // 20: metering.v1.Discrepancy.local_cost:type_name -> metering.v1.Money
+	49, // 21: metering.v1.Discrepancy.upstream_cost:type_name -> metering.v1.Money
+	49, // 22: metering.v1.Discrepancy.cost_difference:type_name -> metering.v1.Money
+	1,  // 23: metering.v1.ReconcileRequest.format:type_name -> metering.v1.UpstreamFormat
+	47, // 24: metering.v1.ReconcileRequest.key_map:type_name -> metering.v1.ReconcileRequest.KeyMapEntry
+	17, // 25: metering.v1.ReconcileResponse.discrepancies:type_name -> metering.v1.Discrepancy
+	54, // 26: metering.v1.Account.billing_mode:type_name -> metering.v1.BillingMode
+	50, // 27: metering.v1.Account.create_time:type_name -> google.protobuf.Timestamp
+	55, // 28: metering.v1.Account.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
+	56, // 29: metering.v1.Account.request_asset:type_name -> metering.v1.RequestAsset
+	49, // 30: metering.v1.Account.default_request_price:type_name -> metering.v1.Money
+	57, // 31: metering.v1.Account.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
+	54, // 32: metering.v1.CreateAccountRequest.billing_mode:type_name -> metering.v1.BillingMode
+	55, // 33: metering.v1.CreateAccountRequest.unpriced_policy:type_name -> metering.v1.UnpricedPolicy
+	56, // 34: metering.v1.CreateAccountRequest.request_asset:type_name -> metering.v1.RequestAsset
+	49, // 35: metering.v1.CreateAccountRequest.default_request_price:type_name -> metering.v1.Money
+	57, // 36: metering.v1.CreateAccountRequest.reservation_expiry_policy:type_name -> metering.v1.ReservationExpiryPolicy
+	20, // 37: metering.v1.CreateAccountResponse.account:type_name -> metering.v1.Account
+	49, // 38: metering.v1.GrantCreditsRequest.amount:type_name -> metering.v1.Money
+	49, // 39: metering.v1.GrantCreditsResponse.balance:type_name -> metering.v1.Money
+	20, // 40: metering.v1.UpdateAccountRequest.account:type_name -> metering.v1.Account
+	58, // 41: metering.v1.UpdateAccountRequest.update_mask:type_name -> google.protobuf.FieldMask
+	20, // 42: metering.v1.UpdateAccountResponse.account:type_name -> metering.v1.Account
+	54, // 43: metering.v1.SetApiKeyBillingModeRequest.billing_mode:type_name -> metering.v1.BillingMode
+	54, // 44: metering.v1.SetApiKeyBillingModeResponse.effective_billing_mode:type_name -> metering.v1.BillingMode
+	59, // 45: metering.v1.ListPricesResponse.prices:type_name -> metering.v1.PriceEntry
+	59, // 46: metering.v1.AddPriceRequest.price:type_name -> metering.v1.PriceEntry
+	59, // 47: metering.v1.AddPriceResponse.price:type_name -> metering.v1.PriceEntry
+	50, // 48: metering.v1.RetirePriceRequest.retire_time:type_name -> google.protobuf.Timestamp
+	59, // 49: metering.v1.RetirePriceResponse.price:type_name -> metering.v1.PriceEntry
+	60, // 50: metering.v1.ImportPricesRequest.format:type_name -> metering.v1.PriceFileFormat
+	50, // 51: metering.v1.ImportPricesRequest.effective_time:type_name -> google.protobuf.Timestamp
+	3,  // 52: metering.v1.Budget.period:type_name -> metering.v1.BudgetPeriod
+	61, // 53: metering.v1.Budget.rolling_window:type_name -> google.protobuf.Duration
+	4,  // 54: metering.v1.Budget.metric:type_name -> metering.v1.BudgetMetric
+	50, // 55: metering.v1.BudgetEvent.period_start_time:type_name -> google.protobuf.Timestamp
+	50, // 56: metering.v1.BudgetEvent.create_time:type_name -> google.protobuf.Timestamp
+	37, // 57: metering.v1.SetBudgetRequest.budget:type_name -> metering.v1.Budget
+	37, // 58: metering.v1.SetBudgetResponse.budget:type_name -> metering.v1.Budget
+	37, // 59: metering.v1.ListBudgetsResponse.budgets:type_name -> metering.v1.Budget
+	38, // 60: metering.v1.ListBudgetEventsResponse.events:type_name -> metering.v1.BudgetEvent
+	21, // 61: metering.v1.MeteringAdminService.CreateAccount:input_type -> metering.v1.CreateAccountRequest
+	23, // 62: metering.v1.MeteringAdminService.GrantCredits:input_type -> metering.v1.GrantCreditsRequest
+	25, // 63: metering.v1.MeteringAdminService.UpdateAccount:input_type -> metering.v1.UpdateAccountRequest
+	27, // 64: metering.v1.MeteringAdminService.SetApiKeyBillingMode:input_type -> metering.v1.SetApiKeyBillingModeRequest
+	29, // 65: metering.v1.MeteringAdminService.ListPrices:input_type -> metering.v1.ListPricesRequest
+	31, // 66: metering.v1.MeteringAdminService.AddPrice:input_type -> metering.v1.AddPriceRequest
+	33, // 67: metering.v1.MeteringAdminService.RetirePrice:input_type -> metering.v1.RetirePriceRequest
+	35, // 68: metering.v1.MeteringAdminService.ImportPrices:input_type -> metering.v1.ImportPricesRequest
+	39, // 69: metering.v1.MeteringAdminService.SetBudget:input_type -> metering.v1.SetBudgetRequest
+	41, // 70: metering.v1.MeteringAdminService.ListBudgets:input_type -> metering.v1.ListBudgetsRequest
+	43, // 71: metering.v1.MeteringAdminService.DeleteBudget:input_type -> metering.v1.DeleteBudgetRequest
+	45, // 72: metering.v1.MeteringAdminService.ListBudgetEvents:input_type -> metering.v1.ListBudgetEventsRequest
+	6,  // 73: metering.v1.MeteringAdminService.SetMissingUsagePolicy:input_type -> metering.v1.SetMissingUsagePolicyRequest
+	8,  // 74: metering.v1.MeteringAdminService.ListMissingUsagePolicies:input_type -> metering.v1.ListMissingUsagePoliciesRequest
+	10, // 75: metering.v1.MeteringAdminService.DeleteMissingUsagePolicy:input_type -> metering.v1.DeleteMissingUsagePolicyRequest
+	12, // 76: metering.v1.MeteringAdminService.ListReviewRecords:input_type -> metering.v1.ListReviewRecordsRequest
+	14, // 77: metering.v1.MeteringAdminService.ExportUsage:input_type -> metering.v1.ExportUsageRequest
+	18, // 78: metering.v1.MeteringAdminService.Reconcile:input_type -> metering.v1.ReconcileRequest
+	22, // 79: metering.v1.MeteringAdminService.CreateAccount:output_type -> metering.v1.CreateAccountResponse
+	24, // 80: metering.v1.MeteringAdminService.GrantCredits:output_type -> metering.v1.GrantCreditsResponse
+	26, // 81: metering.v1.MeteringAdminService.UpdateAccount:output_type -> metering.v1.UpdateAccountResponse
+	28, // 82: metering.v1.MeteringAdminService.SetApiKeyBillingMode:output_type -> metering.v1.SetApiKeyBillingModeResponse
+	30, // 83: metering.v1.MeteringAdminService.ListPrices:output_type -> metering.v1.ListPricesResponse
+	32, // 84: metering.v1.MeteringAdminService.AddPrice:output_type -> metering.v1.AddPriceResponse
+	34, // 85: metering.v1.MeteringAdminService.RetirePrice:output_type -> metering.v1.RetirePriceResponse
+	36, // 86: metering.v1.MeteringAdminService.ImportPrices:output_type -> metering.v1.ImportPricesResponse
+	40, // 87: metering.v1.MeteringAdminService.SetBudget:output_type -> metering.v1.SetBudgetResponse
+	42, // 88: metering.v1.MeteringAdminService.ListBudgets:output_type -> metering.v1.ListBudgetsResponse
+	44, // 89: metering.v1.MeteringAdminService.DeleteBudget:output_type -> metering.v1.DeleteBudgetResponse
+	46, // 90: metering.v1.MeteringAdminService.ListBudgetEvents:output_type -> metering.v1.ListBudgetEventsResponse
+	7,  // 91: metering.v1.MeteringAdminService.SetMissingUsagePolicy:output_type -> metering.v1.SetMissingUsagePolicyResponse
+	9,  // 92: metering.v1.MeteringAdminService.ListMissingUsagePolicies:output_type -> metering.v1.ListMissingUsagePoliciesResponse
+	11, // 93: metering.v1.MeteringAdminService.DeleteMissingUsagePolicy:output_type -> metering.v1.DeleteMissingUsagePolicyResponse
+	13, // 94: metering.v1.MeteringAdminService.ListReviewRecords:output_type -> metering.v1.ListReviewRecordsResponse
+	16, // 95: metering.v1.MeteringAdminService.ExportUsage:output_type -> metering.v1.ExportUsageResponse
+	19, // 96: metering.v1.MeteringAdminService.Reconcile:output_type -> metering.v1.ReconcileResponse
+	79, // [79:97] is the sub-list for method output_type
+	61, // [61:79] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_metering_v1_admin_service_proto_init() }
@@ -2289,6 +3803,7 @@ func file_metering_v1_admin_service_proto_init() {
 	if File_metering_v1_admin_service_proto != nil {
 		return
 	}
+	file_metering_v1_metering_service_proto_init()
 	file_metering_v1_prices_proto_init()
 	file_metering_v1_types_proto_init()
 	type x struct{}
@@ -2296,8 +3811,8 @@ func file_metering_v1_admin_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metering_v1_admin_service_proto_rawDesc), len(file_metering_v1_admin_service_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   27,
+			NumEnums:      5,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,18 +19,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MeteringAdminService_CreateAccount_FullMethodName        = "/metering.v1.MeteringAdminService/CreateAccount"
-	MeteringAdminService_GrantCredits_FullMethodName         = "/metering.v1.MeteringAdminService/GrantCredits"
-	MeteringAdminService_UpdateAccount_FullMethodName        = "/metering.v1.MeteringAdminService/UpdateAccount"
-	MeteringAdminService_SetApiKeyBillingMode_FullMethodName = "/metering.v1.MeteringAdminService/SetApiKeyBillingMode"
-	MeteringAdminService_ListPrices_FullMethodName           = "/metering.v1.MeteringAdminService/ListPrices"
-	MeteringAdminService_AddPrice_FullMethodName             = "/metering.v1.MeteringAdminService/AddPrice"
-	MeteringAdminService_RetirePrice_FullMethodName          = "/metering.v1.MeteringAdminService/RetirePrice"
-	MeteringAdminService_ImportPrices_FullMethodName         = "/metering.v1.MeteringAdminService/ImportPrices"
-	MeteringAdminService_SetBudget_FullMethodName            = "/metering.v1.MeteringAdminService/SetBudget"
-	MeteringAdminService_ListBudgets_FullMethodName          = "/metering.v1.MeteringAdminService/ListBudgets"
-	MeteringAdminService_DeleteBudget_FullMethodName         = "/metering.v1.MeteringAdminService/DeleteBudget"
-	MeteringAdminService_ListBudgetEvents_FullMethodName     = "/metering.v1.MeteringAdminService/ListBudgetEvents"
+	MeteringAdminService_CreateAccount_FullMethodName            = "/metering.v1.MeteringAdminService/CreateAccount"
+	MeteringAdminService_GrantCredits_FullMethodName             = "/metering.v1.MeteringAdminService/GrantCredits"
+	MeteringAdminService_UpdateAccount_FullMethodName            = "/metering.v1.MeteringAdminService/UpdateAccount"
+	MeteringAdminService_SetApiKeyBillingMode_FullMethodName     = "/metering.v1.MeteringAdminService/SetApiKeyBillingMode"
+	MeteringAdminService_ListPrices_FullMethodName               = "/metering.v1.MeteringAdminService/ListPrices"
+	MeteringAdminService_AddPrice_FullMethodName                 = "/metering.v1.MeteringAdminService/AddPrice"
+	MeteringAdminService_RetirePrice_FullMethodName              = "/metering.v1.MeteringAdminService/RetirePrice"
+	MeteringAdminService_ImportPrices_FullMethodName             = "/metering.v1.MeteringAdminService/ImportPrices"
+	MeteringAdminService_SetBudget_FullMethodName                = "/metering.v1.MeteringAdminService/SetBudget"
+	MeteringAdminService_ListBudgets_FullMethodName              = "/metering.v1.MeteringAdminService/ListBudgets"
+	MeteringAdminService_DeleteBudget_FullMethodName             = "/metering.v1.MeteringAdminService/DeleteBudget"
+	MeteringAdminService_ListBudgetEvents_FullMethodName         = "/metering.v1.MeteringAdminService/ListBudgetEvents"
+	MeteringAdminService_SetMissingUsagePolicy_FullMethodName    = "/metering.v1.MeteringAdminService/SetMissingUsagePolicy"
+	MeteringAdminService_ListMissingUsagePolicies_FullMethodName = "/metering.v1.MeteringAdminService/ListMissingUsagePolicies"
+	MeteringAdminService_DeleteMissingUsagePolicy_FullMethodName = "/metering.v1.MeteringAdminService/DeleteMissingUsagePolicy"
+	MeteringAdminService_ListReviewRecords_FullMethodName        = "/metering.v1.MeteringAdminService/ListReviewRecords"
+	MeteringAdminService_ExportUsage_FullMethodName              = "/metering.v1.MeteringAdminService/ExportUsage"
+	MeteringAdminService_Reconcile_FullMethodName                = "/metering.v1.MeteringAdminService/Reconcile"
 )
 
 // MeteringAdminServiceClient is the client API for MeteringAdminService service.
@@ -82,6 +88,29 @@ type MeteringAdminServiceClient interface {
 	// happened: each threshold fires once per budget period. A poller keeps the
 	// next_page_token and resumes from it, so a webhook or mailer loses nothing.
 	ListBudgetEvents(ctx context.Context, in *ListBudgetEventsRequest, opts ...grpc.CallOption) (*ListBudgetEventsResponse, error)
+	// SetMissingUsagePolicy creates or replaces the policy for calls without
+	// usage in one scope (account, provider, model; empty means any). The most
+	// specific policy applies: account before provider before model.
+	SetMissingUsagePolicy(ctx context.Context, in *SetMissingUsagePolicyRequest, opts ...grpc.CallOption) (*SetMissingUsagePolicyResponse, error)
+	// ListMissingUsagePolicies lists every policy, most specific first.
+	ListMissingUsagePolicies(ctx context.Context, in *ListMissingUsagePoliciesRequest, opts ...grpc.CallOption) (*ListMissingUsagePoliciesResponse, error)
+	// DeleteMissingUsagePolicy removes the policy of one scope.
+	// Errors: NOT_FOUND (POLICY_NOT_FOUND).
+	DeleteMissingUsagePolicy(ctx context.Context, in *DeleteMissingUsagePolicyRequest, opts ...grpc.CallOption) (*DeleteMissingUsagePolicyResponse, error)
+	// ListReviewRecords is the review queue: calls recorded as MISSING, and
+	// ESTIMATED calls of accounts whose estimated share of calls in the range
+	// is at least estimated_share_min, not yet corrected; oldest first.
+	ListReviewRecords(ctx context.Context, in *ListReviewRecordsRequest, opts ...grpc.CallOption) (*ListReviewRecordsResponse, error)
+	// ExportUsage streams the usage records (or summary rows) of a range, then
+	// one message with the totals, which tie exactly to the ledger. Constant
+	// memory on the server whatever the range.
+	ExportUsage(ctx context.Context, in *ExportUsageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUsageResponse], error)
+	// Reconcile compares an upstream provider's usage or cost export with the
+	// local records per day x model x key (and per request where the export has
+	// request ids) and reports the discrepancies; with apply, turns them into
+	// correction entries linked to the import. Applying the same export again
+	// changes nothing.
+	Reconcile(ctx context.Context, in *ReconcileRequest, opts ...grpc.CallOption) (*ReconcileResponse, error)
 }
 
 type meteringAdminServiceClient struct {
@@ -212,6 +241,75 @@ func (c *meteringAdminServiceClient) ListBudgetEvents(ctx context.Context, in *L
 	return out, nil
 }
 
+func (c *meteringAdminServiceClient) SetMissingUsagePolicy(ctx context.Context, in *SetMissingUsagePolicyRequest, opts ...grpc.CallOption) (*SetMissingUsagePolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetMissingUsagePolicyResponse)
+	err := c.cc.Invoke(ctx, MeteringAdminService_SetMissingUsagePolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *meteringAdminServiceClient) ListMissingUsagePolicies(ctx context.Context, in *ListMissingUsagePoliciesRequest, opts ...grpc.CallOption) (*ListMissingUsagePoliciesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMissingUsagePoliciesResponse)
+	err := c.cc.Invoke(ctx, MeteringAdminService_ListMissingUsagePolicies_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *meteringAdminServiceClient) DeleteMissingUsagePolicy(ctx context.Context, in *DeleteMissingUsagePolicyRequest, opts ...grpc.CallOption) (*DeleteMissingUsagePolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteMissingUsagePolicyResponse)
+	err := c.cc.Invoke(ctx, MeteringAdminService_DeleteMissingUsagePolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *meteringAdminServiceClient) ListReviewRecords(ctx context.Context, in *ListReviewRecordsRequest, opts ...grpc.CallOption) (*ListReviewRecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReviewRecordsResponse)
+	err := c.cc.Invoke(ctx, MeteringAdminService_ListReviewRecords_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *meteringAdminServiceClient) ExportUsage(ctx context.Context, in *ExportUsageRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUsageResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MeteringAdminService_ServiceDesc.Streams[0], MeteringAdminService_ExportUsage_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportUsageRequest, ExportUsageResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MeteringAdminService_ExportUsageClient = grpc.ServerStreamingClient[ExportUsageResponse]
+
+func (c *meteringAdminServiceClient) Reconcile(ctx context.Context, in *ReconcileRequest, opts ...grpc.CallOption) (*ReconcileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReconcileResponse)
+	err := c.cc.Invoke(ctx, MeteringAdminService_Reconcile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MeteringAdminServiceServer is the server API for MeteringAdminService service.
 // All implementations must embed UnimplementedMeteringAdminServiceServer
 // for forward compatibility.
@@ -261,6 +359,29 @@ type MeteringAdminServiceServer interface {
 	// happened: each threshold fires once per budget period. A poller keeps the
 	// next_page_token and resumes from it, so a webhook or mailer loses nothing.
 	ListBudgetEvents(context.Context, *ListBudgetEventsRequest) (*ListBudgetEventsResponse, error)
+	// SetMissingUsagePolicy creates or replaces the policy for calls without
+	// usage in one scope (account, provider, model; empty means any). The most
+	// specific policy applies: account before provider before model.
+	SetMissingUsagePolicy(context.Context, *SetMissingUsagePolicyRequest) (*SetMissingUsagePolicyResponse, error)
+	// ListMissingUsagePolicies lists every policy, most specific first.
+	ListMissingUsagePolicies(context.Context, *ListMissingUsagePoliciesRequest) (*ListMissingUsagePoliciesResponse, error)
+	// DeleteMissingUsagePolicy removes the policy of one scope.
+	// Errors: NOT_FOUND (POLICY_NOT_FOUND).
+	DeleteMissingUsagePolicy(context.Context, *DeleteMissingUsagePolicyRequest) (*DeleteMissingUsagePolicyResponse, error)
+	// ListReviewRecords is the review queue: calls recorded as MISSING, and
+	// ESTIMATED calls of accounts whose estimated share of calls in the range
+	// is at least estimated_share_min, not yet corrected; oldest first.
+	ListReviewRecords(context.Context, *ListReviewRecordsRequest) (*ListReviewRecordsResponse, error)
+	// ExportUsage streams the usage records (or summary rows) of a range, then
+	// one message with the totals, which tie exactly to the ledger. Constant
+	// memory on the server whatever the range.
+	ExportUsage(*ExportUsageRequest, grpc.ServerStreamingServer[ExportUsageResponse]) error
+	// Reconcile compares an upstream provider's usage or cost export with the
+	// local records per day x model x key (and per request where the export has
+	// request ids) and reports the discrepancies; with apply, turns them into
+	// correction entries linked to the import. Applying the same export again
+	// changes nothing.
+	Reconcile(context.Context, *ReconcileRequest) (*ReconcileResponse, error)
 	mustEmbedUnimplementedMeteringAdminServiceServer()
 }
 
@@ -306,6 +427,24 @@ func (UnimplementedMeteringAdminServiceServer) DeleteBudget(context.Context, *De
 }
 func (UnimplementedMeteringAdminServiceServer) ListBudgetEvents(context.Context, *ListBudgetEventsRequest) (*ListBudgetEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListBudgetEvents not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) SetMissingUsagePolicy(context.Context, *SetMissingUsagePolicyRequest) (*SetMissingUsagePolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetMissingUsagePolicy not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) ListMissingUsagePolicies(context.Context, *ListMissingUsagePoliciesRequest) (*ListMissingUsagePoliciesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMissingUsagePolicies not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) DeleteMissingUsagePolicy(context.Context, *DeleteMissingUsagePolicyRequest) (*DeleteMissingUsagePolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteMissingUsagePolicy not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) ListReviewRecords(context.Context, *ListReviewRecordsRequest) (*ListReviewRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListReviewRecords not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) ExportUsage(*ExportUsageRequest, grpc.ServerStreamingServer[ExportUsageResponse]) error {
+	return status.Error(codes.Unimplemented, "method ExportUsage not implemented")
+}
+func (UnimplementedMeteringAdminServiceServer) Reconcile(context.Context, *ReconcileRequest) (*ReconcileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Reconcile not implemented")
 }
 func (UnimplementedMeteringAdminServiceServer) mustEmbedUnimplementedMeteringAdminServiceServer() {}
 func (UnimplementedMeteringAdminServiceServer) testEmbeddedByValue()                              {}
@@ -544,6 +683,107 @@ func _MeteringAdminService_ListBudgetEvents_Handler(srv interface{}, ctx context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MeteringAdminService_SetMissingUsagePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetMissingUsagePolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringAdminServiceServer).SetMissingUsagePolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringAdminService_SetMissingUsagePolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringAdminServiceServer).SetMissingUsagePolicy(ctx, req.(*SetMissingUsagePolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MeteringAdminService_ListMissingUsagePolicies_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMissingUsagePoliciesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringAdminServiceServer).ListMissingUsagePolicies(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringAdminService_ListMissingUsagePolicies_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringAdminServiceServer).ListMissingUsagePolicies(ctx, req.(*ListMissingUsagePoliciesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MeteringAdminService_DeleteMissingUsagePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteMissingUsagePolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringAdminServiceServer).DeleteMissingUsagePolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringAdminService_DeleteMissingUsagePolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringAdminServiceServer).DeleteMissingUsagePolicy(ctx, req.(*DeleteMissingUsagePolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MeteringAdminService_ListReviewRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReviewRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringAdminServiceServer).ListReviewRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringAdminService_ListReviewRecords_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringAdminServiceServer).ListReviewRecords(ctx, req.(*ListReviewRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MeteringAdminService_ExportUsage_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportUsageRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MeteringAdminServiceServer).ExportUsage(m, &grpc.GenericServerStream[ExportUsageRequest, ExportUsageResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MeteringAdminService_ExportUsageServer = grpc.ServerStreamingServer[ExportUsageResponse]
+
+func _MeteringAdminService_Reconcile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReconcileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringAdminServiceServer).Reconcile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringAdminService_Reconcile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringAdminServiceServer).Reconcile(ctx, req.(*ReconcileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MeteringAdminService_ServiceDesc is the grpc.ServiceDesc for MeteringAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -599,7 +839,33 @@ var MeteringAdminService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListBudgetEvents",
 			Handler:    _MeteringAdminService_ListBudgetEvents_Handler,
 		},
+		{
+			MethodName: "SetMissingUsagePolicy",
+			Handler:    _MeteringAdminService_SetMissingUsagePolicy_Handler,
+		},
+		{
+			MethodName: "ListMissingUsagePolicies",
+			Handler:    _MeteringAdminService_ListMissingUsagePolicies_Handler,
+		},
+		{
+			MethodName: "DeleteMissingUsagePolicy",
+			Handler:    _MeteringAdminService_DeleteMissingUsagePolicy_Handler,
+		},
+		{
+			MethodName: "ListReviewRecords",
+			Handler:    _MeteringAdminService_ListReviewRecords_Handler,
+		},
+		{
+			MethodName: "Reconcile",
+			Handler:    _MeteringAdminService_Reconcile_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExportUsage",
+			Handler:       _MeteringAdminService_ExportUsage_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "metering/v1/admin_service.proto",
 }

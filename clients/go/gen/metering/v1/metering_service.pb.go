@@ -316,6 +316,230 @@ func (ReservationState) EnumDescriptor() ([]byte, []int) {
 	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{4}
 }
 
+// Request of MeteringService.CorrectUsage.
+type CorrectUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account of the call.
+	AccountId string `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The request_id the call was recorded under (RecordUsage's).
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The authoritative usage of the call; it is priced as the original was
+	// (the price in force at its event time). Required unless response_json
+	// is set.
+	Usage *TokenUsage `protobuf:"bytes,3,opt,name=usage,proto3" json:"usage,omitempty"`
+	// Instead of usage: the provider's raw response or stream tail.
+	ResponseJson []byte `protobuf:"bytes,4,opt,name=response_json,json=responseJson,proto3" json:"response_json,omitempty"`
+	// The format of response_json; default: detect.
+	ResponseFormat ApiFormat `protobuf:"varint,5,opt,name=response_format,json=responseFormat,proto3,enum=metering.v1.ApiFormat" json:"response_format,omitempty"`
+	// An exact cost to charge instead of pricing the usage (e.g. the upstream
+	// invoice's figure), in the account's currency.
+	Cost *Money `protobuf:"bytes,6,opt,name=cost,proto3" json:"cost,omitempty"`
+	// Idempotency key of the correction, 1-128 printable ASCII characters,
+	// unique per account with the request ids of RecordUsage. Default:
+	// derived from request_id and the payload, so that sending the same figure
+	// again changes nothing.
+	CorrectionId string `protobuf:"bytes,7,opt,name=correction_id,json=correctionId,proto3" json:"correction_id,omitempty"`
+	// Why, for the ledger (at most 256 characters).
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CorrectUsageRequest) Reset() {
+	*x = CorrectUsageRequest{}
+	mi := &file_metering_v1_metering_service_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CorrectUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CorrectUsageRequest) ProtoMessage() {}
+
+func (x *CorrectUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_metering_service_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CorrectUsageRequest.ProtoReflect.Descriptor instead.
+func (*CorrectUsageRequest) Descriptor() ([]byte, []int) {
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CorrectUsageRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *CorrectUsageRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CorrectUsageRequest) GetUsage() *TokenUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *CorrectUsageRequest) GetResponseJson() []byte {
+	if x != nil {
+		return x.ResponseJson
+	}
+	return nil
+}
+
+func (x *CorrectUsageRequest) GetResponseFormat() ApiFormat {
+	if x != nil {
+		return x.ResponseFormat
+	}
+	return ApiFormat_API_FORMAT_UNSPECIFIED
+}
+
+func (x *CorrectUsageRequest) GetCost() *Money {
+	if x != nil {
+		return x.Cost
+	}
+	return nil
+}
+
+func (x *CorrectUsageRequest) GetCorrectionId() string {
+	if x != nil {
+		return x.CorrectionId
+	}
+	return ""
+}
+
+func (x *CorrectUsageRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Response of MeteringService.CorrectUsage.
+type CorrectUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The record corrected (the original call).
+	CorrectsRecordId string `protobuf:"bytes,1,opt,name=corrects_record_id,json=correctsRecordId,proto3" json:"corrects_record_id,omitempty"`
+	// The usage the call now counts.
+	Usage *TokenUsage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The cost the call now counts.
+	Cost *Money `protobuf:"bytes,3,opt,name=cost,proto3" json:"cost,omitempty"`
+	// What this correction changed: new minus previous figures.
+	UsageDifference *TokenUsage `protobuf:"bytes,4,opt,name=usage_difference,json=usageDifference,proto3" json:"usage_difference,omitempty"`
+	// The cost difference debited (negative: credited back).
+	CostDifference *Money `protobuf:"bytes,5,opt,name=cost_difference,json=costDifference,proto3" json:"cost_difference,omitempty"`
+	// The account's money balance after the correction.
+	Balance *Money `protobuf:"bytes,6,opt,name=balance,proto3" json:"balance,omitempty"`
+	// True when this correction was already applied; nothing was written.
+	Replayed bool `protobuf:"varint,7,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// The ledger transaction of the correction; empty when nothing changed.
+	TransactionId string `protobuf:"bytes,8,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CorrectUsageResponse) Reset() {
+	*x = CorrectUsageResponse{}
+	mi := &file_metering_v1_metering_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CorrectUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CorrectUsageResponse) ProtoMessage() {}
+
+func (x *CorrectUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_metering_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CorrectUsageResponse.ProtoReflect.Descriptor instead.
+func (*CorrectUsageResponse) Descriptor() ([]byte, []int) {
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CorrectUsageResponse) GetCorrectsRecordId() string {
+	if x != nil {
+		return x.CorrectsRecordId
+	}
+	return ""
+}
+
+func (x *CorrectUsageResponse) GetUsage() *TokenUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *CorrectUsageResponse) GetCost() *Money {
+	if x != nil {
+		return x.Cost
+	}
+	return nil
+}
+
+func (x *CorrectUsageResponse) GetUsageDifference() *TokenUsage {
+	if x != nil {
+		return x.UsageDifference
+	}
+	return nil
+}
+
+func (x *CorrectUsageResponse) GetCostDifference() *Money {
+	if x != nil {
+		return x.CostDifference
+	}
+	return nil
+}
+
+func (x *CorrectUsageResponse) GetBalance() *Money {
+	if x != nil {
+		return x.Balance
+	}
+	return nil
+}
+
+func (x *CorrectUsageResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
+func (x *CorrectUsageResponse) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
 // Request of MeteringService.RecordUsage.
 type RecordUsageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -332,8 +556,12 @@ type RecordUsageRequest struct {
 	// model name alone identifies the price. At most 64 characters.
 	Provider string `protobuf:"bytes,4,opt,name=provider,proto3" json:"provider,omitempty"`
 	// The token usage the provider reported. Presence matters: absent means
-	// the relay had no usage for the call; it is then recorded as one request
-	// with zero tokens and usage_source MISSING.
+	// the relay had no usage for the call. The service then extracts it from
+	// response_json; failing that, estimates it from request_json/prompt_text
+	// and completion_text (usage_source ESTIMATED); failing that, records one
+	// request with zero tokens (usage_source MISSING, flagged for review) and
+	// charges the missing-usage policy's fallback. A usage block of all zeros
+	// next to a non-empty completion counts as missing, not as free.
 	Usage *TokenUsage `protobuf:"bytes,5,opt,name=usage,proto3" json:"usage,omitempty"`
 	// The relay's API key (or user) that made the call; used for grouping.
 	// At most 128 characters.
@@ -366,13 +594,26 @@ type RecordUsageRequest struct {
 	// reservation that expired and was captured as an estimate is corrected:
 	// the difference is recorded as an adjustment linked to the estimate.
 	ReservationId string `protobuf:"bytes,14,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// For an estimate when the provider sent no usage: the raw request body
+	// (at most 4 MiB), counted like EstimateTokens.request_json. Ignored when
+	// the usage is known.
+	RequestJson []byte `protobuf:"bytes,15,opt,name=request_json,json=requestJson,proto3" json:"request_json,omitempty"`
+	// The format of request_json; default: detect.
+	RequestFormat ApiFormat `protobuf:"varint,16,opt,name=request_format,json=requestFormat,proto3,enum=metering.v1.ApiFormat" json:"request_format,omitempty"`
+	// For an estimate, instead of request_json: the prompt text, at most
+	// 1,000,000 characters.
+	PromptText string `protobuf:"bytes,17,opt,name=prompt_text,json=promptText,proto3" json:"prompt_text,omitempty"`
+	// For an estimate: the completion text the relay forwarded (e.g. the
+	// concatenated deltas of a stream that ended without usage), at most
+	// 1,000,000 characters.
+	CompletionText string `protobuf:"bytes,18,opt,name=completion_text,json=completionText,proto3" json:"completion_text,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RecordUsageRequest) Reset() {
 	*x = RecordUsageRequest{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[0]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +625,7 @@ func (x *RecordUsageRequest) String() string {
 func (*RecordUsageRequest) ProtoMessage() {}
 
 func (x *RecordUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[0]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +638,7 @@ func (x *RecordUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordUsageRequest.ProtoReflect.Descriptor instead.
 func (*RecordUsageRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{0}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RecordUsageRequest) GetAccountId() string {
@@ -498,6 +739,34 @@ func (x *RecordUsageRequest) GetReservationId() string {
 	return ""
 }
 
+func (x *RecordUsageRequest) GetRequestJson() []byte {
+	if x != nil {
+		return x.RequestJson
+	}
+	return nil
+}
+
+func (x *RecordUsageRequest) GetRequestFormat() ApiFormat {
+	if x != nil {
+		return x.RequestFormat
+	}
+	return ApiFormat_API_FORMAT_UNSPECIFIED
+}
+
+func (x *RecordUsageRequest) GetPromptText() string {
+	if x != nil {
+		return x.PromptText
+	}
+	return ""
+}
+
+func (x *RecordUsageRequest) GetCompletionText() string {
+	if x != nil {
+		return x.CompletionText
+	}
+	return ""
+}
+
 // Response of MeteringService.RecordUsage.
 type RecordUsageResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -540,13 +809,15 @@ type RecordUsageResponse struct {
 	BudgetHeadroom int64 `protobuf:"varint,16,opt,name=budget_headroom,json=budgetHeadroom,proto3" json:"budget_headroom,omitempty"`
 	// Soft budgets exceeded.
 	BudgetWarnings []string `protobuf:"bytes,17,rep,name=budget_warnings,json=budgetWarnings,proto3" json:"budget_warnings,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For a MISSING record: the fallback that priced it.
+	MissingUsageFallback MissingUsageFallback `protobuf:"varint,18,opt,name=missing_usage_fallback,json=missingUsageFallback,proto3,enum=metering.v1.MissingUsageFallback" json:"missing_usage_fallback,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *RecordUsageResponse) Reset() {
 	*x = RecordUsageResponse{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[1]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +829,7 @@ func (x *RecordUsageResponse) String() string {
 func (*RecordUsageResponse) ProtoMessage() {}
 
 func (x *RecordUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[1]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +842,7 @@ func (x *RecordUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordUsageResponse.ProtoReflect.Descriptor instead.
 func (*RecordUsageResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{1}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RecordUsageResponse) GetCost() *Money {
@@ -693,6 +964,13 @@ func (x *RecordUsageResponse) GetBudgetWarnings() []string {
 	return nil
 }
 
+func (x *RecordUsageResponse) GetMissingUsageFallback() MissingUsageFallback {
+	if x != nil {
+		return x.MissingUsageFallback
+	}
+	return MissingUsageFallback_MISSING_USAGE_FALLBACK_UNSPECIFIED
+}
+
 // Request of MeteringService.EstimateTokens.
 type EstimateTokensRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -722,7 +1000,7 @@ type EstimateTokensRequest struct {
 
 func (x *EstimateTokensRequest) Reset() {
 	*x = EstimateTokensRequest{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[2]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +1012,7 @@ func (x *EstimateTokensRequest) String() string {
 func (*EstimateTokensRequest) ProtoMessage() {}
 
 func (x *EstimateTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[2]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +1025,7 @@ func (x *EstimateTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstimateTokensRequest.ProtoReflect.Descriptor instead.
 func (*EstimateTokensRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{2}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EstimateTokensRequest) GetModel() string {
@@ -838,7 +1116,7 @@ type EstimateTokensResponse struct {
 
 func (x *EstimateTokensResponse) Reset() {
 	*x = EstimateTokensResponse{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[3]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1128,7 @@ func (x *EstimateTokensResponse) String() string {
 func (*EstimateTokensResponse) ProtoMessage() {}
 
 func (x *EstimateTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[3]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1141,7 @@ func (x *EstimateTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstimateTokensResponse.ProtoReflect.Descriptor instead.
 func (*EstimateTokensResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{3}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EstimateTokensResponse) GetInputTokens() int64 {
@@ -947,7 +1225,7 @@ type GetBalanceRequest struct {
 
 func (x *GetBalanceRequest) Reset() {
 	*x = GetBalanceRequest{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[4]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1237,7 @@ func (x *GetBalanceRequest) String() string {
 func (*GetBalanceRequest) ProtoMessage() {}
 
 func (x *GetBalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[4]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1250,7 @@ func (x *GetBalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBalanceRequest.ProtoReflect.Descriptor instead.
 func (*GetBalanceRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{4}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetBalanceRequest) GetAccountId() string {
@@ -1009,7 +1287,7 @@ type GetBalanceResponse struct {
 
 func (x *GetBalanceResponse) Reset() {
 	*x = GetBalanceResponse{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[5]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1299,7 @@ func (x *GetBalanceResponse) String() string {
 func (*GetBalanceResponse) ProtoMessage() {}
 
 func (x *GetBalanceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[5]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1312,7 @@ func (x *GetBalanceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBalanceResponse.ProtoReflect.Descriptor instead.
 func (*GetBalanceResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{5}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetBalanceResponse) GetBalance() *Money {
@@ -1116,14 +1394,17 @@ type UsageSummaryRequest struct {
 	PageToken string `protobuf:"bytes,8,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only records in this currency; required when the records of the range
 	// are in more than one currency.
-	CurrencyCode  string `protobuf:"bytes,9,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
+	CurrencyCode string `protobuf:"bytes,9,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
+	// Only calls whose usage is known this way (a corrected call counts as
+	// CORRECTED); empty for all.
+	UsageSources  []UsageSource `protobuf:"varint,10,rep,packed,name=usage_sources,json=usageSources,proto3,enum=metering.v1.UsageSource" json:"usage_sources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UsageSummaryRequest) Reset() {
 	*x = UsageSummaryRequest{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[6]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1416,7 @@ func (x *UsageSummaryRequest) String() string {
 func (*UsageSummaryRequest) ProtoMessage() {}
 
 func (x *UsageSummaryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[6]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1429,7 @@ func (x *UsageSummaryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageSummaryRequest.ProtoReflect.Descriptor instead.
 func (*UsageSummaryRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{6}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UsageSummaryRequest) GetAccountId() string {
@@ -1214,6 +1495,13 @@ func (x *UsageSummaryRequest) GetCurrencyCode() string {
 	return ""
 }
 
+func (x *UsageSummaryRequest) GetUsageSources() []UsageSource {
+	if x != nil {
+		return x.UsageSources
+	}
+	return nil
+}
+
 // One aggregated row of a usage summary.
 type UsageSummaryRow struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1251,13 +1539,21 @@ type UsageSummaryRow struct {
 	RequestCredits int64 `protobuf:"varint,16,opt,name=request_credits,json=requestCredits,proto3" json:"request_credits,omitempty"`
 	// Requests recorded without a price (zero cost until repriced).
 	UnpricedRequestCount int64 `protobuf:"varint,17,opt,name=unpriced_request_count,json=unpricedRequestCount,proto3" json:"unpriced_request_count,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Of request_count: calls whose usage metering estimated.
+	EstimatedRequestCount int64 `protobuf:"varint,18,opt,name=estimated_request_count,json=estimatedRequestCount,proto3" json:"estimated_request_count,omitempty"`
+	// Of cost: the cost of those estimated calls.
+	EstimatedCost *Money `protobuf:"bytes,19,opt,name=estimated_cost,json=estimatedCost,proto3" json:"estimated_cost,omitempty"`
+	// Of request_count: calls recorded without any usage.
+	MissingRequestCount int64 `protobuf:"varint,20,opt,name=missing_request_count,json=missingRequestCount,proto3" json:"missing_request_count,omitempty"`
+	// Of cost: the cost charged for those missing calls (fallbacks).
+	MissingCost   *Money `protobuf:"bytes,21,opt,name=missing_cost,json=missingCost,proto3" json:"missing_cost,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UsageSummaryRow) Reset() {
 	*x = UsageSummaryRow{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[7]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1565,7 @@ func (x *UsageSummaryRow) String() string {
 func (*UsageSummaryRow) ProtoMessage() {}
 
 func (x *UsageSummaryRow) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[7]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1578,7 @@ func (x *UsageSummaryRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageSummaryRow.ProtoReflect.Descriptor instead.
 func (*UsageSummaryRow) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{7}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UsageSummaryRow) GetStartTime() *timestamppb.Timestamp {
@@ -1404,6 +1700,34 @@ func (x *UsageSummaryRow) GetUnpricedRequestCount() int64 {
 	return 0
 }
 
+func (x *UsageSummaryRow) GetEstimatedRequestCount() int64 {
+	if x != nil {
+		return x.EstimatedRequestCount
+	}
+	return 0
+}
+
+func (x *UsageSummaryRow) GetEstimatedCost() *Money {
+	if x != nil {
+		return x.EstimatedCost
+	}
+	return nil
+}
+
+func (x *UsageSummaryRow) GetMissingRequestCount() int64 {
+	if x != nil {
+		return x.MissingRequestCount
+	}
+	return 0
+}
+
+func (x *UsageSummaryRow) GetMissingCost() *Money {
+	if x != nil {
+		return x.MissingCost
+	}
+	return nil
+}
+
 // Response of MeteringService.UsageSummary.
 type UsageSummaryResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1419,7 +1743,7 @@ type UsageSummaryResponse struct {
 
 func (x *UsageSummaryResponse) Reset() {
 	*x = UsageSummaryResponse{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[8]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1755,7 @@ func (x *UsageSummaryResponse) String() string {
 func (*UsageSummaryResponse) ProtoMessage() {}
 
 func (x *UsageSummaryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[8]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1768,7 @@ func (x *UsageSummaryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageSummaryResponse.ProtoReflect.Descriptor instead.
 func (*UsageSummaryResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{8}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UsageSummaryResponse) GetRows() []*UsageSummaryRow {
@@ -1479,7 +1803,7 @@ type RecordUsageBatchRequest struct {
 
 func (x *RecordUsageBatchRequest) Reset() {
 	*x = RecordUsageBatchRequest{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[9]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1815,7 @@ func (x *RecordUsageBatchRequest) String() string {
 func (*RecordUsageBatchRequest) ProtoMessage() {}
 
 func (x *RecordUsageBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[9]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1828,7 @@ func (x *RecordUsageBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordUsageBatchRequest.ProtoReflect.Descriptor instead.
 func (*RecordUsageBatchRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{9}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RecordUsageBatchRequest) GetRecords() []*RecordUsageRequest {
@@ -1525,7 +1849,7 @@ type RecordUsageBatchResponse struct {
 
 func (x *RecordUsageBatchResponse) Reset() {
 	*x = RecordUsageBatchResponse{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[10]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1861,7 @@ func (x *RecordUsageBatchResponse) String() string {
 func (*RecordUsageBatchResponse) ProtoMessage() {}
 
 func (x *RecordUsageBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[10]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1874,7 @@ func (x *RecordUsageBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordUsageBatchResponse.ProtoReflect.Descriptor instead.
 func (*RecordUsageBatchResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{10}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RecordUsageBatchResponse) GetResults() []*RecordUsageResult {
@@ -1573,7 +1897,7 @@ type RecordUsageResult struct {
 
 func (x *RecordUsageResult) Reset() {
 	*x = RecordUsageResult{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[11]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1909,7 @@ func (x *RecordUsageResult) String() string {
 func (*RecordUsageResult) ProtoMessage() {}
 
 func (x *RecordUsageResult) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[11]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1922,7 @@ func (x *RecordUsageResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordUsageResult.ProtoReflect.Descriptor instead.
 func (*RecordUsageResult) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{11}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RecordUsageResult) GetResponse() *RecordUsageResponse {
@@ -1635,7 +1959,7 @@ type RecordError struct {
 
 func (x *RecordError) Reset() {
 	*x = RecordError{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[12]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1971,7 @@ func (x *RecordError) String() string {
 func (*RecordError) ProtoMessage() {}
 
 func (x *RecordError) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[12]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1984,7 @@ func (x *RecordError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordError.ProtoReflect.Descriptor instead.
 func (*RecordError) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{12}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordError) GetCode() int32 {
@@ -1724,7 +2048,7 @@ type AuthorizeUsageRequest struct {
 
 func (x *AuthorizeUsageRequest) Reset() {
 	*x = AuthorizeUsageRequest{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[13]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +2060,7 @@ func (x *AuthorizeUsageRequest) String() string {
 func (*AuthorizeUsageRequest) ProtoMessage() {}
 
 func (x *AuthorizeUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[13]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +2073,7 @@ func (x *AuthorizeUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeUsageRequest.ProtoReflect.Descriptor instead.
 func (*AuthorizeUsageRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{13}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AuthorizeUsageRequest) GetAccountId() string {
@@ -1863,7 +2187,7 @@ type AuthorizeUsageResponse struct {
 
 func (x *AuthorizeUsageResponse) Reset() {
 	*x = AuthorizeUsageResponse{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[14]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2199,7 @@ func (x *AuthorizeUsageResponse) String() string {
 func (*AuthorizeUsageResponse) ProtoMessage() {}
 
 func (x *AuthorizeUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[14]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2212,7 @@ func (x *AuthorizeUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeUsageResponse.ProtoReflect.Descriptor instead.
 func (*AuthorizeUsageResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{14}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AuthorizeUsageResponse) GetDecision() AuthorizationDecision {
@@ -1988,7 +2312,7 @@ type ReleaseReservationRequest struct {
 
 func (x *ReleaseReservationRequest) Reset() {
 	*x = ReleaseReservationRequest{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[15]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2324,7 @@ func (x *ReleaseReservationRequest) String() string {
 func (*ReleaseReservationRequest) ProtoMessage() {}
 
 func (x *ReleaseReservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[15]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2337,7 @@ func (x *ReleaseReservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseReservationRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseReservationRequest) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{15}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReleaseReservationRequest) GetAccountId() string {
@@ -2043,7 +2367,7 @@ type ReleaseReservationResponse struct {
 
 func (x *ReleaseReservationResponse) Reset() {
 	*x = ReleaseReservationResponse{}
-	mi := &file_metering_v1_metering_service_proto_msgTypes[16]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2379,7 @@ func (x *ReleaseReservationResponse) String() string {
 func (*ReleaseReservationResponse) ProtoMessage() {}
 
 func (x *ReleaseReservationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_metering_v1_metering_service_proto_msgTypes[16]
+	mi := &file_metering_v1_metering_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2392,7 @@ func (x *ReleaseReservationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseReservationResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseReservationResponse) Descriptor() ([]byte, []int) {
-	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{16}
+	return file_metering_v1_metering_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReleaseReservationResponse) GetState() ReservationState {
@@ -2089,7 +2413,27 @@ var File_metering_v1_metering_service_proto protoreflect.FileDescriptor
 
 const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\n" +
-	"\"metering/v1/metering_service.proto\x12\vmetering.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17metering/v1/types.proto\"\xe5\x04\n" +
+	"\"metering/v1/metering_service.proto\x12\vmetering.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17metering/v1/types.proto\"\xcd\x02\n" +
+	"\x13CorrectUsageRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12-\n" +
+	"\x05usage\x18\x03 \x01(\v2\x17.metering.v1.TokenUsageR\x05usage\x12#\n" +
+	"\rresponse_json\x18\x04 \x01(\fR\fresponseJson\x12?\n" +
+	"\x0fresponse_format\x18\x05 \x01(\x0e2\x16.metering.v1.ApiFormatR\x0eresponseFormat\x12&\n" +
+	"\x04cost\x18\x06 \x01(\v2\x12.metering.v1.MoneyR\x04cost\x12#\n" +
+	"\rcorrection_id\x18\a \x01(\tR\fcorrectionId\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"\x8d\x03\n" +
+	"\x14CorrectUsageResponse\x12,\n" +
+	"\x12corrects_record_id\x18\x01 \x01(\tR\x10correctsRecordId\x12-\n" +
+	"\x05usage\x18\x02 \x01(\v2\x17.metering.v1.TokenUsageR\x05usage\x12&\n" +
+	"\x04cost\x18\x03 \x01(\v2\x12.metering.v1.MoneyR\x04cost\x12B\n" +
+	"\x10usage_difference\x18\x04 \x01(\v2\x17.metering.v1.TokenUsageR\x0fusageDifference\x12;\n" +
+	"\x0fcost_difference\x18\x05 \x01(\v2\x12.metering.v1.MoneyR\x0ecostDifference\x12,\n" +
+	"\abalance\x18\x06 \x01(\v2\x12.metering.v1.MoneyR\abalance\x12\x1a\n" +
+	"\breplayed\x18\a \x01(\bR\breplayed\x12%\n" +
+	"\x0etransaction_id\x18\b \x01(\tR\rtransactionId\"\x91\x06\n" +
 	"\x12RecordUsageRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12\x1d\n" +
@@ -2109,10 +2453,15 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\x05batch\x18\v \x01(\bR\x05batch\x12#\n" +
 	"\rresponse_json\x18\f \x01(\fR\fresponseJson\x12?\n" +
 	"\x0fresponse_format\x18\r \x01(\x0e2\x16.metering.v1.ApiFormatR\x0eresponseFormat\x12%\n" +
-	"\x0ereservation_id\x18\x0e \x01(\tR\rreservationId\x1a9\n" +
+	"\x0ereservation_id\x18\x0e \x01(\tR\rreservationId\x12!\n" +
+	"\frequest_json\x18\x0f \x01(\fR\vrequestJson\x12=\n" +
+	"\x0erequest_format\x18\x10 \x01(\x0e2\x16.metering.v1.ApiFormatR\rrequestFormat\x12\x1f\n" +
+	"\vprompt_text\x18\x11 \x01(\tR\n" +
+	"promptText\x12'\n" +
+	"\x0fcompletion_text\x18\x12 \x01(\tR\x0ecompletionText\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x06\n" +
 	"\x13RecordUsageResponse\x12&\n" +
 	"\x04cost\x18\x01 \x01(\v2\x12.metering.v1.MoneyR\x04cost\x12,\n" +
 	"\abalance\x18\x02 \x01(\v2\x12.metering.v1.MoneyR\abalance\x12\x1a\n" +
@@ -2131,7 +2480,8 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\x14reservation_exceeded\x18\x0e \x01(\bR\x13reservationExceeded\x12\x1b\n" +
 	"\tbudget_id\x18\x0f \x01(\tR\bbudgetId\x12'\n" +
 	"\x0fbudget_headroom\x18\x10 \x01(\x03R\x0ebudgetHeadroom\x12'\n" +
-	"\x0fbudget_warnings\x18\x11 \x03(\tR\x0ebudgetWarnings\"\xb3\x02\n" +
+	"\x0fbudget_warnings\x18\x11 \x03(\tR\x0ebudgetWarnings\x12W\n" +
+	"\x16missing_usage_fallback\x18\x12 \x01(\x0e2!.metering.v1.MissingUsageFallbackR\x14missingUsageFallback\"\xb3\x02\n" +
 	"\x15EstimateTokensRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x12\n" +
@@ -2165,7 +2515,7 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\rcurrency_code\x18\x05 \x01(\tR\fcurrencyCode\x12;\n" +
 	"\fbilling_mode\x18\x06 \x01(\x0e2\x18.metering.v1.BillingModeR\vbillingMode\x124\n" +
 	"\x16allow_negative_balance\x18\a \x01(\bR\x14allowNegativeBalance\x12+\n" +
-	"\x11balance_exhausted\x18\b \x01(\bR\x10balanceExhausted\"\x91\x03\n" +
+	"\x11balance_exhausted\x18\b \x01(\bR\x10balanceExhausted\"\xd0\x03\n" +
 	"\x13UsageSummaryRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x129\n" +
@@ -2178,7 +2528,9 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\tpage_size\x18\a \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\b \x01(\tR\tpageToken\x12#\n" +
-	"\rcurrency_code\x18\t \x01(\tR\fcurrencyCode\"\xbe\x05\n" +
+	"\rcurrency_code\x18\t \x01(\tR\fcurrencyCode\x12=\n" +
+	"\rusage_sources\x18\n" +
+	" \x03(\x0e2\x18.metering.v1.UsageSourceR\fusageSources\"\x9c\a\n" +
 	"\x0fUsageSummaryRow\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x14\n" +
@@ -2200,7 +2552,11 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\n" +
 	"account_id\x18\x0f \x01(\tR\taccountId\x12'\n" +
 	"\x0frequest_credits\x18\x10 \x01(\x03R\x0erequestCredits\x124\n" +
-	"\x16unpriced_request_count\x18\x11 \x01(\x03R\x14unpricedRequestCount\"\xa6\x01\n" +
+	"\x16unpriced_request_count\x18\x11 \x01(\x03R\x14unpricedRequestCount\x126\n" +
+	"\x17estimated_request_count\x18\x12 \x01(\x03R\x15estimatedRequestCount\x129\n" +
+	"\x0eestimated_cost\x18\x13 \x01(\v2\x12.metering.v1.MoneyR\restimatedCost\x122\n" +
+	"\x15missing_request_count\x18\x14 \x01(\x03R\x13missingRequestCount\x125\n" +
+	"\fmissing_cost\x18\x15 \x01(\v2\x12.metering.v1.MoneyR\vmissingCost\"\xa6\x01\n" +
 	"\x14UsageSummaryResponse\x120\n" +
 	"\x04rows\x18\x01 \x03(\v2\x1c.metering.v1.UsageSummaryRowR\x04rows\x124\n" +
 	"\x06totals\x18\x02 \x01(\v2\x1c.metering.v1.UsageSummaryRowR\x06totals\x12&\n" +
@@ -2283,7 +2639,7 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\x16RESERVATION_STATE_OPEN\x10\x01\x12\x1e\n" +
 	"\x1aRESERVATION_STATE_CAPTURED\x10\x02\x12\x1e\n" +
 	"\x1aRESERVATION_STATE_RELEASED\x10\x03\x12\x1d\n" +
-	"\x19RESERVATION_STATE_EXPIRED\x10\x042\x85\x05\n" +
+	"\x19RESERVATION_STATE_EXPIRED\x10\x042\xda\x05\n" +
 	"\x0fMeteringService\x12P\n" +
 	"\vRecordUsage\x12\x1f.metering.v1.RecordUsageRequest\x1a .metering.v1.RecordUsageResponse\x12_\n" +
 	"\x10RecordUsageBatch\x12$.metering.v1.RecordUsageBatchRequest\x1a%.metering.v1.RecordUsageBatchResponse\x12Y\n" +
@@ -2292,7 +2648,8 @@ const file_metering_v1_metering_service_proto_rawDesc = "" +
 	"\x12ReleaseReservation\x12&.metering.v1.ReleaseReservationRequest\x1a'.metering.v1.ReleaseReservationResponse\x12M\n" +
 	"\n" +
 	"GetBalance\x12\x1e.metering.v1.GetBalanceRequest\x1a\x1f.metering.v1.GetBalanceResponse\x12S\n" +
-	"\fUsageSummary\x12 .metering.v1.UsageSummaryRequest\x1a!.metering.v1.UsageSummaryResponseB\xbc\x01\n" +
+	"\fUsageSummary\x12 .metering.v1.UsageSummaryRequest\x1a!.metering.v1.UsageSummaryResponse\x12S\n" +
+	"\fCorrectUsage\x12 .metering.v1.CorrectUsageRequest\x1a!.metering.v1.CorrectUsageResponseB\xbc\x01\n" +
 	"\x0fcom.metering.v1B\x14MeteringServiceProtoP\x01ZFgithub.com/metering-dev/metering/clients/go/gen/metering/v1;meteringv1\xa2\x02\x03MXX\xaa\x02\vMetering.V1\xca\x02\vMetering\\V1\xe2\x02\x17Metering\\V1\\GPBMetadata\xea\x02\fMetering::V1b\x06proto3"
 
 var (
@@ -2308,99 +2665,117 @@ func file_metering_v1_metering_service_proto_rawDescGZIP() []byte {
 }
 
 var file_metering_v1_metering_service_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_metering_v1_metering_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_metering_v1_metering_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_metering_v1_metering_service_proto_goTypes = []any{
 	(EstimateMethod)(0),                // 0: metering.v1.EstimateMethod
 	(Granularity)(0),                   // 1: metering.v1.Granularity
 	(GroupBy)(0),                       // 2: metering.v1.GroupBy
 	(AuthorizationDecision)(0),         // 3: metering.v1.AuthorizationDecision
 	(ReservationState)(0),              // 4: metering.v1.ReservationState
-	(*RecordUsageRequest)(nil),         // 5: metering.v1.RecordUsageRequest
-	(*RecordUsageResponse)(nil),        // 6: metering.v1.RecordUsageResponse
-	(*EstimateTokensRequest)(nil),      // 7: metering.v1.EstimateTokensRequest
-	(*EstimateTokensResponse)(nil),     // 8: metering.v1.EstimateTokensResponse
-	(*GetBalanceRequest)(nil),          // 9: metering.v1.GetBalanceRequest
-	(*GetBalanceResponse)(nil),         // 10: metering.v1.GetBalanceResponse
-	(*UsageSummaryRequest)(nil),        // 11: metering.v1.UsageSummaryRequest
-	(*UsageSummaryRow)(nil),            // 12: metering.v1.UsageSummaryRow
-	(*UsageSummaryResponse)(nil),       // 13: metering.v1.UsageSummaryResponse
-	(*RecordUsageBatchRequest)(nil),    // 14: metering.v1.RecordUsageBatchRequest
-	(*RecordUsageBatchResponse)(nil),   // 15: metering.v1.RecordUsageBatchResponse
-	(*RecordUsageResult)(nil),          // 16: metering.v1.RecordUsageResult
-	(*RecordError)(nil),                // 17: metering.v1.RecordError
-	(*AuthorizeUsageRequest)(nil),      // 18: metering.v1.AuthorizeUsageRequest
-	(*AuthorizeUsageResponse)(nil),     // 19: metering.v1.AuthorizeUsageResponse
-	(*ReleaseReservationRequest)(nil),  // 20: metering.v1.ReleaseReservationRequest
-	(*ReleaseReservationResponse)(nil), // 21: metering.v1.ReleaseReservationResponse
-	nil,                                // 22: metering.v1.RecordUsageRequest.LabelsEntry
-	(*TokenUsage)(nil),                 // 23: metering.v1.TokenUsage
-	(*timestamppb.Timestamp)(nil),      // 24: google.protobuf.Timestamp
-	(ApiFormat)(0),                     // 25: metering.v1.ApiFormat
-	(*Money)(nil),                      // 26: metering.v1.Money
-	(UsageSource)(0),                   // 27: metering.v1.UsageSource
-	(BillingMode)(0),                   // 28: metering.v1.BillingMode
-	(*durationpb.Duration)(nil),        // 29: google.protobuf.Duration
+	(*CorrectUsageRequest)(nil),        // 5: metering.v1.CorrectUsageRequest
+	(*CorrectUsageResponse)(nil),       // 6: metering.v1.CorrectUsageResponse
+	(*RecordUsageRequest)(nil),         // 7: metering.v1.RecordUsageRequest
+	(*RecordUsageResponse)(nil),        // 8: metering.v1.RecordUsageResponse
+	(*EstimateTokensRequest)(nil),      // 9: metering.v1.EstimateTokensRequest
+	(*EstimateTokensResponse)(nil),     // 10: metering.v1.EstimateTokensResponse
+	(*GetBalanceRequest)(nil),          // 11: metering.v1.GetBalanceRequest
+	(*GetBalanceResponse)(nil),         // 12: metering.v1.GetBalanceResponse
+	(*UsageSummaryRequest)(nil),        // 13: metering.v1.UsageSummaryRequest
+	(*UsageSummaryRow)(nil),            // 14: metering.v1.UsageSummaryRow
+	(*UsageSummaryResponse)(nil),       // 15: metering.v1.UsageSummaryResponse
+	(*RecordUsageBatchRequest)(nil),    // 16: metering.v1.RecordUsageBatchRequest
+	(*RecordUsageBatchResponse)(nil),   // 17: metering.v1.RecordUsageBatchResponse
+	(*RecordUsageResult)(nil),          // 18: metering.v1.RecordUsageResult
+	(*RecordError)(nil),                // 19: metering.v1.RecordError
+	(*AuthorizeUsageRequest)(nil),      // 20: metering.v1.AuthorizeUsageRequest
+	(*AuthorizeUsageResponse)(nil),     // 21: metering.v1.AuthorizeUsageResponse
+	(*ReleaseReservationRequest)(nil),  // 22: metering.v1.ReleaseReservationRequest
+	(*ReleaseReservationResponse)(nil), // 23: metering.v1.ReleaseReservationResponse
+	nil,                                // 24: metering.v1.RecordUsageRequest.LabelsEntry
+	(*TokenUsage)(nil),                 // 25: metering.v1.TokenUsage
+	(ApiFormat)(0),                     // 26: metering.v1.ApiFormat
+	(*Money)(nil),                      // 27: metering.v1.Money
+	(*timestamppb.Timestamp)(nil),      // 28: google.protobuf.Timestamp
+	(UsageSource)(0),                   // 29: metering.v1.UsageSource
+	(MissingUsageFallback)(0),          // 30: metering.v1.MissingUsageFallback
+	(BillingMode)(0),                   // 31: metering.v1.BillingMode
+	(*durationpb.Duration)(nil),        // 32: google.protobuf.Duration
 }
 var file_metering_v1_metering_service_proto_depIdxs = []int32{
-	23, // 0: metering.v1.RecordUsageRequest.usage:type_name -> metering.v1.TokenUsage
-	24, // 1: metering.v1.RecordUsageRequest.event_time:type_name -> google.protobuf.Timestamp
-	22, // 2: metering.v1.RecordUsageRequest.labels:type_name -> metering.v1.RecordUsageRequest.LabelsEntry
-	25, // 3: metering.v1.RecordUsageRequest.response_format:type_name -> metering.v1.ApiFormat
-	26, // 4: metering.v1.RecordUsageResponse.cost:type_name -> metering.v1.Money
-	26, // 5: metering.v1.RecordUsageResponse.balance:type_name -> metering.v1.Money
-	27, // 6: metering.v1.RecordUsageResponse.usage_source:type_name -> metering.v1.UsageSource
-	23, // 7: metering.v1.RecordUsageResponse.usage:type_name -> metering.v1.TokenUsage
-	26, // 8: metering.v1.RecordUsageResponse.reservation_held:type_name -> metering.v1.Money
-	25, // 9: metering.v1.EstimateTokensRequest.request_format:type_name -> metering.v1.ApiFormat
-	0,  // 10: metering.v1.EstimateTokensResponse.method:type_name -> metering.v1.EstimateMethod
-	26, // 11: metering.v1.EstimateTokensResponse.estimated_cost:type_name -> metering.v1.Money
-	26, // 12: metering.v1.EstimateTokensResponse.worst_case_cost:type_name -> metering.v1.Money
-	25, // 13: metering.v1.EstimateTokensResponse.request_format:type_name -> metering.v1.ApiFormat
-	26, // 14: metering.v1.GetBalanceResponse.balance:type_name -> metering.v1.Money
-	26, // 15: metering.v1.GetBalanceResponse.held:type_name -> metering.v1.Money
-	26, // 16: metering.v1.GetBalanceResponse.available:type_name -> metering.v1.Money
-	28, // 17: metering.v1.GetBalanceResponse.billing_mode:type_name -> metering.v1.BillingMode
-	24, // 18: metering.v1.UsageSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
-	24, // 19: metering.v1.UsageSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 20: metering.v1.UsageSummaryRequest.granularity:type_name -> metering.v1.Granularity
-	2,  // 21: metering.v1.UsageSummaryRequest.group_by:type_name -> metering.v1.GroupBy
-	24, // 22: metering.v1.UsageSummaryRow.start_time:type_name -> google.protobuf.Timestamp
-	27, // 23: metering.v1.UsageSummaryRow.usage_source:type_name -> metering.v1.UsageSource
-	26, // 24: metering.v1.UsageSummaryRow.cost:type_name -> metering.v1.Money
-	12, // 25: metering.v1.UsageSummaryResponse.rows:type_name -> metering.v1.UsageSummaryRow
-	12, // 26: metering.v1.UsageSummaryResponse.totals:type_name -> metering.v1.UsageSummaryRow
-	5,  // 27: metering.v1.RecordUsageBatchRequest.records:type_name -> metering.v1.RecordUsageRequest
-	16, // 28: metering.v1.RecordUsageBatchResponse.results:type_name -> metering.v1.RecordUsageResult
-	6,  // 29: metering.v1.RecordUsageResult.response:type_name -> metering.v1.RecordUsageResponse
-	17, // 30: metering.v1.RecordUsageResult.error:type_name -> metering.v1.RecordError
-	26, // 31: metering.v1.AuthorizeUsageRequest.amount:type_name -> metering.v1.Money
-	25, // 32: metering.v1.AuthorizeUsageRequest.request_format:type_name -> metering.v1.ApiFormat
-	29, // 33: metering.v1.AuthorizeUsageRequest.ttl:type_name -> google.protobuf.Duration
-	3,  // 34: metering.v1.AuthorizeUsageResponse.decision:type_name -> metering.v1.AuthorizationDecision
-	26, // 35: metering.v1.AuthorizeUsageResponse.held:type_name -> metering.v1.Money
-	26, // 36: metering.v1.AuthorizeUsageResponse.available:type_name -> metering.v1.Money
-	24, // 37: metering.v1.AuthorizeUsageResponse.expire_time:type_name -> google.protobuf.Timestamp
-	4,  // 38: metering.v1.ReleaseReservationResponse.state:type_name -> metering.v1.ReservationState
-	26, // 39: metering.v1.ReleaseReservationResponse.available:type_name -> metering.v1.Money
-	5,  // 40: metering.v1.MeteringService.RecordUsage:input_type -> metering.v1.RecordUsageRequest
-	14, // 41: metering.v1.MeteringService.RecordUsageBatch:input_type -> metering.v1.RecordUsageBatchRequest
-	7,  // 42: metering.v1.MeteringService.EstimateTokens:input_type -> metering.v1.EstimateTokensRequest
-	18, // 43: metering.v1.MeteringService.AuthorizeUsage:input_type -> metering.v1.AuthorizeUsageRequest
-	20, // 44: metering.v1.MeteringService.ReleaseReservation:input_type -> metering.v1.ReleaseReservationRequest
-	9,  // 45: metering.v1.MeteringService.GetBalance:input_type -> metering.v1.GetBalanceRequest
-	11, // 46: metering.v1.MeteringService.UsageSummary:input_type -> metering.v1.UsageSummaryRequest
-	6,  // 47: metering.v1.MeteringService.RecordUsage:output_type -> metering.v1.RecordUsageResponse
-	15, // 48: metering.v1.MeteringService.RecordUsageBatch:output_type -> metering.v1.RecordUsageBatchResponse
-	8,  // 49: metering.v1.MeteringService.EstimateTokens:output_type -> metering.v1.EstimateTokensResponse
-	19, // 50: metering.v1.MeteringService.AuthorizeUsage:output_type -> metering.v1.AuthorizeUsageResponse
-	21, // 51: metering.v1.MeteringService.ReleaseReservation:output_type -> metering.v1.ReleaseReservationResponse
-	10, // 52: metering.v1.MeteringService.GetBalance:output_type -> metering.v1.GetBalanceResponse
-	13, // 53: metering.v1.MeteringService.UsageSummary:output_type -> metering.v1.UsageSummaryResponse
-	47, // [47:54] is the sub-list for method output_type
-	40, // [40:47] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	25, // 0: metering.v1.CorrectUsageRequest.usage:type_name -> metering.v1.TokenUsage
+	26, // 1: metering.v1.CorrectUsageRequest.response_format:type_name -> metering.v1.ApiFormat
+	27, // 2: metering.v1.CorrectUsageRequest.cost:type_name -> metering.v1.Money
+	25, // 3: metering.v1.CorrectUsageResponse.usage:type_name -> metering.v1.TokenUsage
+	27, // 4: metering.v1.CorrectUsageResponse.cost:type_name -> metering.v1.Money
+	25, // 5: metering.v1.CorrectUsageResponse.usage_difference:type_name -> metering.v1.TokenUsage
+	27, // 6: metering.v1.CorrectUsageResponse.cost_difference:type_name -> metering.v1.Money
+	27, // 7: metering.v1.CorrectUsageResponse.balance:type_name -> metering.v1.Money
+	25, // 8: metering.v1.RecordUsageRequest.usage:type_name -> metering.v1.TokenUsage
+	28, // 9: metering.v1.RecordUsageRequest.event_time:type_name -> google.protobuf.Timestamp
+	24, // 10: metering.v1.RecordUsageRequest.labels:type_name -> metering.v1.RecordUsageRequest.LabelsEntry
+	26, // 11: metering.v1.RecordUsageRequest.response_format:type_name -> metering.v1.ApiFormat
+	26, // 12: metering.v1.RecordUsageRequest.request_format:type_name -> metering.v1.ApiFormat
+	27, // 13: metering.v1.RecordUsageResponse.cost:type_name -> metering.v1.Money
+	27, // 14: metering.v1.RecordUsageResponse.balance:type_name -> metering.v1.Money
+	29, // 15: metering.v1.RecordUsageResponse.usage_source:type_name -> metering.v1.UsageSource
+	25, // 16: metering.v1.RecordUsageResponse.usage:type_name -> metering.v1.TokenUsage
+	27, // 17: metering.v1.RecordUsageResponse.reservation_held:type_name -> metering.v1.Money
+	30, // 18: metering.v1.RecordUsageResponse.missing_usage_fallback:type_name -> metering.v1.MissingUsageFallback
+	26, // 19: metering.v1.EstimateTokensRequest.request_format:type_name -> metering.v1.ApiFormat
+	0,  // 20: metering.v1.EstimateTokensResponse.method:type_name -> metering.v1.EstimateMethod
+	27, // 21: metering.v1.EstimateTokensResponse.estimated_cost:type_name -> metering.v1.Money
+	27, // 22: metering.v1.EstimateTokensResponse.worst_case_cost:type_name -> metering.v1.Money
+	26, // 23: metering.v1.EstimateTokensResponse.request_format:type_name -> metering.v1.ApiFormat
+	27, // 24: metering.v1.GetBalanceResponse.balance:type_name -> metering.v1.Money
+	27, // 25: metering.v1.GetBalanceResponse.held:type_name -> metering.v1.Money
+	27, // 26: metering.v1.GetBalanceResponse.available:type_name -> metering.v1.Money
+	31, // 27: metering.v1.GetBalanceResponse.billing_mode:type_name -> metering.v1.BillingMode
+	28, // 28: metering.v1.UsageSummaryRequest.start_time:type_name -> google.protobuf.Timestamp
+	28, // 29: metering.v1.UsageSummaryRequest.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 30: metering.v1.UsageSummaryRequest.granularity:type_name -> metering.v1.Granularity
+	2,  // 31: metering.v1.UsageSummaryRequest.group_by:type_name -> metering.v1.GroupBy
+	29, // 32: metering.v1.UsageSummaryRequest.usage_sources:type_name -> metering.v1.UsageSource
+	28, // 33: metering.v1.UsageSummaryRow.start_time:type_name -> google.protobuf.Timestamp
+	29, // 34: metering.v1.UsageSummaryRow.usage_source:type_name -> metering.v1.UsageSource
+	27, // 35: metering.v1.UsageSummaryRow.cost:type_name -> metering.v1.Money
+	27, // 36: metering.v1.UsageSummaryRow.estimated_cost:type_name -> metering.v1.Money
+	27, // 37: metering.v1.UsageSummaryRow.missing_cost:type_name -> metering.v1.Money
+	14, // 38: metering.v1.UsageSummaryResponse.rows:type_name -> metering.v1.UsageSummaryRow
+	14, // 39: metering.v1.UsageSummaryResponse.totals:type_name -> metering.v1.UsageSummaryRow
+	7,  // 40: metering.v1.RecordUsageBatchRequest.records:type_name -> metering.v1.RecordUsageRequest
+	18, // 41: metering.v1.RecordUsageBatchResponse.results:type_name -> metering.v1.RecordUsageResult
+	8,  // 42: metering.v1.RecordUsageResult.response:type_name -> metering.v1.RecordUsageResponse
+	19, // 43: metering.v1.RecordUsageResult.error:type_name -> metering.v1.RecordError
+	27, // 44: metering.v1.AuthorizeUsageRequest.amount:type_name -> metering.v1.Money
+	26, // 45: metering.v1.AuthorizeUsageRequest.request_format:type_name -> metering.v1.ApiFormat
+	32, // 46: metering.v1.AuthorizeUsageRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 47: metering.v1.AuthorizeUsageResponse.decision:type_name -> metering.v1.AuthorizationDecision
+	27, // 48: metering.v1.AuthorizeUsageResponse.held:type_name -> metering.v1.Money
+	27, // 49: metering.v1.AuthorizeUsageResponse.available:type_name -> metering.v1.Money
+	28, // 50: metering.v1.AuthorizeUsageResponse.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 51: metering.v1.ReleaseReservationResponse.state:type_name -> metering.v1.ReservationState
+	27, // 52: metering.v1.ReleaseReservationResponse.available:type_name -> metering.v1.Money
+	7,  // 53: metering.v1.MeteringService.RecordUsage:input_type -> metering.v1.RecordUsageRequest
+	16, // 54: metering.v1.MeteringService.RecordUsageBatch:input_type -> metering.v1.RecordUsageBatchRequest
+	9,  // 55: metering.v1.MeteringService.EstimateTokens:input_type -> metering.v1.EstimateTokensRequest
+	20, // 56: metering.v1.MeteringService.AuthorizeUsage:input_type -> metering.v1.AuthorizeUsageRequest
+	22, // 57: metering.v1.MeteringService.ReleaseReservation:input_type -> metering.v1.ReleaseReservationRequest
+	11, // 58: metering.v1.MeteringService.GetBalance:input_type -> metering.v1.GetBalanceRequest
+	13, // 59: metering.v1.MeteringService.UsageSummary:input_type -> metering.v1.UsageSummaryRequest
+	5,  // 60: metering.v1.MeteringService.CorrectUsage:input_type -> metering.v1.CorrectUsageRequest
+	8,  // 61: metering.v1.MeteringService.RecordUsage:output_type -> metering.v1.RecordUsageResponse
+	17, // 62: metering.v1.MeteringService.RecordUsageBatch:output_type -> metering.v1.RecordUsageBatchResponse
+	10, // 63: metering.v1.MeteringService.EstimateTokens:output_type -> metering.v1.EstimateTokensResponse
+	21, // 64: metering.v1.MeteringService.AuthorizeUsage:output_type -> metering.v1.AuthorizeUsageResponse
+	23, // 65: metering.v1.MeteringService.ReleaseReservation:output_type -> metering.v1.ReleaseReservationResponse
+	12, // 66: metering.v1.MeteringService.GetBalance:output_type -> metering.v1.GetBalanceResponse
+	15, // 67: metering.v1.MeteringService.UsageSummary:output_type -> metering.v1.UsageSummaryResponse
+	6,  // 68: metering.v1.MeteringService.CorrectUsage:output_type -> metering.v1.CorrectUsageResponse
+	61, // [61:69] is the sub-list for method output_type
+	53, // [53:61] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_metering_v1_metering_service_proto_init() }
@@ -2415,7 +2790,7 @@ func file_metering_v1_metering_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metering_v1_metering_service_proto_rawDesc), len(file_metering_v1_metering_service_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	MeteringService_ReleaseReservation_FullMethodName = "/metering.v1.MeteringService/ReleaseReservation"
 	MeteringService_GetBalance_FullMethodName         = "/metering.v1.MeteringService/GetBalance"
 	MeteringService_UsageSummary_FullMethodName       = "/metering.v1.MeteringService/UsageSummary"
+	MeteringService_CorrectUsage_FullMethodName       = "/metering.v1.MeteringService/CorrectUsage"
 )
 
 // MeteringServiceClient is the client API for MeteringService service.
@@ -98,6 +99,16 @@ type MeteringServiceClient interface {
 	// bucketed by a calendar granularity in a time zone and grouped by any of
 	// the group keys. Rows are ordered by bucket start, then by group keys.
 	UsageSummary(ctx context.Context, in *UsageSummaryRequest, opts ...grpc.CallOption) (*UsageSummaryResponse, error)
+	// CorrectUsage supersedes a recorded call's usage (or cost) with a later,
+	// authoritative figure: the relay learned the real usage after the stream,
+	// or an operator imports it. The original record and its ledger entries are
+	// never modified; the difference is appended as adjustment records and one
+	// CORRECTION ledger transaction linked to the original, and the call counts
+	// as CORRECTED from then on. Idempotent on (account_id, correction_id).
+	// Errors: NOT_FOUND (RECORD_NOT_FOUND), INVALID_ARGUMENT, ALREADY_EXISTS
+	// (REQUEST_ID_CONFLICT: the correction_id was used with another payload),
+	// FAILED_PRECONDITION (PRICE_NOT_FOUND).
+	CorrectUsage(ctx context.Context, in *CorrectUsageRequest, opts ...grpc.CallOption) (*CorrectUsageResponse, error)
 }
 
 type meteringServiceClient struct {
@@ -178,6 +189,16 @@ func (c *meteringServiceClient) UsageSummary(ctx context.Context, in *UsageSumma
 	return out, nil
 }
 
+func (c *meteringServiceClient) CorrectUsage(ctx context.Context, in *CorrectUsageRequest, opts ...grpc.CallOption) (*CorrectUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CorrectUsageResponse)
+	err := c.cc.Invoke(ctx, MeteringService_CorrectUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MeteringServiceServer is the server API for MeteringService service.
 // All implementations must embed UnimplementedMeteringServiceServer
 // for forward compatibility.
@@ -248,6 +269,16 @@ type MeteringServiceServer interface {
 	// bucketed by a calendar granularity in a time zone and grouped by any of
 	// the group keys. Rows are ordered by bucket start, then by group keys.
 	UsageSummary(context.Context, *UsageSummaryRequest) (*UsageSummaryResponse, error)
+	// CorrectUsage supersedes a recorded call's usage (or cost) with a later,
+	// authoritative figure: the relay learned the real usage after the stream,
+	// or an operator imports it. The original record and its ledger entries are
+	// never modified; the difference is appended as adjustment records and one
+	// CORRECTION ledger transaction linked to the original, and the call counts
+	// as CORRECTED from then on. Idempotent on (account_id, correction_id).
+	// Errors: NOT_FOUND (RECORD_NOT_FOUND), INVALID_ARGUMENT, ALREADY_EXISTS
+	// (REQUEST_ID_CONFLICT: the correction_id was used with another payload),
+	// FAILED_PRECONDITION (PRICE_NOT_FOUND).
+	CorrectUsage(context.Context, *CorrectUsageRequest) (*CorrectUsageResponse, error)
 	mustEmbedUnimplementedMeteringServiceServer()
 }
 
@@ -278,6 +309,9 @@ func (UnimplementedMeteringServiceServer) GetBalance(context.Context, *GetBalanc
 }
 func (UnimplementedMeteringServiceServer) UsageSummary(context.Context, *UsageSummaryRequest) (*UsageSummaryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UsageSummary not implemented")
+}
+func (UnimplementedMeteringServiceServer) CorrectUsage(context.Context, *CorrectUsageRequest) (*CorrectUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CorrectUsage not implemented")
 }
 func (UnimplementedMeteringServiceServer) mustEmbedUnimplementedMeteringServiceServer() {}
 func (UnimplementedMeteringServiceServer) testEmbeddedByValue()                         {}
@@ -426,6 +460,24 @@ func _MeteringService_UsageSummary_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MeteringService_CorrectUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CorrectUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MeteringServiceServer).CorrectUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MeteringService_CorrectUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MeteringServiceServer).CorrectUsage(ctx, req.(*CorrectUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MeteringService_ServiceDesc is the grpc.ServiceDesc for MeteringService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -460,6 +512,10 @@ var MeteringService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UsageSummary",
 			Handler:    _MeteringService_UsageSummary_Handler,
+		},
+		{
+			MethodName: "CorrectUsage",
+			Handler:    _MeteringService_CorrectUsage_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -9,6 +9,7 @@ package meteringv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -33,6 +34,11 @@ const (
 	// Nothing to go on: recorded as one request with zero tokens, flagged for
 	// review.
 	UsageSource_USAGE_SOURCE_MISSING UsageSource = 3
+	// Superseded by a later authoritative figure (CorrectUsage, a late report
+	// against a captured estimate, or a reconciliation): the call's numbers as
+	// corrected. The original record is kept unchanged; summaries count a
+	// corrected call under CORRECTED, no longer under its first source.
+	UsageSource_USAGE_SOURCE_CORRECTED UsageSource = 4
 )
 
 // Enum value maps for UsageSource.
@@ -42,12 +48,14 @@ var (
 		1: "USAGE_SOURCE_REPORTED",
 		2: "USAGE_SOURCE_ESTIMATED",
 		3: "USAGE_SOURCE_MISSING",
+		4: "USAGE_SOURCE_CORRECTED",
 	}
 	UsageSource_value = map[string]int32{
 		"USAGE_SOURCE_UNSPECIFIED": 0,
 		"USAGE_SOURCE_REPORTED":    1,
 		"USAGE_SOURCE_ESTIMATED":   2,
 		"USAGE_SOURCE_MISSING":     3,
+		"USAGE_SOURCE_CORRECTED":   4,
 	}
 )
 
@@ -76,6 +84,64 @@ func (x UsageSource) Number() protoreflect.EnumNumber {
 // Deprecated: Use UsageSource.Descriptor instead.
 func (UsageSource) EnumDescriptor() ([]byte, []int) {
 	return file_metering_v1_types_proto_rawDescGZIP(), []int{0}
+}
+
+// MissingUsageFallback says what a call recorded as MISSING is charged.
+type MissingUsageFallback int32
+
+const (
+	// The documented default: RESERVATION.
+	MissingUsageFallback_MISSING_USAGE_FALLBACK_UNSPECIFIED MissingUsageFallback = 0
+	// Nothing: one request at zero cost, flagged for review.
+	MissingUsageFallback_MISSING_USAGE_FALLBACK_NONE MissingUsageFallback = 1
+	// The policy's flat fee per call.
+	MissingUsageFallback_MISSING_USAGE_FALLBACK_FLAT_FEE MissingUsageFallback = 2
+	// The captured reservation's held amount when the record captures one,
+	// nothing otherwise.
+	MissingUsageFallback_MISSING_USAGE_FALLBACK_RESERVATION MissingUsageFallback = 3
+)
+
+// Enum value maps for MissingUsageFallback.
+var (
+	MissingUsageFallback_name = map[int32]string{
+		0: "MISSING_USAGE_FALLBACK_UNSPECIFIED",
+		1: "MISSING_USAGE_FALLBACK_NONE",
+		2: "MISSING_USAGE_FALLBACK_FLAT_FEE",
+		3: "MISSING_USAGE_FALLBACK_RESERVATION",
+	}
+	MissingUsageFallback_value = map[string]int32{
+		"MISSING_USAGE_FALLBACK_UNSPECIFIED": 0,
+		"MISSING_USAGE_FALLBACK_NONE":        1,
+		"MISSING_USAGE_FALLBACK_FLAT_FEE":    2,
+		"MISSING_USAGE_FALLBACK_RESERVATION": 3,
+	}
+)
+
+func (x MissingUsageFallback) Enum() *MissingUsageFallback {
+	p := new(MissingUsageFallback)
+	*p = x
+	return p
+}
+
+func (x MissingUsageFallback) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MissingUsageFallback) Descriptor() protoreflect.EnumDescriptor {
+	return file_metering_v1_types_proto_enumTypes[1].Descriptor()
+}
+
+func (MissingUsageFallback) Type() protoreflect.EnumType {
+	return &file_metering_v1_types_proto_enumTypes[1]
+}
+
+func (x MissingUsageFallback) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MissingUsageFallback.Descriptor instead.
+func (MissingUsageFallback) EnumDescriptor() ([]byte, []int) {
+	return file_metering_v1_types_proto_rawDescGZIP(), []int{1}
 }
 
 // BillingMode says which balance an account's usage is debited from.
@@ -119,11 +185,11 @@ func (x BillingMode) String() string {
 }
 
 func (BillingMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_metering_v1_types_proto_enumTypes[1].Descriptor()
+	return file_metering_v1_types_proto_enumTypes[2].Descriptor()
 }
 
 func (BillingMode) Type() protoreflect.EnumType {
-	return &file_metering_v1_types_proto_enumTypes[1]
+	return &file_metering_v1_types_proto_enumTypes[2]
 }
 
 func (x BillingMode) Number() protoreflect.EnumNumber {
@@ -132,7 +198,7 @@ func (x BillingMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BillingMode.Descriptor instead.
 func (BillingMode) EnumDescriptor() ([]byte, []int) {
-	return file_metering_v1_types_proto_rawDescGZIP(), []int{1}
+	return file_metering_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
 // ApiFormat names a provider's wire format for raw request and response
@@ -189,11 +255,11 @@ func (x ApiFormat) String() string {
 }
 
 func (ApiFormat) Descriptor() protoreflect.EnumDescriptor {
-	return file_metering_v1_types_proto_enumTypes[2].Descriptor()
+	return file_metering_v1_types_proto_enumTypes[3].Descriptor()
 }
 
 func (ApiFormat) Type() protoreflect.EnumType {
-	return &file_metering_v1_types_proto_enumTypes[2]
+	return &file_metering_v1_types_proto_enumTypes[3]
 }
 
 func (x ApiFormat) Number() protoreflect.EnumNumber {
@@ -202,7 +268,7 @@ func (x ApiFormat) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApiFormat.Descriptor instead.
 func (ApiFormat) EnumDescriptor() ([]byte, []int) {
-	return file_metering_v1_types_proto_rawDescGZIP(), []int{2}
+	return file_metering_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
 // ReservationExpiryPolicy says what an expired hold becomes when the relay
@@ -244,11 +310,11 @@ func (x ReservationExpiryPolicy) String() string {
 }
 
 func (ReservationExpiryPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_metering_v1_types_proto_enumTypes[3].Descriptor()
+	return file_metering_v1_types_proto_enumTypes[4].Descriptor()
 }
 
 func (ReservationExpiryPolicy) Type() protoreflect.EnumType {
-	return &file_metering_v1_types_proto_enumTypes[3]
+	return &file_metering_v1_types_proto_enumTypes[4]
 }
 
 func (x ReservationExpiryPolicy) Number() protoreflect.EnumNumber {
@@ -257,7 +323,7 @@ func (x ReservationExpiryPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReservationExpiryPolicy.Descriptor instead.
 func (ReservationExpiryPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_metering_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_metering_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 // Money is an exact amount in one currency, in the shape of google.type.Money.
@@ -440,11 +506,248 @@ func (x *TokenUsage) GetReasoningTokens() int64 {
 	return 0
 }
 
+// UsageRecordView is one stored usage record as the service reports it in
+// review queues and exports.
+type UsageRecordView struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server-assigned record id.
+	RecordId string `protobuf:"bytes,1,opt,name=record_id,json=recordId,proto3" json:"record_id,omitempty"`
+	// The account.
+	AccountId string `protobuf:"bytes,2,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// The idempotency key it was recorded under.
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// When the call happened.
+	EventTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	// When the record was written.
+	RecordTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=record_time,json=recordTime,proto3" json:"record_time,omitempty"`
+	// The provider.
+	Provider string `protobuf:"bytes,6,opt,name=provider,proto3" json:"provider,omitempty"`
+	// The model.
+	Model string `protobuf:"bytes,7,opt,name=model,proto3" json:"model,omitempty"`
+	// The relay's API key id.
+	ApiKeyId string `protobuf:"bytes,8,opt,name=api_key_id,json=apiKeyId,proto3" json:"api_key_id,omitempty"`
+	// The relay's service name.
+	Service string `protobuf:"bytes,9,opt,name=service,proto3" json:"service,omitempty"`
+	// How the numbers of this row are known. For an original record that was
+	// corrected later this is still its first source; see corrected.
+	UsageSource UsageSource `protobuf:"varint,10,opt,name=usage_source,json=usageSource,proto3,enum=metering.v1.UsageSource" json:"usage_source,omitempty"`
+	// Token counts of this row (an adjustment's may be negative).
+	Usage *TokenUsage `protobuf:"bytes,11,opt,name=usage,proto3" json:"usage,omitempty"`
+	// Cost of this row (negative for a credit).
+	Cost *Money `protobuf:"bytes,12,opt,name=cost,proto3" json:"cost,omitempty"`
+	// Request credits of this row.
+	RequestCredits int64 `protobuf:"varint,13,opt,name=request_credits,json=requestCredits,proto3" json:"request_credits,omitempty"`
+	// The price applied.
+	PriceId string `protobuf:"bytes,14,opt,name=price_id,json=priceId,proto3" json:"price_id,omitempty"`
+	// Its version.
+	PriceVersion int64 `protobuf:"varint,15,opt,name=price_version,json=priceVersion,proto3" json:"price_version,omitempty"`
+	// "USAGE" for a call, "ADJUSTMENT" for a correction of one.
+	RecordKind string `protobuf:"bytes,16,opt,name=record_kind,json=recordKind,proto3" json:"record_kind,omitempty"`
+	// For an adjustment: the record it corrects.
+	CorrectsRecordId string `protobuf:"bytes,17,opt,name=corrects_record_id,json=correctsRecordId,proto3" json:"corrects_record_id,omitempty"`
+	// Requests this row counts: 1 for a call, 0 or -1/+1 for adjustments.
+	RequestCount int64 `protobuf:"varint,18,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
+	// For an original record: whether a later figure superseded it.
+	Corrected bool `protobuf:"varint,19,opt,name=corrected,proto3" json:"corrected,omitempty"`
+	// Labels sent with the call.
+	Labels map[string]string `protobuf:"bytes,20,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Whether the call was streamed.
+	Streamed bool `protobuf:"varint,21,opt,name=streamed,proto3" json:"streamed,omitempty"`
+	// Recorded without a price.
+	Unpriced      bool `protobuf:"varint,22,opt,name=unpriced,proto3" json:"unpriced,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRecordView) Reset() {
+	*x = UsageRecordView{}
+	mi := &file_metering_v1_types_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRecordView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRecordView) ProtoMessage() {}
+
+func (x *UsageRecordView) ProtoReflect() protoreflect.Message {
+	mi := &file_metering_v1_types_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRecordView.ProtoReflect.Descriptor instead.
+func (*UsageRecordView) Descriptor() ([]byte, []int) {
+	return file_metering_v1_types_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UsageRecordView) GetRecordId() string {
+	if x != nil {
+		return x.RecordId
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetEventTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+func (x *UsageRecordView) GetRecordTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordTime
+	}
+	return nil
+}
+
+func (x *UsageRecordView) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetApiKeyId() string {
+	if x != nil {
+		return x.ApiKeyId
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetUsageSource() UsageSource {
+	if x != nil {
+		return x.UsageSource
+	}
+	return UsageSource_USAGE_SOURCE_UNSPECIFIED
+}
+
+func (x *UsageRecordView) GetUsage() *TokenUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *UsageRecordView) GetCost() *Money {
+	if x != nil {
+		return x.Cost
+	}
+	return nil
+}
+
+func (x *UsageRecordView) GetRequestCredits() int64 {
+	if x != nil {
+		return x.RequestCredits
+	}
+	return 0
+}
+
+func (x *UsageRecordView) GetPriceId() string {
+	if x != nil {
+		return x.PriceId
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetPriceVersion() int64 {
+	if x != nil {
+		return x.PriceVersion
+	}
+	return 0
+}
+
+func (x *UsageRecordView) GetRecordKind() string {
+	if x != nil {
+		return x.RecordKind
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetCorrectsRecordId() string {
+	if x != nil {
+		return x.CorrectsRecordId
+	}
+	return ""
+}
+
+func (x *UsageRecordView) GetRequestCount() int64 {
+	if x != nil {
+		return x.RequestCount
+	}
+	return 0
+}
+
+func (x *UsageRecordView) GetCorrected() bool {
+	if x != nil {
+		return x.Corrected
+	}
+	return false
+}
+
+func (x *UsageRecordView) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *UsageRecordView) GetStreamed() bool {
+	if x != nil {
+		return x.Streamed
+	}
+	return false
+}
+
+func (x *UsageRecordView) GetUnpriced() bool {
+	if x != nil {
+		return x.Unpriced
+	}
+	return false
+}
+
 var File_metering_v1_types_proto protoreflect.FileDescriptor
 
 const file_metering_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x17metering/v1/types.proto\x12\vmetering.v1\"X\n" +
+	"\x17metering/v1/types.proto\x12\vmetering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n" +
 	"\x05Money\x12#\n" +
 	"\rcurrency_code\x18\x01 \x01(\tR\fcurrencyCode\x12\x14\n" +
 	"\x05units\x18\x02 \x01(\x03R\x05units\x12\x14\n" +
@@ -456,12 +759,51 @@ const file_metering_v1_types_proto_rawDesc = "" +
 	"\x11cache_read_tokens\x18\x03 \x01(\x03R\x0fcacheReadTokens\x12,\n" +
 	"\x12cache_write_tokens\x18\x04 \x01(\x03R\x10cacheWriteTokens\x121\n" +
 	"\x15cache_write_1h_tokens\x18\x05 \x01(\x03R\x12cacheWrite1hTokens\x12)\n" +
-	"\x10reasoning_tokens\x18\x06 \x01(\x03R\x0freasoningTokens*|\n" +
+	"\x10reasoning_tokens\x18\x06 \x01(\x03R\x0freasoningTokens\"\x92\a\n" +
+	"\x0fUsageRecordView\x12\x1b\n" +
+	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x02 \x01(\tR\taccountId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x129\n" +
+	"\n" +
+	"event_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12;\n" +
+	"\vrecord_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordTime\x12\x1a\n" +
+	"\bprovider\x18\x06 \x01(\tR\bprovider\x12\x14\n" +
+	"\x05model\x18\a \x01(\tR\x05model\x12\x1c\n" +
+	"\n" +
+	"api_key_id\x18\b \x01(\tR\bapiKeyId\x12\x18\n" +
+	"\aservice\x18\t \x01(\tR\aservice\x12;\n" +
+	"\fusage_source\x18\n" +
+	" \x01(\x0e2\x18.metering.v1.UsageSourceR\vusageSource\x12-\n" +
+	"\x05usage\x18\v \x01(\v2\x17.metering.v1.TokenUsageR\x05usage\x12&\n" +
+	"\x04cost\x18\f \x01(\v2\x12.metering.v1.MoneyR\x04cost\x12'\n" +
+	"\x0frequest_credits\x18\r \x01(\x03R\x0erequestCredits\x12\x19\n" +
+	"\bprice_id\x18\x0e \x01(\tR\apriceId\x12#\n" +
+	"\rprice_version\x18\x0f \x01(\x03R\fpriceVersion\x12\x1f\n" +
+	"\vrecord_kind\x18\x10 \x01(\tR\n" +
+	"recordKind\x12,\n" +
+	"\x12corrects_record_id\x18\x11 \x01(\tR\x10correctsRecordId\x12#\n" +
+	"\rrequest_count\x18\x12 \x01(\x03R\frequestCount\x12\x1c\n" +
+	"\tcorrected\x18\x13 \x01(\bR\tcorrected\x12@\n" +
+	"\x06labels\x18\x14 \x03(\v2(.metering.v1.UsageRecordView.LabelsEntryR\x06labels\x12\x1a\n" +
+	"\bstreamed\x18\x15 \x01(\bR\bstreamed\x12\x1a\n" +
+	"\bunpriced\x18\x16 \x01(\bR\bunpriced\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x98\x01\n" +
 	"\vUsageSource\x12\x1c\n" +
 	"\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15USAGE_SOURCE_REPORTED\x10\x01\x12\x1a\n" +
 	"\x16USAGE_SOURCE_ESTIMATED\x10\x02\x12\x18\n" +
-	"\x14USAGE_SOURCE_MISSING\x10\x03*v\n" +
+	"\x14USAGE_SOURCE_MISSING\x10\x03\x12\x1a\n" +
+	"\x16USAGE_SOURCE_CORRECTED\x10\x04*\xac\x01\n" +
+	"\x14MissingUsageFallback\x12&\n" +
+	"\"MISSING_USAGE_FALLBACK_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bMISSING_USAGE_FALLBACK_NONE\x10\x01\x12#\n" +
+	"\x1fMISSING_USAGE_FALLBACK_FLAT_FEE\x10\x02\x12&\n" +
+	"\"MISSING_USAGE_FALLBACK_RESERVATION\x10\x03*v\n" +
 	"\vBillingMode\x12\x1c\n" +
 	"\x18BILLING_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12BILLING_MODE_TOKEN\x10\x01\x12\x18\n" +
@@ -494,22 +836,32 @@ func file_metering_v1_types_proto_rawDescGZIP() []byte {
 	return file_metering_v1_types_proto_rawDescData
 }
 
-var file_metering_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_metering_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_metering_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_metering_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_metering_v1_types_proto_goTypes = []any{
-	(UsageSource)(0),             // 0: metering.v1.UsageSource
-	(BillingMode)(0),             // 1: metering.v1.BillingMode
-	(ApiFormat)(0),               // 2: metering.v1.ApiFormat
-	(ReservationExpiryPolicy)(0), // 3: metering.v1.ReservationExpiryPolicy
-	(*Money)(nil),                // 4: metering.v1.Money
-	(*TokenUsage)(nil),           // 5: metering.v1.TokenUsage
+	(UsageSource)(0),              // 0: metering.v1.UsageSource
+	(MissingUsageFallback)(0),     // 1: metering.v1.MissingUsageFallback
+	(BillingMode)(0),              // 2: metering.v1.BillingMode
+	(ApiFormat)(0),                // 3: metering.v1.ApiFormat
+	(ReservationExpiryPolicy)(0),  // 4: metering.v1.ReservationExpiryPolicy
+	(*Money)(nil),                 // 5: metering.v1.Money
+	(*TokenUsage)(nil),            // 6: metering.v1.TokenUsage
+	(*UsageRecordView)(nil),       // 7: metering.v1.UsageRecordView
+	nil,                           // 8: metering.v1.UsageRecordView.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_metering_v1_types_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	9, // 0: metering.v1.UsageRecordView.event_time:type_name -> google.protobuf.Timestamp
+	9, // 1: metering.v1.UsageRecordView.record_time:type_name -> google.protobuf.Timestamp
+	0, // 2: metering.v1.UsageRecordView.usage_source:type_name -> metering.v1.UsageSource
+	6, // 3: metering.v1.UsageRecordView.usage:type_name -> metering.v1.TokenUsage
+	5, // 4: metering.v1.UsageRecordView.cost:type_name -> metering.v1.Money
+	8, // 5: metering.v1.UsageRecordView.labels:type_name -> metering.v1.UsageRecordView.LabelsEntry
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_metering_v1_types_proto_init() }
@@ -522,8 +874,8 @@ func file_metering_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_metering_v1_types_proto_rawDesc), len(file_metering_v1_types_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   2,
+			NumEnums:      5,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -17,6 +17,8 @@ class UsageSource(enum.Enum):
     REPORTED = "REPORTED"
     ESTIMATED = "ESTIMATED"
     MISSING = "MISSING"
+    # Superseded by a later authoritative figure: the call's numbers as corrected.
+    CORRECTED = "CORRECTED"
 
 
 @dataclass(frozen=True)

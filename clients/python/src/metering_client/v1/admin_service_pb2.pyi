@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from metering_client.v1 import metering_service_pb2 as _metering_service_pb2
 from metering_client.v1 import prices_pb2 as _prices_pb2
 from metering_client.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
@@ -13,6 +14,30 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExportKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_KIND_UNSPECIFIED: _ClassVar[ExportKind]
+    EXPORT_KIND_RECORDS: _ClassVar[ExportKind]
+    EXPORT_KIND_SUMMARY: _ClassVar[ExportKind]
+
+class UpstreamFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UPSTREAM_FORMAT_UNSPECIFIED: _ClassVar[UpstreamFormat]
+    UPSTREAM_FORMAT_OPENAI_USAGE: _ClassVar[UpstreamFormat]
+    UPSTREAM_FORMAT_OPENAI_COSTS: _ClassVar[UpstreamFormat]
+    UPSTREAM_FORMAT_ANTHROPIC_USAGE: _ClassVar[UpstreamFormat]
+    UPSTREAM_FORMAT_ANTHROPIC_COST: _ClassVar[UpstreamFormat]
+    UPSTREAM_FORMAT_GENERIC_CSV: _ClassVar[UpstreamFormat]
+
+class DiscrepancyKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISCREPANCY_KIND_UNSPECIFIED: _ClassVar[DiscrepancyKind]
+    DISCREPANCY_KIND_MATCHED: _ClassVar[DiscrepancyKind]
+    DISCREPANCY_KIND_LOCAL_ONLY: _ClassVar[DiscrepancyKind]
+    DISCREPANCY_KIND_UPSTREAM_ONLY: _ClassVar[DiscrepancyKind]
+    DISCREPANCY_KIND_TOKENS: _ClassVar[DiscrepancyKind]
+    DISCREPANCY_KIND_COST: _ClassVar[DiscrepancyKind]
 
 class BudgetPeriod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -27,6 +52,21 @@ class BudgetMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUDGET_METRIC_COST: _ClassVar[BudgetMetric]
     BUDGET_METRIC_TOKENS: _ClassVar[BudgetMetric]
     BUDGET_METRIC_REQUESTS: _ClassVar[BudgetMetric]
+EXPORT_KIND_UNSPECIFIED: ExportKind
+EXPORT_KIND_RECORDS: ExportKind
+EXPORT_KIND_SUMMARY: ExportKind
+UPSTREAM_FORMAT_UNSPECIFIED: UpstreamFormat
+UPSTREAM_FORMAT_OPENAI_USAGE: UpstreamFormat
+UPSTREAM_FORMAT_OPENAI_COSTS: UpstreamFormat
+UPSTREAM_FORMAT_ANTHROPIC_USAGE: UpstreamFormat
+UPSTREAM_FORMAT_ANTHROPIC_COST: UpstreamFormat
+UPSTREAM_FORMAT_GENERIC_CSV: UpstreamFormat
+DISCREPANCY_KIND_UNSPECIFIED: DiscrepancyKind
+DISCREPANCY_KIND_MATCHED: DiscrepancyKind
+DISCREPANCY_KIND_LOCAL_ONLY: DiscrepancyKind
+DISCREPANCY_KIND_UPSTREAM_ONLY: DiscrepancyKind
+DISCREPANCY_KIND_TOKENS: DiscrepancyKind
+DISCREPANCY_KIND_COST: DiscrepancyKind
 BUDGET_PERIOD_UNSPECIFIED: BudgetPeriod
 BUDGET_PERIOD_DAY: BudgetPeriod
 BUDGET_PERIOD_MONTH: BudgetPeriod
@@ -35,6 +75,203 @@ BUDGET_METRIC_UNSPECIFIED: BudgetMetric
 BUDGET_METRIC_COST: BudgetMetric
 BUDGET_METRIC_TOKENS: BudgetMetric
 BUDGET_METRIC_REQUESTS: BudgetMetric
+
+class MissingUsagePolicy(_message.Message):
+    __slots__ = ("account_id", "provider", "model", "estimate_disabled", "fallback", "flat_fee")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    FLAT_FEE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    provider: str
+    model: str
+    estimate_disabled: bool
+    fallback: _types_pb2.MissingUsageFallback
+    flat_fee: _types_pb2.Money
+    def __init__(self, account_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., estimate_disabled: _Optional[bool] = ..., fallback: _Optional[_Union[_types_pb2.MissingUsageFallback, str]] = ..., flat_fee: _Optional[_Union[_types_pb2.Money, _Mapping]] = ...) -> None: ...
+
+class SetMissingUsagePolicyRequest(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: MissingUsagePolicy
+    def __init__(self, policy: _Optional[_Union[MissingUsagePolicy, _Mapping]] = ...) -> None: ...
+
+class SetMissingUsagePolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: MissingUsagePolicy
+    def __init__(self, policy: _Optional[_Union[MissingUsagePolicy, _Mapping]] = ...) -> None: ...
+
+class ListMissingUsagePoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListMissingUsagePoliciesResponse(_message.Message):
+    __slots__ = ("policies", "default_policy")
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_POLICY_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[MissingUsagePolicy]
+    default_policy: MissingUsagePolicy
+    def __init__(self, policies: _Optional[_Iterable[_Union[MissingUsagePolicy, _Mapping]]] = ..., default_policy: _Optional[_Union[MissingUsagePolicy, _Mapping]] = ...) -> None: ...
+
+class DeleteMissingUsagePolicyRequest(_message.Message):
+    __slots__ = ("account_id", "provider", "model")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    provider: str
+    model: str
+    def __init__(self, account_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class DeleteMissingUsagePolicyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListReviewRecordsRequest(_message.Message):
+    __slots__ = ("account_id", "start_time", "end_time", "estimated_share_min_basis_points", "page_size", "page_token")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_SHARE_MIN_BASIS_POINTS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    estimated_share_min_basis_points: int
+    page_size: int
+    page_token: str
+    def __init__(self, account_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., estimated_share_min_basis_points: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListReviewRecordsResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[_types_pb2.UsageRecordView]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[_types_pb2.UsageRecordView, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ExportUsageRequest(_message.Message):
+    __slots__ = ("account_id", "start_time", "end_time", "kind", "time_zone")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    kind: ExportKind
+    time_zone: str
+    def __init__(self, account_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[ExportKind, str]] = ..., time_zone: _Optional[str] = ...) -> None: ...
+
+class ExportTotals(_message.Message):
+    __slots__ = ("row_count", "request_count", "cost", "request_credits", "usage")
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    row_count: int
+    request_count: int
+    cost: _containers.RepeatedCompositeFieldContainer[_types_pb2.Money]
+    request_credits: int
+    usage: _types_pb2.TokenUsage
+    def __init__(self, row_count: _Optional[int] = ..., request_count: _Optional[int] = ..., cost: _Optional[_Iterable[_Union[_types_pb2.Money, _Mapping]]] = ..., request_credits: _Optional[int] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ...) -> None: ...
+
+class ExportUsageResponse(_message.Message):
+    __slots__ = ("record", "row", "totals")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    record: _types_pb2.UsageRecordView
+    row: _metering_service_pb2.UsageSummaryRow
+    totals: ExportTotals
+    def __init__(self, record: _Optional[_Union[_types_pb2.UsageRecordView, _Mapping]] = ..., row: _Optional[_Union[_metering_service_pb2.UsageSummaryRow, _Mapping]] = ..., totals: _Optional[_Union[ExportTotals, _Mapping]] = ...) -> None: ...
+
+class Discrepancy(_message.Message):
+    __slots__ = ("kind", "day", "model", "api_key_id", "request_id", "account_id", "local_request_count", "upstream_request_count", "local_usage", "upstream_usage", "local_cost", "upstream_cost", "cost_difference", "applied", "problem")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_REQUEST_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_REQUEST_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_USAGE_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_USAGE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_COST_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_COST_FIELD_NUMBER: _ClassVar[int]
+    COST_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    kind: DiscrepancyKind
+    day: str
+    model: str
+    api_key_id: str
+    request_id: str
+    account_id: str
+    local_request_count: int
+    upstream_request_count: int
+    local_usage: _types_pb2.TokenUsage
+    upstream_usage: _types_pb2.TokenUsage
+    local_cost: _types_pb2.Money
+    upstream_cost: _types_pb2.Money
+    cost_difference: _types_pb2.Money
+    applied: bool
+    problem: str
+    def __init__(self, kind: _Optional[_Union[DiscrepancyKind, str]] = ..., day: _Optional[str] = ..., model: _Optional[str] = ..., api_key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., account_id: _Optional[str] = ..., local_request_count: _Optional[int] = ..., upstream_request_count: _Optional[int] = ..., local_usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., upstream_usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., local_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., upstream_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., cost_difference: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., applied: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class ReconcileRequest(_message.Message):
+    __slots__ = ("export_data", "format", "provider", "account_id", "key_map", "token_tolerance", "cost_tolerance_nanos", "apply", "start_day", "end_day")
+    class KeyMapEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXPORT_DATA_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_MAP_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    COST_TOLERANCE_NANOS_FIELD_NUMBER: _ClassVar[int]
+    APPLY_FIELD_NUMBER: _ClassVar[int]
+    START_DAY_FIELD_NUMBER: _ClassVar[int]
+    END_DAY_FIELD_NUMBER: _ClassVar[int]
+    export_data: bytes
+    format: UpstreamFormat
+    provider: str
+    account_id: str
+    key_map: _containers.ScalarMap[str, str]
+    token_tolerance: int
+    cost_tolerance_nanos: int
+    apply: bool
+    start_day: str
+    end_day: str
+    def __init__(self, export_data: _Optional[bytes] = ..., format: _Optional[_Union[UpstreamFormat, str]] = ..., provider: _Optional[str] = ..., account_id: _Optional[str] = ..., key_map: _Optional[_Mapping[str, str]] = ..., token_tolerance: _Optional[int] = ..., cost_tolerance_nanos: _Optional[int] = ..., apply: _Optional[bool] = ..., start_day: _Optional[str] = ..., end_day: _Optional[str] = ...) -> None: ...
+
+class ReconcileResponse(_message.Message):
+    __slots__ = ("import_id", "discrepancies", "matched_count", "discrepancy_count", "applied_count", "upstream_row_count")
+    IMPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    DISCREPANCIES_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DISCREPANCY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    import_id: str
+    discrepancies: _containers.RepeatedCompositeFieldContainer[Discrepancy]
+    matched_count: int
+    discrepancy_count: int
+    applied_count: int
+    upstream_row_count: int
+    def __init__(self, import_id: _Optional[str] = ..., discrepancies: _Optional[_Iterable[_Union[Discrepancy, _Mapping]]] = ..., matched_count: _Optional[int] = ..., discrepancy_count: _Optional[int] = ..., applied_count: _Optional[int] = ..., upstream_row_count: _Optional[int] = ...) -> None: ...
 
 class Account(_message.Message):
     __slots__ = ("account_id", "currency_code", "billing_mode", "allow_negative_balance", "create_time", "unpriced_policy", "price_adjustment_bps", "request_asset", "default_request_price", "default_request_credits", "tenant_id", "reservation_expiry_policy", "time_zone")

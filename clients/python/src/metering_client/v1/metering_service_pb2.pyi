@@ -73,8 +73,48 @@ RESERVATION_STATE_CAPTURED: ReservationState
 RESERVATION_STATE_RELEASED: ReservationState
 RESERVATION_STATE_EXPIRED: ReservationState
 
+class CorrectUsageRequest(_message.Message):
+    __slots__ = ("account_id", "request_id", "usage", "response_json", "response_format", "cost", "correction_id", "reason")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    CORRECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    request_id: str
+    usage: _types_pb2.TokenUsage
+    response_json: bytes
+    response_format: _types_pb2.ApiFormat
+    cost: _types_pb2.Money
+    correction_id: str
+    reason: str
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., response_json: _Optional[bytes] = ..., response_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ..., cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., correction_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CorrectUsageResponse(_message.Message):
+    __slots__ = ("corrects_record_id", "usage", "cost", "usage_difference", "cost_difference", "balance", "replayed", "transaction_id")
+    CORRECTS_RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    USAGE_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    COST_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    corrects_record_id: str
+    usage: _types_pb2.TokenUsage
+    cost: _types_pb2.Money
+    usage_difference: _types_pb2.TokenUsage
+    cost_difference: _types_pb2.Money
+    balance: _types_pb2.Money
+    replayed: bool
+    transaction_id: str
+    def __init__(self, corrects_record_id: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., usage_difference: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., cost_difference: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., transaction_id: _Optional[str] = ...) -> None: ...
+
 class RecordUsageRequest(_message.Message):
-    __slots__ = ("account_id", "request_id", "model", "provider", "usage", "api_key_id", "service", "event_time", "streamed", "labels", "batch", "response_json", "response_format", "reservation_id")
+    __slots__ = ("account_id", "request_id", "model", "provider", "usage", "api_key_id", "service", "event_time", "streamed", "labels", "batch", "response_json", "response_format", "reservation_id", "request_json", "request_format", "prompt_text", "completion_text")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +136,10 @@ class RecordUsageRequest(_message.Message):
     RESPONSE_JSON_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TEXT_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     request_id: str
     model: str
@@ -110,10 +154,14 @@ class RecordUsageRequest(_message.Message):
     response_json: bytes
     response_format: _types_pb2.ApiFormat
     reservation_id: str
-    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streamed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., batch: _Optional[bool] = ..., response_json: _Optional[bytes] = ..., response_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ..., reservation_id: _Optional[str] = ...) -> None: ...
+    request_json: bytes
+    request_format: _types_pb2.ApiFormat
+    prompt_text: str
+    completion_text: str
+    def __init__(self, account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., streamed: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., batch: _Optional[bool] = ..., response_json: _Optional[bytes] = ..., response_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ..., reservation_id: _Optional[str] = ..., request_json: _Optional[bytes] = ..., request_format: _Optional[_Union[_types_pb2.ApiFormat, str]] = ..., prompt_text: _Optional[str] = ..., completion_text: _Optional[str] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
-    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id", "unpriced", "usage", "reservation_held", "reservation_exceeded", "budget_id", "budget_headroom", "budget_warnings")
+    __slots__ = ("cost", "balance", "replayed", "usage_source", "price_id", "price_version", "balance_exhausted", "request_credits_charged", "request_credits", "record_id", "unpriced", "usage", "reservation_held", "reservation_exceeded", "budget_id", "budget_headroom", "budget_warnings", "missing_usage_fallback")
     COST_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +179,7 @@ class RecordUsageResponse(_message.Message):
     BUDGET_ID_FIELD_NUMBER: _ClassVar[int]
     BUDGET_HEADROOM_FIELD_NUMBER: _ClassVar[int]
     BUDGET_WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_USAGE_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     cost: _types_pb2.Money
     balance: _types_pb2.Money
     replayed: bool
@@ -148,7 +197,8 @@ class RecordUsageResponse(_message.Message):
     budget_id: str
     budget_headroom: int
     budget_warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ..., unpriced: _Optional[bool] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., reservation_held: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., reservation_exceeded: _Optional[bool] = ..., budget_id: _Optional[str] = ..., budget_headroom: _Optional[int] = ..., budget_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    missing_usage_fallback: _types_pb2.MissingUsageFallback
+    def __init__(self, cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., replayed: _Optional[bool] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., balance_exhausted: _Optional[bool] = ..., request_credits_charged: _Optional[int] = ..., request_credits: _Optional[int] = ..., record_id: _Optional[str] = ..., unpriced: _Optional[bool] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., reservation_held: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., reservation_exceeded: _Optional[bool] = ..., budget_id: _Optional[str] = ..., budget_headroom: _Optional[int] = ..., budget_warnings: _Optional[_Iterable[str]] = ..., missing_usage_fallback: _Optional[_Union[_types_pb2.MissingUsageFallback, str]] = ...) -> None: ...
 
 class EstimateTokensRequest(_message.Message):
     __slots__ = ("model", "provider", "text", "completion_text", "max_output_tokens", "account_id", "request_json", "request_format")
@@ -221,7 +271,7 @@ class GetBalanceResponse(_message.Message):
     def __init__(self, balance: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., held: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., available: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., request_credits: _Optional[int] = ..., currency_code: _Optional[str] = ..., billing_mode: _Optional[_Union[_types_pb2.BillingMode, str]] = ..., allow_negative_balance: _Optional[bool] = ..., balance_exhausted: _Optional[bool] = ...) -> None: ...
 
 class UsageSummaryRequest(_message.Message):
-    __slots__ = ("account_id", "start_time", "end_time", "granularity", "time_zone", "group_by", "page_size", "page_token", "currency_code")
+    __slots__ = ("account_id", "start_time", "end_time", "granularity", "time_zone", "group_by", "page_size", "page_token", "currency_code", "usage_sources")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +281,7 @@ class UsageSummaryRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_CODE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_SOURCES_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
@@ -240,10 +291,11 @@ class UsageSummaryRequest(_message.Message):
     page_size: int
     page_token: str
     currency_code: str
-    def __init__(self, account_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., time_zone: _Optional[str] = ..., group_by: _Optional[_Iterable[_Union[GroupBy, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., currency_code: _Optional[str] = ...) -> None: ...
+    usage_sources: _containers.RepeatedScalarFieldContainer[_types_pb2.UsageSource]
+    def __init__(self, account_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., time_zone: _Optional[str] = ..., group_by: _Optional[_Iterable[_Union[GroupBy, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., currency_code: _Optional[str] = ..., usage_sources: _Optional[_Iterable[_Union[_types_pb2.UsageSource, str]]] = ...) -> None: ...
 
 class UsageSummaryRow(_message.Message):
-    __slots__ = ("start_time", "model", "provider", "api_key_id", "service", "usage_source", "request_count", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost", "account_id", "request_credits", "unpriced_request_count")
+    __slots__ = ("start_time", "model", "provider", "api_key_id", "service", "usage_source", "request_count", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost", "account_id", "request_credits", "unpriced_request_count", "estimated_request_count", "estimated_cost", "missing_request_count", "missing_cost")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +313,10 @@ class UsageSummaryRow(_message.Message):
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_CREDITS_FIELD_NUMBER: _ClassVar[int]
     UNPRICED_REQUEST_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_REQUEST_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_FIELD_NUMBER: _ClassVar[int]
+    MISSING_REQUEST_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MISSING_COST_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     model: str
     provider: str
@@ -278,7 +334,11 @@ class UsageSummaryRow(_message.Message):
     account_id: str
     request_credits: int
     unpriced_request_count: int
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., request_count: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., account_id: _Optional[str] = ..., request_credits: _Optional[int] = ..., unpriced_request_count: _Optional[int] = ...) -> None: ...
+    estimated_request_count: int
+    estimated_cost: _types_pb2.Money
+    missing_request_count: int
+    missing_cost: _types_pb2.Money
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., usage_source: _Optional[_Union[_types_pb2.UsageSource, str]] = ..., request_count: _Optional[int] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., account_id: _Optional[str] = ..., request_credits: _Optional[int] = ..., unpriced_request_count: _Optional[int] = ..., estimated_request_count: _Optional[int] = ..., estimated_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., missing_request_count: _Optional[int] = ..., missing_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class UsageSummaryResponse(_message.Message):
     __slots__ = ("rows", "totals", "next_page_token")

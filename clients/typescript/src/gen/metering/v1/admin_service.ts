@@ -11,7 +11,9 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -21,6 +23,7 @@ import {
 import { Duration } from "../../google/protobuf/duration";
 import { FieldMask } from "../../google/protobuf/field_mask";
 import { Timestamp } from "../../google/protobuf/timestamp";
+import { UsageSummaryRow } from "./metering_service";
 import {
   PriceEntry,
   PriceFileFormat,
@@ -37,15 +40,190 @@ import {
   BillingMode,
   billingModeFromJSON,
   billingModeToJSON,
+  MissingUsageFallback,
+  missingUsageFallbackFromJSON,
+  missingUsageFallbackToJSON,
   Money,
   ReservationExpiryPolicy,
   reservationExpiryPolicyFromJSON,
   reservationExpiryPolicyToJSON,
+  TokenUsage,
+  UsageRecordView,
 } from "./types";
 
 export const protobufPackage = "metering.v1";
 
 export const protobufFileName = "metering/v1/admin_service.proto";
+
+/** ExportKind says what ExportUsage streams. */
+export enum ExportKind {
+  /** EXPORT_KIND_UNSPECIFIED - RECORDS. */
+  EXPORT_KIND_UNSPECIFIED = 0,
+  /** EXPORT_KIND_RECORDS - Every stored row (calls and adjustments), in event time order. */
+  EXPORT_KIND_RECORDS = 1,
+  /** EXPORT_KIND_SUMMARY - Summary rows by day (in time_zone) x account x model x usage source. */
+  EXPORT_KIND_SUMMARY = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function exportKindFromJSON(object: any): ExportKind {
+  switch (object) {
+    case 0:
+    case "EXPORT_KIND_UNSPECIFIED":
+      return ExportKind.EXPORT_KIND_UNSPECIFIED;
+    case 1:
+    case "EXPORT_KIND_RECORDS":
+      return ExportKind.EXPORT_KIND_RECORDS;
+    case 2:
+    case "EXPORT_KIND_SUMMARY":
+      return ExportKind.EXPORT_KIND_SUMMARY;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ExportKind.UNRECOGNIZED;
+  }
+}
+
+export function exportKindToJSON(object: ExportKind): string {
+  switch (object) {
+    case ExportKind.EXPORT_KIND_UNSPECIFIED:
+      return "EXPORT_KIND_UNSPECIFIED";
+    case ExportKind.EXPORT_KIND_RECORDS:
+      return "EXPORT_KIND_RECORDS";
+    case ExportKind.EXPORT_KIND_SUMMARY:
+      return "EXPORT_KIND_SUMMARY";
+    case ExportKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** UpstreamFormat names the format of a provider export. */
+export enum UpstreamFormat {
+  /** UPSTREAM_FORMAT_UNSPECIFIED - Detect from the content. */
+  UPSTREAM_FORMAT_UNSPECIFIED = 0,
+  /** UPSTREAM_FORMAT_OPENAI_USAGE - OpenAI Usage API (/v1/organization/usage/completions) JSON pages. */
+  UPSTREAM_FORMAT_OPENAI_USAGE = 1,
+  /** UPSTREAM_FORMAT_OPENAI_COSTS - OpenAI Costs API (/v1/organization/costs) JSON pages. */
+  UPSTREAM_FORMAT_OPENAI_COSTS = 2,
+  /** UPSTREAM_FORMAT_ANTHROPIC_USAGE - Anthropic Usage report (/v1/organizations/usage_report/messages) JSON. */
+  UPSTREAM_FORMAT_ANTHROPIC_USAGE = 3,
+  /** UPSTREAM_FORMAT_ANTHROPIC_COST - Anthropic Cost report (/v1/organizations/cost_report) JSON. */
+  UPSTREAM_FORMAT_ANTHROPIC_COST = 4,
+  /** UPSTREAM_FORMAT_GENERIC_CSV - The generic CSV documented in docs/reconciliation.md. */
+  UPSTREAM_FORMAT_GENERIC_CSV = 5,
+  UNRECOGNIZED = -1,
+}
+
+export function upstreamFormatFromJSON(object: any): UpstreamFormat {
+  switch (object) {
+    case 0:
+    case "UPSTREAM_FORMAT_UNSPECIFIED":
+      return UpstreamFormat.UPSTREAM_FORMAT_UNSPECIFIED;
+    case 1:
+    case "UPSTREAM_FORMAT_OPENAI_USAGE":
+      return UpstreamFormat.UPSTREAM_FORMAT_OPENAI_USAGE;
+    case 2:
+    case "UPSTREAM_FORMAT_OPENAI_COSTS":
+      return UpstreamFormat.UPSTREAM_FORMAT_OPENAI_COSTS;
+    case 3:
+    case "UPSTREAM_FORMAT_ANTHROPIC_USAGE":
+      return UpstreamFormat.UPSTREAM_FORMAT_ANTHROPIC_USAGE;
+    case 4:
+    case "UPSTREAM_FORMAT_ANTHROPIC_COST":
+      return UpstreamFormat.UPSTREAM_FORMAT_ANTHROPIC_COST;
+    case 5:
+    case "UPSTREAM_FORMAT_GENERIC_CSV":
+      return UpstreamFormat.UPSTREAM_FORMAT_GENERIC_CSV;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return UpstreamFormat.UNRECOGNIZED;
+  }
+}
+
+export function upstreamFormatToJSON(object: UpstreamFormat): string {
+  switch (object) {
+    case UpstreamFormat.UPSTREAM_FORMAT_UNSPECIFIED:
+      return "UPSTREAM_FORMAT_UNSPECIFIED";
+    case UpstreamFormat.UPSTREAM_FORMAT_OPENAI_USAGE:
+      return "UPSTREAM_FORMAT_OPENAI_USAGE";
+    case UpstreamFormat.UPSTREAM_FORMAT_OPENAI_COSTS:
+      return "UPSTREAM_FORMAT_OPENAI_COSTS";
+    case UpstreamFormat.UPSTREAM_FORMAT_ANTHROPIC_USAGE:
+      return "UPSTREAM_FORMAT_ANTHROPIC_USAGE";
+    case UpstreamFormat.UPSTREAM_FORMAT_ANTHROPIC_COST:
+      return "UPSTREAM_FORMAT_ANTHROPIC_COST";
+    case UpstreamFormat.UPSTREAM_FORMAT_GENERIC_CSV:
+      return "UPSTREAM_FORMAT_GENERIC_CSV";
+    case UpstreamFormat.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** DiscrepancyKind classifies one line of a reconciliation. */
+export enum DiscrepancyKind {
+  DISCREPANCY_KIND_UNSPECIFIED = 0,
+  /** DISCREPANCY_KIND_MATCHED - Both sides agree within the thresholds. */
+  DISCREPANCY_KIND_MATCHED = 1,
+  /** DISCREPANCY_KIND_LOCAL_ONLY - Recorded locally, absent upstream. */
+  DISCREPANCY_KIND_LOCAL_ONLY = 2,
+  /** DISCREPANCY_KIND_UPSTREAM_ONLY - Billed upstream, never recorded locally (a lost call). */
+  DISCREPANCY_KIND_UPSTREAM_ONLY = 3,
+  /** DISCREPANCY_KIND_TOKENS - Both sides have it; the token counts differ. */
+  DISCREPANCY_KIND_TOKENS = 4,
+  /** DISCREPANCY_KIND_COST - Both sides have it with the same tokens; the cost differs. */
+  DISCREPANCY_KIND_COST = 5,
+  UNRECOGNIZED = -1,
+}
+
+export function discrepancyKindFromJSON(object: any): DiscrepancyKind {
+  switch (object) {
+    case 0:
+    case "DISCREPANCY_KIND_UNSPECIFIED":
+      return DiscrepancyKind.DISCREPANCY_KIND_UNSPECIFIED;
+    case 1:
+    case "DISCREPANCY_KIND_MATCHED":
+      return DiscrepancyKind.DISCREPANCY_KIND_MATCHED;
+    case 2:
+    case "DISCREPANCY_KIND_LOCAL_ONLY":
+      return DiscrepancyKind.DISCREPANCY_KIND_LOCAL_ONLY;
+    case 3:
+    case "DISCREPANCY_KIND_UPSTREAM_ONLY":
+      return DiscrepancyKind.DISCREPANCY_KIND_UPSTREAM_ONLY;
+    case 4:
+    case "DISCREPANCY_KIND_TOKENS":
+      return DiscrepancyKind.DISCREPANCY_KIND_TOKENS;
+    case 5:
+    case "DISCREPANCY_KIND_COST":
+      return DiscrepancyKind.DISCREPANCY_KIND_COST;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return DiscrepancyKind.UNRECOGNIZED;
+  }
+}
+
+export function discrepancyKindToJSON(object: DiscrepancyKind): string {
+  switch (object) {
+    case DiscrepancyKind.DISCREPANCY_KIND_UNSPECIFIED:
+      return "DISCREPANCY_KIND_UNSPECIFIED";
+    case DiscrepancyKind.DISCREPANCY_KIND_MATCHED:
+      return "DISCREPANCY_KIND_MATCHED";
+    case DiscrepancyKind.DISCREPANCY_KIND_LOCAL_ONLY:
+      return "DISCREPANCY_KIND_LOCAL_ONLY";
+    case DiscrepancyKind.DISCREPANCY_KIND_UPSTREAM_ONLY:
+      return "DISCREPANCY_KIND_UPSTREAM_ONLY";
+    case DiscrepancyKind.DISCREPANCY_KIND_TOKENS:
+      return "DISCREPANCY_KIND_TOKENS";
+    case DiscrepancyKind.DISCREPANCY_KIND_COST:
+      return "DISCREPANCY_KIND_COST";
+    case DiscrepancyKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 /** BudgetPeriod is the window a budget counts usage over. */
 export enum BudgetPeriod {
@@ -143,6 +321,242 @@ export function budgetMetricToJSON(object: BudgetMetric): string {
     default:
       return "UNRECOGNIZED";
   }
+}
+
+/** MissingUsagePolicy says how a call without usage is recorded. */
+export interface MissingUsagePolicy {
+  /** The scope: an account, a provider, a model; empty means any. */
+  accountId: string;
+  /** The provider of the scope (lower case); empty means any. */
+  provider: string;
+  /** The model of the scope (as recorded); empty means any. */
+  model: string;
+  /**
+   * True: never estimate from texts, record MISSING even when the relay sent
+   * the request or completion.
+   */
+  estimateDisabled: boolean;
+  /** What a MISSING call is charged. */
+  fallback: MissingUsageFallback;
+  /**
+   * The fee per call for FLAT_FEE; its currency must be the account's (a
+   * policy for any account applies only to accounts in its currency).
+   */
+  flatFee?: Money | undefined;
+}
+
+/** Request of MeteringAdminService.SetMissingUsagePolicy. */
+export interface SetMissingUsagePolicyRequest {
+  /** The policy; its scope names it. */
+  policy?: MissingUsagePolicy | undefined;
+}
+
+/** Response of MeteringAdminService.SetMissingUsagePolicy. */
+export interface SetMissingUsagePolicyResponse {
+  /** The policy as stored. */
+  policy?: MissingUsagePolicy | undefined;
+}
+
+/** Request of MeteringAdminService.ListMissingUsagePolicies. */
+export interface ListMissingUsagePoliciesRequest {
+}
+
+/** Response of MeteringAdminService.ListMissingUsagePolicies. */
+export interface ListMissingUsagePoliciesResponse {
+  /** Every policy, most specific first. */
+  policies: MissingUsagePolicy[];
+  /** The policy that applies where none matches. */
+  defaultPolicy?: MissingUsagePolicy | undefined;
+}
+
+/** Request of MeteringAdminService.DeleteMissingUsagePolicy. */
+export interface DeleteMissingUsagePolicyRequest {
+  /** The scope's account; empty means any. */
+  accountId: string;
+  /** The scope's provider; empty means any. */
+  provider: string;
+  /** The scope's model; empty means any. */
+  model: string;
+}
+
+/** Response of MeteringAdminService.DeleteMissingUsagePolicy. */
+export interface DeleteMissingUsagePolicyResponse {
+}
+
+/** Request of MeteringAdminService.ListReviewRecords. */
+export interface ListReviewRecordsRequest {
+  /** Only this account; empty for all. */
+  accountId: string;
+  /** Start of the range (event time), inclusive. Required. */
+  startTime?:
+    | Date
+    | undefined;
+  /** End of the range, exclusive. Required, at most 400 days after start. */
+  endTime?:
+    | Date
+    | undefined;
+  /**
+   * Estimated calls are listed for accounts whose share of estimated calls
+   * in the range is at least this, in basis points (0-10000; 0 lists every
+   * estimated call, 10000 only accounts with nothing but estimates).
+   */
+  estimatedShareMinBasisPoints: number;
+  /** 1-1000; default 100. */
+  pageSize: number;
+  /** From a previous response; the other fields must be the same. */
+  pageToken: string;
+}
+
+/** Response of MeteringAdminService.ListReviewRecords. */
+export interface ListReviewRecordsResponse {
+  /** Records to review, oldest first. */
+  records: UsageRecordView[];
+  /** Token for the next page; empty on the last page. */
+  nextPageToken: string;
+}
+
+/** Request of MeteringAdminService.ExportUsage. */
+export interface ExportUsageRequest {
+  /** Only this account; empty for all. */
+  accountId: string;
+  /** Start of the range (event time), inclusive. Required. */
+  startTime?:
+    | Date
+    | undefined;
+  /** End of the range, exclusive. Required, at most 400 days after start. */
+  endTime?:
+    | Date
+    | undefined;
+  /** Records or summary rows. */
+  kind: ExportKind;
+  /** IANA time zone of the summary's days; default UTC. */
+  timeZone: string;
+}
+
+/** The sums of an export, per currency. */
+export interface ExportTotals {
+  /** Rows streamed. */
+  rowCount: string;
+  /** Calls counted (adjustments count none). */
+  requestCount: string;
+  /** Sum of the rows' cost, one entry per currency. */
+  cost: Money[];
+  /** Sum of the rows' request credits. */
+  requestCredits: string;
+  /** Sum of the rows' token counts. */
+  usage?: TokenUsage | undefined;
+}
+
+/**
+ * Response of MeteringAdminService.ExportUsage: one row per message, then
+ * the totals in the last message.
+ */
+export interface ExportUsageResponse {
+  /** A record (kind RECORDS). */
+  record?:
+    | UsageRecordView
+    | undefined;
+  /** A summary row (kind SUMMARY), grouped by account, model and source. */
+  row?:
+    | UsageSummaryRow
+    | undefined;
+  /** Set on the last message only. */
+  totals?: ExportTotals | undefined;
+}
+
+/** One line of a reconciliation report: a day x model x key (or one request). */
+export interface Discrepancy {
+  /** What kind. */
+  kind: DiscrepancyKind;
+  /** The UTC day, YYYY-MM-DD. */
+  day: string;
+  /** The model. */
+  model: string;
+  /** The key (the export's api key or project, mapped to the local key). */
+  apiKeyId: string;
+  /** The request id, when matched per request. */
+  requestId: string;
+  /** The account the line belongs to; empty when none could be found. */
+  accountId: string;
+  /** Calls counted locally. */
+  localRequestCount: string;
+  /** Calls counted upstream (0 when the export does not say). */
+  upstreamRequestCount: string;
+  /** Local token counts. */
+  localUsage?:
+    | TokenUsage
+    | undefined;
+  /** Upstream token counts. */
+  upstreamUsage?:
+    | TokenUsage
+    | undefined;
+  /** Local cost. */
+  localCost?:
+    | Money
+    | undefined;
+  /** Upstream cost (unset when the export has none). */
+  upstreamCost?:
+    | Money
+    | undefined;
+  /** The correction apply writes (or wrote): upstream minus local cost. */
+  costDifference?:
+    | Money
+    | undefined;
+  /** Whether this line's correction was written (now or by an earlier run). */
+  applied: boolean;
+  /** Why it could not be applied, when it could not. */
+  problem: string;
+}
+
+/** Request of MeteringAdminService.Reconcile. */
+export interface ReconcileRequest {
+  /** The export's bytes, at most 4 MiB (use the CLI for larger files). */
+  exportData: Buffer;
+  /** Its format; default: detect. */
+  format: UpstreamFormat;
+  /** The provider the export comes from; default from the format. */
+  provider: string;
+  /**
+   * Compare only this account's records, and charge corrections to it;
+   * empty: each key's account is the one its local records belong to.
+   */
+  accountId: string;
+  /** Upstream key -> local api_key_id, for keys named differently. */
+  keyMap: { [key: string]: string };
+  /** Token counts may differ by this many per line and still match. */
+  tokenTolerance: string;
+  /**
+   * Costs may differ by this much per line and still match (nanos of the
+   * account's currency).
+   */
+  costToleranceNanos: string;
+  /** Write the corrections; default: a dry run that only reports. */
+  apply: boolean;
+  /** Compare only days from this one (YYYY-MM-DD, UTC); default: the export's. */
+  startDay: string;
+  /** Compare only days before this one (YYYY-MM-DD, UTC); default: the export's. */
+  endDay: string;
+}
+
+export interface ReconcileRequest_KeyMapEntry {
+  key: string;
+  value: string;
+}
+
+/** Response of MeteringAdminService.Reconcile. */
+export interface ReconcileResponse {
+  /** Identifies the import (the sha-256 of its bytes); corrections carry it. */
+  importId: string;
+  /** Every line compared, discrepancies first. */
+  discrepancies: Discrepancy[];
+  /** Lines that matched. */
+  matchedCount: string;
+  /** Lines that did not. */
+  discrepancyCount: string;
+  /** Corrections written by this run. */
+  appliedCount: string;
+  /** Upstream rows read from the export. */
+  upstreamRowCount: string;
 }
 
 /** An account whose usage is metered. */
@@ -496,6 +910,2208 @@ export interface ListBudgetEventsResponse {
    */
   nextPageToken: string;
 }
+
+function createBaseMissingUsagePolicy(): MissingUsagePolicy {
+  return { accountId: "", provider: "", model: "", estimateDisabled: false, fallback: 0, flatFee: undefined };
+}
+
+export const MissingUsagePolicy: MessageFns<MissingUsagePolicy> = {
+  encode(message: MissingUsagePolicy, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.provider !== "") {
+      writer.uint32(18).string(message.provider);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    if (message.estimateDisabled !== false) {
+      writer.uint32(32).bool(message.estimateDisabled);
+    }
+    if (message.fallback !== 0) {
+      writer.uint32(40).int32(message.fallback);
+    }
+    if (message.flatFee !== undefined) {
+      Money.encode(message.flatFee, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MissingUsagePolicy {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMissingUsagePolicy();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.provider = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.estimateDisabled = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.fallback = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.flatFee = Money.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MissingUsagePolicy {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      provider: isSet(object.provider) ? globalThis.String(object.provider) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      estimateDisabled: isSet(object.estimateDisabled)
+        ? globalThis.Boolean(object.estimateDisabled)
+        : isSet(object.estimate_disabled)
+        ? globalThis.Boolean(object.estimate_disabled)
+        : false,
+      fallback: isSet(object.fallback) ? missingUsageFallbackFromJSON(object.fallback) : 0,
+      flatFee: isSet(object.flatFee)
+        ? Money.fromJSON(object.flatFee)
+        : isSet(object.flat_fee)
+        ? Money.fromJSON(object.flat_fee)
+        : undefined,
+    };
+  },
+
+  toJSON(message: MissingUsagePolicy): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.provider !== "") {
+      obj.provider = message.provider;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.estimateDisabled !== false) {
+      obj.estimateDisabled = message.estimateDisabled;
+    }
+    if (message.fallback !== 0) {
+      obj.fallback = missingUsageFallbackToJSON(message.fallback);
+    }
+    if (message.flatFee !== undefined) {
+      obj.flatFee = Money.toJSON(message.flatFee);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MissingUsagePolicy>, I>>(base?: I): MissingUsagePolicy {
+    return MissingUsagePolicy.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MissingUsagePolicy>, I>>(object: I): MissingUsagePolicy {
+    const message = createBaseMissingUsagePolicy();
+    message.accountId = object.accountId ?? "";
+    message.provider = object.provider ?? "";
+    message.model = object.model ?? "";
+    message.estimateDisabled = object.estimateDisabled ?? false;
+    message.fallback = object.fallback ?? 0;
+    message.flatFee = (object.flatFee !== undefined && object.flatFee !== null)
+      ? Money.fromPartial(object.flatFee)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSetMissingUsagePolicyRequest(): SetMissingUsagePolicyRequest {
+  return { policy: undefined };
+}
+
+export const SetMissingUsagePolicyRequest: MessageFns<SetMissingUsagePolicyRequest> = {
+  encode(message: SetMissingUsagePolicyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.policy !== undefined) {
+      MissingUsagePolicy.encode(message.policy, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetMissingUsagePolicyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetMissingUsagePolicyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.policy = MissingUsagePolicy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetMissingUsagePolicyRequest {
+    return { policy: isSet(object.policy) ? MissingUsagePolicy.fromJSON(object.policy) : undefined };
+  },
+
+  toJSON(message: SetMissingUsagePolicyRequest): unknown {
+    const obj: any = {};
+    if (message.policy !== undefined) {
+      obj.policy = MissingUsagePolicy.toJSON(message.policy);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetMissingUsagePolicyRequest>, I>>(base?: I): SetMissingUsagePolicyRequest {
+    return SetMissingUsagePolicyRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetMissingUsagePolicyRequest>, I>>(object: I): SetMissingUsagePolicyRequest {
+    const message = createBaseSetMissingUsagePolicyRequest();
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? MissingUsagePolicy.fromPartial(object.policy)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSetMissingUsagePolicyResponse(): SetMissingUsagePolicyResponse {
+  return { policy: undefined };
+}
+
+export const SetMissingUsagePolicyResponse: MessageFns<SetMissingUsagePolicyResponse> = {
+  encode(message: SetMissingUsagePolicyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.policy !== undefined) {
+      MissingUsagePolicy.encode(message.policy, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetMissingUsagePolicyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetMissingUsagePolicyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.policy = MissingUsagePolicy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetMissingUsagePolicyResponse {
+    return { policy: isSet(object.policy) ? MissingUsagePolicy.fromJSON(object.policy) : undefined };
+  },
+
+  toJSON(message: SetMissingUsagePolicyResponse): unknown {
+    const obj: any = {};
+    if (message.policy !== undefined) {
+      obj.policy = MissingUsagePolicy.toJSON(message.policy);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetMissingUsagePolicyResponse>, I>>(base?: I): SetMissingUsagePolicyResponse {
+    return SetMissingUsagePolicyResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetMissingUsagePolicyResponse>, I>>(
+    object: I,
+  ): SetMissingUsagePolicyResponse {
+    const message = createBaseSetMissingUsagePolicyResponse();
+    message.policy = (object.policy !== undefined && object.policy !== null)
+      ? MissingUsagePolicy.fromPartial(object.policy)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListMissingUsagePoliciesRequest(): ListMissingUsagePoliciesRequest {
+  return {};
+}
+
+export const ListMissingUsagePoliciesRequest: MessageFns<ListMissingUsagePoliciesRequest> = {
+  encode(_: ListMissingUsagePoliciesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListMissingUsagePoliciesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListMissingUsagePoliciesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListMissingUsagePoliciesRequest {
+    return {};
+  },
+
+  toJSON(_: ListMissingUsagePoliciesRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListMissingUsagePoliciesRequest>, I>>(base?: I): ListMissingUsagePoliciesRequest {
+    return ListMissingUsagePoliciesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListMissingUsagePoliciesRequest>, I>>(_: I): ListMissingUsagePoliciesRequest {
+    const message = createBaseListMissingUsagePoliciesRequest();
+    return message;
+  },
+};
+
+function createBaseListMissingUsagePoliciesResponse(): ListMissingUsagePoliciesResponse {
+  return { policies: [], defaultPolicy: undefined };
+}
+
+export const ListMissingUsagePoliciesResponse: MessageFns<ListMissingUsagePoliciesResponse> = {
+  encode(message: ListMissingUsagePoliciesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.policies) {
+      MissingUsagePolicy.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.defaultPolicy !== undefined) {
+      MissingUsagePolicy.encode(message.defaultPolicy, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListMissingUsagePoliciesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListMissingUsagePoliciesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.policies.push(MissingUsagePolicy.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.defaultPolicy = MissingUsagePolicy.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListMissingUsagePoliciesResponse {
+    return {
+      policies: globalThis.Array.isArray(object?.policies)
+        ? object.policies.map((e: any) => MissingUsagePolicy.fromJSON(e))
+        : [],
+      defaultPolicy: isSet(object.defaultPolicy)
+        ? MissingUsagePolicy.fromJSON(object.defaultPolicy)
+        : isSet(object.default_policy)
+        ? MissingUsagePolicy.fromJSON(object.default_policy)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ListMissingUsagePoliciesResponse): unknown {
+    const obj: any = {};
+    if (message.policies?.length) {
+      obj.policies = message.policies.map((e) => MissingUsagePolicy.toJSON(e));
+    }
+    if (message.defaultPolicy !== undefined) {
+      obj.defaultPolicy = MissingUsagePolicy.toJSON(message.defaultPolicy);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListMissingUsagePoliciesResponse>, I>>(
+    base?: I,
+  ): ListMissingUsagePoliciesResponse {
+    return ListMissingUsagePoliciesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListMissingUsagePoliciesResponse>, I>>(
+    object: I,
+  ): ListMissingUsagePoliciesResponse {
+    const message = createBaseListMissingUsagePoliciesResponse();
+    message.policies = object.policies?.map((e) => MissingUsagePolicy.fromPartial(e)) || [];
+    message.defaultPolicy = (object.defaultPolicy !== undefined && object.defaultPolicy !== null)
+      ? MissingUsagePolicy.fromPartial(object.defaultPolicy)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteMissingUsagePolicyRequest(): DeleteMissingUsagePolicyRequest {
+  return { accountId: "", provider: "", model: "" };
+}
+
+export const DeleteMissingUsagePolicyRequest: MessageFns<DeleteMissingUsagePolicyRequest> = {
+  encode(message: DeleteMissingUsagePolicyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.provider !== "") {
+      writer.uint32(18).string(message.provider);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteMissingUsagePolicyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteMissingUsagePolicyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.provider = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteMissingUsagePolicyRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      provider: isSet(object.provider) ? globalThis.String(object.provider) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+    };
+  },
+
+  toJSON(message: DeleteMissingUsagePolicyRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.provider !== "") {
+      obj.provider = message.provider;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteMissingUsagePolicyRequest>, I>>(base?: I): DeleteMissingUsagePolicyRequest {
+    return DeleteMissingUsagePolicyRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteMissingUsagePolicyRequest>, I>>(
+    object: I,
+  ): DeleteMissingUsagePolicyRequest {
+    const message = createBaseDeleteMissingUsagePolicyRequest();
+    message.accountId = object.accountId ?? "";
+    message.provider = object.provider ?? "";
+    message.model = object.model ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteMissingUsagePolicyResponse(): DeleteMissingUsagePolicyResponse {
+  return {};
+}
+
+export const DeleteMissingUsagePolicyResponse: MessageFns<DeleteMissingUsagePolicyResponse> = {
+  encode(_: DeleteMissingUsagePolicyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteMissingUsagePolicyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteMissingUsagePolicyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteMissingUsagePolicyResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteMissingUsagePolicyResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeleteMissingUsagePolicyResponse>, I>>(
+    base?: I,
+  ): DeleteMissingUsagePolicyResponse {
+    return DeleteMissingUsagePolicyResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteMissingUsagePolicyResponse>, I>>(
+    _: I,
+  ): DeleteMissingUsagePolicyResponse {
+    const message = createBaseDeleteMissingUsagePolicyResponse();
+    return message;
+  },
+};
+
+function createBaseListReviewRecordsRequest(): ListReviewRecordsRequest {
+  return {
+    accountId: "",
+    startTime: undefined,
+    endTime: undefined,
+    estimatedShareMinBasisPoints: 0,
+    pageSize: 0,
+    pageToken: "",
+  };
+}
+
+export const ListReviewRecordsRequest: MessageFns<ListReviewRecordsRequest> = {
+  encode(message: ListReviewRecordsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.startTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.startTime), writer.uint32(18).fork()).join();
+    }
+    if (message.endTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.endTime), writer.uint32(26).fork()).join();
+    }
+    if (message.estimatedShareMinBasisPoints !== 0) {
+      writer.uint32(32).int32(message.estimatedShareMinBasisPoints);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(40).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(50).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListReviewRecordsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListReviewRecordsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.startTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.endTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.estimatedShareMinBasisPoints = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListReviewRecordsRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      startTime: isSet(object.startTime)
+        ? fromJsonTimestamp(object.startTime)
+        : isSet(object.start_time)
+        ? fromJsonTimestamp(object.start_time)
+        : undefined,
+      endTime: isSet(object.endTime)
+        ? fromJsonTimestamp(object.endTime)
+        : isSet(object.end_time)
+        ? fromJsonTimestamp(object.end_time)
+        : undefined,
+      estimatedShareMinBasisPoints: isSet(object.estimatedShareMinBasisPoints)
+        ? globalThis.Number(object.estimatedShareMinBasisPoints)
+        : isSet(object.estimated_share_min_basis_points)
+        ? globalThis.Number(object.estimated_share_min_basis_points)
+        : 0,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListReviewRecordsRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.startTime !== undefined) {
+      obj.startTime = message.startTime.toISOString();
+    }
+    if (message.endTime !== undefined) {
+      obj.endTime = message.endTime.toISOString();
+    }
+    if (message.estimatedShareMinBasisPoints !== 0) {
+      obj.estimatedShareMinBasisPoints = Math.round(message.estimatedShareMinBasisPoints);
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListReviewRecordsRequest>, I>>(base?: I): ListReviewRecordsRequest {
+    return ListReviewRecordsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListReviewRecordsRequest>, I>>(object: I): ListReviewRecordsRequest {
+    const message = createBaseListReviewRecordsRequest();
+    message.accountId = object.accountId ?? "";
+    message.startTime = object.startTime ?? undefined;
+    message.endTime = object.endTime ?? undefined;
+    message.estimatedShareMinBasisPoints = object.estimatedShareMinBasisPoints ?? 0;
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListReviewRecordsResponse(): ListReviewRecordsResponse {
+  return { records: [], nextPageToken: "" };
+}
+
+export const ListReviewRecordsResponse: MessageFns<ListReviewRecordsResponse> = {
+  encode(message: ListReviewRecordsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.records) {
+      UsageRecordView.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListReviewRecordsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListReviewRecordsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.records.push(UsageRecordView.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListReviewRecordsResponse {
+    return {
+      records: globalThis.Array.isArray(object?.records)
+        ? object.records.map((e: any) => UsageRecordView.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListReviewRecordsResponse): unknown {
+    const obj: any = {};
+    if (message.records?.length) {
+      obj.records = message.records.map((e) => UsageRecordView.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListReviewRecordsResponse>, I>>(base?: I): ListReviewRecordsResponse {
+    return ListReviewRecordsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListReviewRecordsResponse>, I>>(object: I): ListReviewRecordsResponse {
+    const message = createBaseListReviewRecordsResponse();
+    message.records = object.records?.map((e) => UsageRecordView.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseExportUsageRequest(): ExportUsageRequest {
+  return { accountId: "", startTime: undefined, endTime: undefined, kind: 0, timeZone: "" };
+}
+
+export const ExportUsageRequest: MessageFns<ExportUsageRequest> = {
+  encode(message: ExportUsageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.startTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.startTime), writer.uint32(18).fork()).join();
+    }
+    if (message.endTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.endTime), writer.uint32(26).fork()).join();
+    }
+    if (message.kind !== 0) {
+      writer.uint32(32).int32(message.kind);
+    }
+    if (message.timeZone !== "") {
+      writer.uint32(42).string(message.timeZone);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportUsageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportUsageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.startTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.endTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.timeZone = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportUsageRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      startTime: isSet(object.startTime)
+        ? fromJsonTimestamp(object.startTime)
+        : isSet(object.start_time)
+        ? fromJsonTimestamp(object.start_time)
+        : undefined,
+      endTime: isSet(object.endTime)
+        ? fromJsonTimestamp(object.endTime)
+        : isSet(object.end_time)
+        ? fromJsonTimestamp(object.end_time)
+        : undefined,
+      kind: isSet(object.kind) ? exportKindFromJSON(object.kind) : 0,
+      timeZone: isSet(object.timeZone)
+        ? globalThis.String(object.timeZone)
+        : isSet(object.time_zone)
+        ? globalThis.String(object.time_zone)
+        : "",
+    };
+  },
+
+  toJSON(message: ExportUsageRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.startTime !== undefined) {
+      obj.startTime = message.startTime.toISOString();
+    }
+    if (message.endTime !== undefined) {
+      obj.endTime = message.endTime.toISOString();
+    }
+    if (message.kind !== 0) {
+      obj.kind = exportKindToJSON(message.kind);
+    }
+    if (message.timeZone !== "") {
+      obj.timeZone = message.timeZone;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportUsageRequest>, I>>(base?: I): ExportUsageRequest {
+    return ExportUsageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportUsageRequest>, I>>(object: I): ExportUsageRequest {
+    const message = createBaseExportUsageRequest();
+    message.accountId = object.accountId ?? "";
+    message.startTime = object.startTime ?? undefined;
+    message.endTime = object.endTime ?? undefined;
+    message.kind = object.kind ?? 0;
+    message.timeZone = object.timeZone ?? "";
+    return message;
+  },
+};
+
+function createBaseExportTotals(): ExportTotals {
+  return { rowCount: "0", requestCount: "0", cost: [], requestCredits: "0", usage: undefined };
+}
+
+export const ExportTotals: MessageFns<ExportTotals> = {
+  encode(message: ExportTotals, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rowCount !== "0") {
+      writer.uint32(8).int64(message.rowCount);
+    }
+    if (message.requestCount !== "0") {
+      writer.uint32(16).int64(message.requestCount);
+    }
+    for (const v of message.cost) {
+      Money.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.requestCredits !== "0") {
+      writer.uint32(32).int64(message.requestCredits);
+    }
+    if (message.usage !== undefined) {
+      TokenUsage.encode(message.usage, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportTotals {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportTotals();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.rowCount = reader.int64().toString();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.requestCount = reader.int64().toString();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.cost.push(Money.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.requestCredits = reader.int64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.usage = TokenUsage.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportTotals {
+    return {
+      rowCount: isSet(object.rowCount)
+        ? globalThis.String(object.rowCount)
+        : isSet(object.row_count)
+        ? globalThis.String(object.row_count)
+        : "0",
+      requestCount: isSet(object.requestCount)
+        ? globalThis.String(object.requestCount)
+        : isSet(object.request_count)
+        ? globalThis.String(object.request_count)
+        : "0",
+      cost: globalThis.Array.isArray(object?.cost) ? object.cost.map((e: any) => Money.fromJSON(e)) : [],
+      requestCredits: isSet(object.requestCredits)
+        ? globalThis.String(object.requestCredits)
+        : isSet(object.request_credits)
+        ? globalThis.String(object.request_credits)
+        : "0",
+      usage: isSet(object.usage) ? TokenUsage.fromJSON(object.usage) : undefined,
+    };
+  },
+
+  toJSON(message: ExportTotals): unknown {
+    const obj: any = {};
+    if (message.rowCount !== "0") {
+      obj.rowCount = message.rowCount;
+    }
+    if (message.requestCount !== "0") {
+      obj.requestCount = message.requestCount;
+    }
+    if (message.cost?.length) {
+      obj.cost = message.cost.map((e) => Money.toJSON(e));
+    }
+    if (message.requestCredits !== "0") {
+      obj.requestCredits = message.requestCredits;
+    }
+    if (message.usage !== undefined) {
+      obj.usage = TokenUsage.toJSON(message.usage);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportTotals>, I>>(base?: I): ExportTotals {
+    return ExportTotals.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportTotals>, I>>(object: I): ExportTotals {
+    const message = createBaseExportTotals();
+    message.rowCount = object.rowCount ?? "0";
+    message.requestCount = object.requestCount ?? "0";
+    message.cost = object.cost?.map((e) => Money.fromPartial(e)) || [];
+    message.requestCredits = object.requestCredits ?? "0";
+    message.usage = (object.usage !== undefined && object.usage !== null)
+      ? TokenUsage.fromPartial(object.usage)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseExportUsageResponse(): ExportUsageResponse {
+  return { record: undefined, row: undefined, totals: undefined };
+}
+
+export const ExportUsageResponse: MessageFns<ExportUsageResponse> = {
+  encode(message: ExportUsageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.record !== undefined) {
+      UsageRecordView.encode(message.record, writer.uint32(10).fork()).join();
+    }
+    if (message.row !== undefined) {
+      UsageSummaryRow.encode(message.row, writer.uint32(18).fork()).join();
+    }
+    if (message.totals !== undefined) {
+      ExportTotals.encode(message.totals, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportUsageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportUsageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.record = UsageRecordView.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.row = UsageSummaryRow.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.totals = ExportTotals.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExportUsageResponse {
+    return {
+      record: isSet(object.record) ? UsageRecordView.fromJSON(object.record) : undefined,
+      row: isSet(object.row) ? UsageSummaryRow.fromJSON(object.row) : undefined,
+      totals: isSet(object.totals) ? ExportTotals.fromJSON(object.totals) : undefined,
+    };
+  },
+
+  toJSON(message: ExportUsageResponse): unknown {
+    const obj: any = {};
+    if (message.record !== undefined) {
+      obj.record = UsageRecordView.toJSON(message.record);
+    }
+    if (message.row !== undefined) {
+      obj.row = UsageSummaryRow.toJSON(message.row);
+    }
+    if (message.totals !== undefined) {
+      obj.totals = ExportTotals.toJSON(message.totals);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExportUsageResponse>, I>>(base?: I): ExportUsageResponse {
+    return ExportUsageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportUsageResponse>, I>>(object: I): ExportUsageResponse {
+    const message = createBaseExportUsageResponse();
+    message.record = (object.record !== undefined && object.record !== null)
+      ? UsageRecordView.fromPartial(object.record)
+      : undefined;
+    message.row = (object.row !== undefined && object.row !== null)
+      ? UsageSummaryRow.fromPartial(object.row)
+      : undefined;
+    message.totals = (object.totals !== undefined && object.totals !== null)
+      ? ExportTotals.fromPartial(object.totals)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDiscrepancy(): Discrepancy {
+  return {
+    kind: 0,
+    day: "",
+    model: "",
+    apiKeyId: "",
+    requestId: "",
+    accountId: "",
+    localRequestCount: "0",
+    upstreamRequestCount: "0",
+    localUsage: undefined,
+    upstreamUsage: undefined,
+    localCost: undefined,
+    upstreamCost: undefined,
+    costDifference: undefined,
+    applied: false,
+    problem: "",
+  };
+}
+
+export const Discrepancy: MessageFns<Discrepancy> = {
+  encode(message: Discrepancy, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    if (message.day !== "") {
+      writer.uint32(18).string(message.day);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    if (message.apiKeyId !== "") {
+      writer.uint32(34).string(message.apiKeyId);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(42).string(message.requestId);
+    }
+    if (message.accountId !== "") {
+      writer.uint32(50).string(message.accountId);
+    }
+    if (message.localRequestCount !== "0") {
+      writer.uint32(56).int64(message.localRequestCount);
+    }
+    if (message.upstreamRequestCount !== "0") {
+      writer.uint32(64).int64(message.upstreamRequestCount);
+    }
+    if (message.localUsage !== undefined) {
+      TokenUsage.encode(message.localUsage, writer.uint32(74).fork()).join();
+    }
+    if (message.upstreamUsage !== undefined) {
+      TokenUsage.encode(message.upstreamUsage, writer.uint32(82).fork()).join();
+    }
+    if (message.localCost !== undefined) {
+      Money.encode(message.localCost, writer.uint32(90).fork()).join();
+    }
+    if (message.upstreamCost !== undefined) {
+      Money.encode(message.upstreamCost, writer.uint32(98).fork()).join();
+    }
+    if (message.costDifference !== undefined) {
+      Money.encode(message.costDifference, writer.uint32(106).fork()).join();
+    }
+    if (message.applied !== false) {
+      writer.uint32(112).bool(message.applied);
+    }
+    if (message.problem !== "") {
+      writer.uint32(122).string(message.problem);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Discrepancy {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDiscrepancy();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.day = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.apiKeyId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.localRequestCount = reader.int64().toString();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.upstreamRequestCount = reader.int64().toString();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.localUsage = TokenUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.upstreamUsage = TokenUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.localCost = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.upstreamCost = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.costDifference = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.applied = reader.bool();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.problem = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Discrepancy {
+    return {
+      kind: isSet(object.kind) ? discrepancyKindFromJSON(object.kind) : 0,
+      day: isSet(object.day) ? globalThis.String(object.day) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      apiKeyId: isSet(object.apiKeyId)
+        ? globalThis.String(object.apiKeyId)
+        : isSet(object.api_key_id)
+        ? globalThis.String(object.api_key_id)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      localRequestCount: isSet(object.localRequestCount)
+        ? globalThis.String(object.localRequestCount)
+        : isSet(object.local_request_count)
+        ? globalThis.String(object.local_request_count)
+        : "0",
+      upstreamRequestCount: isSet(object.upstreamRequestCount)
+        ? globalThis.String(object.upstreamRequestCount)
+        : isSet(object.upstream_request_count)
+        ? globalThis.String(object.upstream_request_count)
+        : "0",
+      localUsage: isSet(object.localUsage)
+        ? TokenUsage.fromJSON(object.localUsage)
+        : isSet(object.local_usage)
+        ? TokenUsage.fromJSON(object.local_usage)
+        : undefined,
+      upstreamUsage: isSet(object.upstreamUsage)
+        ? TokenUsage.fromJSON(object.upstreamUsage)
+        : isSet(object.upstream_usage)
+        ? TokenUsage.fromJSON(object.upstream_usage)
+        : undefined,
+      localCost: isSet(object.localCost)
+        ? Money.fromJSON(object.localCost)
+        : isSet(object.local_cost)
+        ? Money.fromJSON(object.local_cost)
+        : undefined,
+      upstreamCost: isSet(object.upstreamCost)
+        ? Money.fromJSON(object.upstreamCost)
+        : isSet(object.upstream_cost)
+        ? Money.fromJSON(object.upstream_cost)
+        : undefined,
+      costDifference: isSet(object.costDifference)
+        ? Money.fromJSON(object.costDifference)
+        : isSet(object.cost_difference)
+        ? Money.fromJSON(object.cost_difference)
+        : undefined,
+      applied: isSet(object.applied) ? globalThis.Boolean(object.applied) : false,
+      problem: isSet(object.problem) ? globalThis.String(object.problem) : "",
+    };
+  },
+
+  toJSON(message: Discrepancy): unknown {
+    const obj: any = {};
+    if (message.kind !== 0) {
+      obj.kind = discrepancyKindToJSON(message.kind);
+    }
+    if (message.day !== "") {
+      obj.day = message.day;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.apiKeyId !== "") {
+      obj.apiKeyId = message.apiKeyId;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.localRequestCount !== "0") {
+      obj.localRequestCount = message.localRequestCount;
+    }
+    if (message.upstreamRequestCount !== "0") {
+      obj.upstreamRequestCount = message.upstreamRequestCount;
+    }
+    if (message.localUsage !== undefined) {
+      obj.localUsage = TokenUsage.toJSON(message.localUsage);
+    }
+    if (message.upstreamUsage !== undefined) {
+      obj.upstreamUsage = TokenUsage.toJSON(message.upstreamUsage);
+    }
+    if (message.localCost !== undefined) {
+      obj.localCost = Money.toJSON(message.localCost);
+    }
+    if (message.upstreamCost !== undefined) {
+      obj.upstreamCost = Money.toJSON(message.upstreamCost);
+    }
+    if (message.costDifference !== undefined) {
+      obj.costDifference = Money.toJSON(message.costDifference);
+    }
+    if (message.applied !== false) {
+      obj.applied = message.applied;
+    }
+    if (message.problem !== "") {
+      obj.problem = message.problem;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Discrepancy>, I>>(base?: I): Discrepancy {
+    return Discrepancy.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Discrepancy>, I>>(object: I): Discrepancy {
+    const message = createBaseDiscrepancy();
+    message.kind = object.kind ?? 0;
+    message.day = object.day ?? "";
+    message.model = object.model ?? "";
+    message.apiKeyId = object.apiKeyId ?? "";
+    message.requestId = object.requestId ?? "";
+    message.accountId = object.accountId ?? "";
+    message.localRequestCount = object.localRequestCount ?? "0";
+    message.upstreamRequestCount = object.upstreamRequestCount ?? "0";
+    message.localUsage = (object.localUsage !== undefined && object.localUsage !== null)
+      ? TokenUsage.fromPartial(object.localUsage)
+      : undefined;
+    message.upstreamUsage = (object.upstreamUsage !== undefined && object.upstreamUsage !== null)
+      ? TokenUsage.fromPartial(object.upstreamUsage)
+      : undefined;
+    message.localCost = (object.localCost !== undefined && object.localCost !== null)
+      ? Money.fromPartial(object.localCost)
+      : undefined;
+    message.upstreamCost = (object.upstreamCost !== undefined && object.upstreamCost !== null)
+      ? Money.fromPartial(object.upstreamCost)
+      : undefined;
+    message.costDifference = (object.costDifference !== undefined && object.costDifference !== null)
+      ? Money.fromPartial(object.costDifference)
+      : undefined;
+    message.applied = object.applied ?? false;
+    message.problem = object.problem ?? "";
+    return message;
+  },
+};
+
+function createBaseReconcileRequest(): ReconcileRequest {
+  return {
+    exportData: Buffer.alloc(0),
+    format: 0,
+    provider: "",
+    accountId: "",
+    keyMap: {},
+    tokenTolerance: "0",
+    costToleranceNanos: "0",
+    apply: false,
+    startDay: "",
+    endDay: "",
+  };
+}
+
+export const ReconcileRequest: MessageFns<ReconcileRequest> = {
+  encode(message: ReconcileRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.exportData.length !== 0) {
+      writer.uint32(10).bytes(message.exportData);
+    }
+    if (message.format !== 0) {
+      writer.uint32(16).int32(message.format);
+    }
+    if (message.provider !== "") {
+      writer.uint32(26).string(message.provider);
+    }
+    if (message.accountId !== "") {
+      writer.uint32(34).string(message.accountId);
+    }
+    globalThis.Object.entries(message.keyMap).forEach(([key, value]: [string, string]) => {
+      ReconcileRequest_KeyMapEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+    });
+    if (message.tokenTolerance !== "0") {
+      writer.uint32(48).int64(message.tokenTolerance);
+    }
+    if (message.costToleranceNanos !== "0") {
+      writer.uint32(56).int64(message.costToleranceNanos);
+    }
+    if (message.apply !== false) {
+      writer.uint32(64).bool(message.apply);
+    }
+    if (message.startDay !== "") {
+      writer.uint32(74).string(message.startDay);
+    }
+    if (message.endDay !== "") {
+      writer.uint32(82).string(message.endDay);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReconcileRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReconcileRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.exportData = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.format = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.provider = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            const entry5 = ReconcileRequest_KeyMapEntry.decode(reader, reader.uint32());
+            if (entry5.value !== undefined) {
+              message.keyMap[entry5.key] = entry5.value;
+            }
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.tokenTolerance = reader.int64().toString();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.costToleranceNanos = reader.int64().toString();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.apply = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.startDay = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.endDay = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReconcileRequest {
+    return {
+      exportData: isSet(object.exportData)
+        ? Buffer.from(bytesFromBase64(object.exportData))
+        : isSet(object.export_data)
+        ? Buffer.from(bytesFromBase64(object.export_data))
+        : Buffer.alloc(0),
+      format: isSet(object.format) ? upstreamFormatFromJSON(object.format) : 0,
+      provider: isSet(object.provider) ? globalThis.String(object.provider) : "",
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      keyMap: isObject(object.keyMap)
+        ? (globalThis.Object.entries(object.keyMap) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.key_map)
+        ? (globalThis.Object.entries(object.key_map) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      tokenTolerance: isSet(object.tokenTolerance)
+        ? globalThis.String(object.tokenTolerance)
+        : isSet(object.token_tolerance)
+        ? globalThis.String(object.token_tolerance)
+        : "0",
+      costToleranceNanos: isSet(object.costToleranceNanos)
+        ? globalThis.String(object.costToleranceNanos)
+        : isSet(object.cost_tolerance_nanos)
+        ? globalThis.String(object.cost_tolerance_nanos)
+        : "0",
+      apply: isSet(object.apply) ? globalThis.Boolean(object.apply) : false,
+      startDay: isSet(object.startDay)
+        ? globalThis.String(object.startDay)
+        : isSet(object.start_day)
+        ? globalThis.String(object.start_day)
+        : "",
+      endDay: isSet(object.endDay)
+        ? globalThis.String(object.endDay)
+        : isSet(object.end_day)
+        ? globalThis.String(object.end_day)
+        : "",
+    };
+  },
+
+  toJSON(message: ReconcileRequest): unknown {
+    const obj: any = {};
+    if (message.exportData.length !== 0) {
+      obj.exportData = base64FromBytes(message.exportData);
+    }
+    if (message.format !== 0) {
+      obj.format = upstreamFormatToJSON(message.format);
+    }
+    if (message.provider !== "") {
+      obj.provider = message.provider;
+    }
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.keyMap) {
+      const entries = globalThis.Object.entries(message.keyMap) as [string, string][];
+      if (entries.length > 0) {
+        obj.keyMap = {};
+        entries.forEach(([k, v]) => {
+          obj.keyMap[k] = v;
+        });
+      }
+    }
+    if (message.tokenTolerance !== "0") {
+      obj.tokenTolerance = message.tokenTolerance;
+    }
+    if (message.costToleranceNanos !== "0") {
+      obj.costToleranceNanos = message.costToleranceNanos;
+    }
+    if (message.apply !== false) {
+      obj.apply = message.apply;
+    }
+    if (message.startDay !== "") {
+      obj.startDay = message.startDay;
+    }
+    if (message.endDay !== "") {
+      obj.endDay = message.endDay;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReconcileRequest>, I>>(base?: I): ReconcileRequest {
+    return ReconcileRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReconcileRequest>, I>>(object: I): ReconcileRequest {
+    const message = createBaseReconcileRequest();
+    message.exportData = object.exportData ?? Buffer.alloc(0);
+    message.format = object.format ?? 0;
+    message.provider = object.provider ?? "";
+    message.accountId = object.accountId ?? "";
+    message.keyMap = (globalThis.Object.entries(object.keyMap ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.tokenTolerance = object.tokenTolerance ?? "0";
+    message.costToleranceNanos = object.costToleranceNanos ?? "0";
+    message.apply = object.apply ?? false;
+    message.startDay = object.startDay ?? "";
+    message.endDay = object.endDay ?? "";
+    return message;
+  },
+};
+
+function createBaseReconcileRequest_KeyMapEntry(): ReconcileRequest_KeyMapEntry {
+  return { key: "", value: "" };
+}
+
+export const ReconcileRequest_KeyMapEntry: MessageFns<ReconcileRequest_KeyMapEntry> = {
+  encode(message: ReconcileRequest_KeyMapEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReconcileRequest_KeyMapEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReconcileRequest_KeyMapEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReconcileRequest_KeyMapEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: ReconcileRequest_KeyMapEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReconcileRequest_KeyMapEntry>, I>>(base?: I): ReconcileRequest_KeyMapEntry {
+    return ReconcileRequest_KeyMapEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReconcileRequest_KeyMapEntry>, I>>(object: I): ReconcileRequest_KeyMapEntry {
+    const message = createBaseReconcileRequest_KeyMapEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseReconcileResponse(): ReconcileResponse {
+  return {
+    importId: "",
+    discrepancies: [],
+    matchedCount: "0",
+    discrepancyCount: "0",
+    appliedCount: "0",
+    upstreamRowCount: "0",
+  };
+}
+
+export const ReconcileResponse: MessageFns<ReconcileResponse> = {
+  encode(message: ReconcileResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.importId !== "") {
+      writer.uint32(10).string(message.importId);
+    }
+    for (const v of message.discrepancies) {
+      Discrepancy.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.matchedCount !== "0") {
+      writer.uint32(24).int64(message.matchedCount);
+    }
+    if (message.discrepancyCount !== "0") {
+      writer.uint32(32).int64(message.discrepancyCount);
+    }
+    if (message.appliedCount !== "0") {
+      writer.uint32(40).int64(message.appliedCount);
+    }
+    if (message.upstreamRowCount !== "0") {
+      writer.uint32(48).int64(message.upstreamRowCount);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReconcileResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReconcileResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.importId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.discrepancies.push(Discrepancy.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.matchedCount = reader.int64().toString();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.discrepancyCount = reader.int64().toString();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.appliedCount = reader.int64().toString();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.upstreamRowCount = reader.int64().toString();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReconcileResponse {
+    return {
+      importId: isSet(object.importId)
+        ? globalThis.String(object.importId)
+        : isSet(object.import_id)
+        ? globalThis.String(object.import_id)
+        : "",
+      discrepancies: globalThis.Array.isArray(object?.discrepancies)
+        ? object.discrepancies.map((e: any) => Discrepancy.fromJSON(e))
+        : [],
+      matchedCount: isSet(object.matchedCount)
+        ? globalThis.String(object.matchedCount)
+        : isSet(object.matched_count)
+        ? globalThis.String(object.matched_count)
+        : "0",
+      discrepancyCount: isSet(object.discrepancyCount)
+        ? globalThis.String(object.discrepancyCount)
+        : isSet(object.discrepancy_count)
+        ? globalThis.String(object.discrepancy_count)
+        : "0",
+      appliedCount: isSet(object.appliedCount)
+        ? globalThis.String(object.appliedCount)
+        : isSet(object.applied_count)
+        ? globalThis.String(object.applied_count)
+        : "0",
+      upstreamRowCount: isSet(object.upstreamRowCount)
+        ? globalThis.String(object.upstreamRowCount)
+        : isSet(object.upstream_row_count)
+        ? globalThis.String(object.upstream_row_count)
+        : "0",
+    };
+  },
+
+  toJSON(message: ReconcileResponse): unknown {
+    const obj: any = {};
+    if (message.importId !== "") {
+      obj.importId = message.importId;
+    }
+    if (message.discrepancies?.length) {
+      obj.discrepancies = message.discrepancies.map((e) => Discrepancy.toJSON(e));
+    }
+    if (message.matchedCount !== "0") {
+      obj.matchedCount = message.matchedCount;
+    }
+    if (message.discrepancyCount !== "0") {
+      obj.discrepancyCount = message.discrepancyCount;
+    }
+    if (message.appliedCount !== "0") {
+      obj.appliedCount = message.appliedCount;
+    }
+    if (message.upstreamRowCount !== "0") {
+      obj.upstreamRowCount = message.upstreamRowCount;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReconcileResponse>, I>>(base?: I): ReconcileResponse {
+    return ReconcileResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReconcileResponse>, I>>(object: I): ReconcileResponse {
+    const message = createBaseReconcileResponse();
+    message.importId = object.importId ?? "";
+    message.discrepancies = object.discrepancies?.map((e) => Discrepancy.fromPartial(e)) || [];
+    message.matchedCount = object.matchedCount ?? "0";
+    message.discrepancyCount = object.discrepancyCount ?? "0";
+    message.appliedCount = object.appliedCount ?? "0";
+    message.upstreamRowCount = object.upstreamRowCount ?? "0";
+    return message;
+  },
+};
 
 function createBaseAccount(): Account {
   return {
@@ -3923,6 +6539,99 @@ export const MeteringAdminServiceService = {
       Buffer.from(ListBudgetEventsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListBudgetEventsResponse => ListBudgetEventsResponse.decode(value),
   },
+  /**
+   * SetMissingUsagePolicy creates or replaces the policy for calls without
+   * usage in one scope (account, provider, model; empty means any). The most
+   * specific policy applies: account before provider before model.
+   */
+  setMissingUsagePolicy: {
+    path: "/metering.v1.MeteringAdminService/SetMissingUsagePolicy" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetMissingUsagePolicyRequest): Buffer =>
+      Buffer.from(SetMissingUsagePolicyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetMissingUsagePolicyRequest => SetMissingUsagePolicyRequest.decode(value),
+    responseSerialize: (value: SetMissingUsagePolicyResponse): Buffer =>
+      Buffer.from(SetMissingUsagePolicyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SetMissingUsagePolicyResponse => SetMissingUsagePolicyResponse.decode(value),
+  },
+  /** ListMissingUsagePolicies lists every policy, most specific first. */
+  listMissingUsagePolicies: {
+    path: "/metering.v1.MeteringAdminService/ListMissingUsagePolicies" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListMissingUsagePoliciesRequest): Buffer =>
+      Buffer.from(ListMissingUsagePoliciesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListMissingUsagePoliciesRequest =>
+      ListMissingUsagePoliciesRequest.decode(value),
+    responseSerialize: (value: ListMissingUsagePoliciesResponse): Buffer =>
+      Buffer.from(ListMissingUsagePoliciesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListMissingUsagePoliciesResponse =>
+      ListMissingUsagePoliciesResponse.decode(value),
+  },
+  /**
+   * DeleteMissingUsagePolicy removes the policy of one scope.
+   * Errors: NOT_FOUND (POLICY_NOT_FOUND).
+   */
+  deleteMissingUsagePolicy: {
+    path: "/metering.v1.MeteringAdminService/DeleteMissingUsagePolicy" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteMissingUsagePolicyRequest): Buffer =>
+      Buffer.from(DeleteMissingUsagePolicyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteMissingUsagePolicyRequest =>
+      DeleteMissingUsagePolicyRequest.decode(value),
+    responseSerialize: (value: DeleteMissingUsagePolicyResponse): Buffer =>
+      Buffer.from(DeleteMissingUsagePolicyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteMissingUsagePolicyResponse =>
+      DeleteMissingUsagePolicyResponse.decode(value),
+  },
+  /**
+   * ListReviewRecords is the review queue: calls recorded as MISSING, and
+   * ESTIMATED calls of accounts whose estimated share of calls in the range
+   * is at least estimated_share_min, not yet corrected; oldest first.
+   */
+  listReviewRecords: {
+    path: "/metering.v1.MeteringAdminService/ListReviewRecords" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListReviewRecordsRequest): Buffer =>
+      Buffer.from(ListReviewRecordsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListReviewRecordsRequest => ListReviewRecordsRequest.decode(value),
+    responseSerialize: (value: ListReviewRecordsResponse): Buffer =>
+      Buffer.from(ListReviewRecordsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListReviewRecordsResponse => ListReviewRecordsResponse.decode(value),
+  },
+  /**
+   * ExportUsage streams the usage records (or summary rows) of a range, then
+   * one message with the totals, which tie exactly to the ledger. Constant
+   * memory on the server whatever the range.
+   */
+  exportUsage: {
+    path: "/metering.v1.MeteringAdminService/ExportUsage" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExportUsageRequest): Buffer => Buffer.from(ExportUsageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportUsageRequest => ExportUsageRequest.decode(value),
+    responseSerialize: (value: ExportUsageResponse): Buffer => Buffer.from(ExportUsageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportUsageResponse => ExportUsageResponse.decode(value),
+  },
+  /**
+   * Reconcile compares an upstream provider's usage or cost export with the
+   * local records per day x model x key (and per request where the export has
+   * request ids) and reports the discrepancies; with apply, turns them into
+   * correction entries linked to the import. Applying the same export again
+   * changes nothing.
+   */
+  reconcile: {
+    path: "/metering.v1.MeteringAdminService/Reconcile" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReconcileRequest): Buffer => Buffer.from(ReconcileRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReconcileRequest => ReconcileRequest.decode(value),
+    responseSerialize: (value: ReconcileResponse): Buffer => Buffer.from(ReconcileResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReconcileResponse => ReconcileResponse.decode(value),
+  },
 } as const;
 
 export interface MeteringAdminServiceServer extends UntypedServiceImplementation {
@@ -3989,6 +6698,39 @@ export interface MeteringAdminServiceServer extends UntypedServiceImplementation
    * next_page_token and resumes from it, so a webhook or mailer loses nothing.
    */
   listBudgetEvents: handleUnaryCall<ListBudgetEventsRequest, ListBudgetEventsResponse>;
+  /**
+   * SetMissingUsagePolicy creates or replaces the policy for calls without
+   * usage in one scope (account, provider, model; empty means any). The most
+   * specific policy applies: account before provider before model.
+   */
+  setMissingUsagePolicy: handleUnaryCall<SetMissingUsagePolicyRequest, SetMissingUsagePolicyResponse>;
+  /** ListMissingUsagePolicies lists every policy, most specific first. */
+  listMissingUsagePolicies: handleUnaryCall<ListMissingUsagePoliciesRequest, ListMissingUsagePoliciesResponse>;
+  /**
+   * DeleteMissingUsagePolicy removes the policy of one scope.
+   * Errors: NOT_FOUND (POLICY_NOT_FOUND).
+   */
+  deleteMissingUsagePolicy: handleUnaryCall<DeleteMissingUsagePolicyRequest, DeleteMissingUsagePolicyResponse>;
+  /**
+   * ListReviewRecords is the review queue: calls recorded as MISSING, and
+   * ESTIMATED calls of accounts whose estimated share of calls in the range
+   * is at least estimated_share_min, not yet corrected; oldest first.
+   */
+  listReviewRecords: handleUnaryCall<ListReviewRecordsRequest, ListReviewRecordsResponse>;
+  /**
+   * ExportUsage streams the usage records (or summary rows) of a range, then
+   * one message with the totals, which tie exactly to the ledger. Constant
+   * memory on the server whatever the range.
+   */
+  exportUsage: handleServerStreamingCall<ExportUsageRequest, ExportUsageResponse>;
+  /**
+   * Reconcile compares an upstream provider's usage or cost export with the
+   * local records per day x model x key (and per request where the export has
+   * request ids) and reports the discrepancies; with apply, turns them into
+   * correction entries linked to the import. Applying the same export again
+   * changes nothing.
+   */
+  reconcile: handleUnaryCall<ReconcileRequest, ReconcileResponse>;
 }
 
 export interface MeteringAdminServiceClient extends Client {
@@ -4223,6 +6965,114 @@ export interface MeteringAdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListBudgetEventsResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * SetMissingUsagePolicy creates or replaces the policy for calls without
+   * usage in one scope (account, provider, model; empty means any). The most
+   * specific policy applies: account before provider before model.
+   */
+  setMissingUsagePolicy(
+    request: SetMissingUsagePolicyRequest,
+    callback: (error: ServiceError | null, response: SetMissingUsagePolicyResponse) => void,
+  ): ClientUnaryCall;
+  setMissingUsagePolicy(
+    request: SetMissingUsagePolicyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SetMissingUsagePolicyResponse) => void,
+  ): ClientUnaryCall;
+  setMissingUsagePolicy(
+    request: SetMissingUsagePolicyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SetMissingUsagePolicyResponse) => void,
+  ): ClientUnaryCall;
+  /** ListMissingUsagePolicies lists every policy, most specific first. */
+  listMissingUsagePolicies(
+    request: ListMissingUsagePoliciesRequest,
+    callback: (error: ServiceError | null, response: ListMissingUsagePoliciesResponse) => void,
+  ): ClientUnaryCall;
+  listMissingUsagePolicies(
+    request: ListMissingUsagePoliciesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListMissingUsagePoliciesResponse) => void,
+  ): ClientUnaryCall;
+  listMissingUsagePolicies(
+    request: ListMissingUsagePoliciesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListMissingUsagePoliciesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * DeleteMissingUsagePolicy removes the policy of one scope.
+   * Errors: NOT_FOUND (POLICY_NOT_FOUND).
+   */
+  deleteMissingUsagePolicy(
+    request: DeleteMissingUsagePolicyRequest,
+    callback: (error: ServiceError | null, response: DeleteMissingUsagePolicyResponse) => void,
+  ): ClientUnaryCall;
+  deleteMissingUsagePolicy(
+    request: DeleteMissingUsagePolicyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteMissingUsagePolicyResponse) => void,
+  ): ClientUnaryCall;
+  deleteMissingUsagePolicy(
+    request: DeleteMissingUsagePolicyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteMissingUsagePolicyResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ListReviewRecords is the review queue: calls recorded as MISSING, and
+   * ESTIMATED calls of accounts whose estimated share of calls in the range
+   * is at least estimated_share_min, not yet corrected; oldest first.
+   */
+  listReviewRecords(
+    request: ListReviewRecordsRequest,
+    callback: (error: ServiceError | null, response: ListReviewRecordsResponse) => void,
+  ): ClientUnaryCall;
+  listReviewRecords(
+    request: ListReviewRecordsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListReviewRecordsResponse) => void,
+  ): ClientUnaryCall;
+  listReviewRecords(
+    request: ListReviewRecordsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListReviewRecordsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ExportUsage streams the usage records (or summary rows) of a range, then
+   * one message with the totals, which tie exactly to the ledger. Constant
+   * memory on the server whatever the range.
+   */
+  exportUsage(request: ExportUsageRequest, options?: Partial<CallOptions>): ClientReadableStream<ExportUsageResponse>;
+  exportUsage(
+    request: ExportUsageRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ExportUsageResponse>;
+  /**
+   * Reconcile compares an upstream provider's usage or cost export with the
+   * local records per day x model x key (and per request where the export has
+   * request ids) and reports the discrepancies; with apply, turns them into
+   * correction entries linked to the import. Applying the same export again
+   * changes nothing.
+   */
+  reconcile(
+    request: ReconcileRequest,
+    callback: (error: ServiceError | null, response: ReconcileResponse) => void,
+  ): ClientUnaryCall;
+  reconcile(
+    request: ReconcileRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReconcileResponse) => void,
+  ): ClientUnaryCall;
+  reconcile(
+    request: ReconcileRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReconcileResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const MeteringAdminServiceClient = makeGenericClientConstructor(
@@ -4274,6 +7124,10 @@ function fromJsonTimestamp(o: any): Date {
   } else {
     return fromTimestamp(Timestamp.fromJSON(o));
   }
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {

@@ -27,6 +27,9 @@ import {
   BillingMode,
   billingModeFromJSON,
   billingModeToJSON,
+  MissingUsageFallback,
+  missingUsageFallbackFromJSON,
+  missingUsageFallbackToJSON,
   Money,
   TokenUsage,
   UsageSource,
@@ -307,6 +310,72 @@ export function reservationStateToJSON(object: ReservationState): string {
   }
 }
 
+/** Request of MeteringService.CorrectUsage. */
+export interface CorrectUsageRequest {
+  /** The account of the call. */
+  accountId: string;
+  /** The request_id the call was recorded under (RecordUsage's). */
+  requestId: string;
+  /**
+   * The authoritative usage of the call; it is priced as the original was
+   * (the price in force at its event time). Required unless response_json
+   * is set.
+   */
+  usage?:
+    | TokenUsage
+    | undefined;
+  /** Instead of usage: the provider's raw response or stream tail. */
+  responseJson: Buffer;
+  /** The format of response_json; default: detect. */
+  responseFormat: ApiFormat;
+  /**
+   * An exact cost to charge instead of pricing the usage (e.g. the upstream
+   * invoice's figure), in the account's currency.
+   */
+  cost?:
+    | Money
+    | undefined;
+  /**
+   * Idempotency key of the correction, 1-128 printable ASCII characters,
+   * unique per account with the request ids of RecordUsage. Default:
+   * derived from request_id and the payload, so that sending the same figure
+   * again changes nothing.
+   */
+  correctionId: string;
+  /** Why, for the ledger (at most 256 characters). */
+  reason: string;
+}
+
+/** Response of MeteringService.CorrectUsage. */
+export interface CorrectUsageResponse {
+  /** The record corrected (the original call). */
+  correctsRecordId: string;
+  /** The usage the call now counts. */
+  usage?:
+    | TokenUsage
+    | undefined;
+  /** The cost the call now counts. */
+  cost?:
+    | Money
+    | undefined;
+  /** What this correction changed: new minus previous figures. */
+  usageDifference?:
+    | TokenUsage
+    | undefined;
+  /** The cost difference debited (negative: credited back). */
+  costDifference?:
+    | Money
+    | undefined;
+  /** The account's money balance after the correction. */
+  balance?:
+    | Money
+    | undefined;
+  /** True when this correction was already applied; nothing was written. */
+  replayed: boolean;
+  /** The ledger transaction of the correction; empty when nothing changed. */
+  transactionId: string;
+}
+
 /** Request of MeteringService.RecordUsage. */
 export interface RecordUsageRequest {
   /** The account to debit. 1-128 characters of [A-Za-z0-9._:@/-]. */
@@ -329,8 +398,12 @@ export interface RecordUsageRequest {
   provider: string;
   /**
    * The token usage the provider reported. Presence matters: absent means
-   * the relay had no usage for the call; it is then recorded as one request
-   * with zero tokens and usage_source MISSING.
+   * the relay had no usage for the call. The service then extracts it from
+   * response_json; failing that, estimates it from request_json/prompt_text
+   * and completion_text (usage_source ESTIMATED); failing that, records one
+   * request with zero tokens (usage_source MISSING, flagged for review) and
+   * charges the missing-usage policy's fallback. A usage block of all zeros
+   * next to a non-empty completion counts as missing, not as free.
    */
   usage?:
     | TokenUsage
@@ -382,6 +455,25 @@ export interface RecordUsageRequest {
    * the difference is recorded as an adjustment linked to the estimate.
    */
   reservationId: string;
+  /**
+   * For an estimate when the provider sent no usage: the raw request body
+   * (at most 4 MiB), counted like EstimateTokens.request_json. Ignored when
+   * the usage is known.
+   */
+  requestJson: Buffer;
+  /** The format of request_json; default: detect. */
+  requestFormat: ApiFormat;
+  /**
+   * For an estimate, instead of request_json: the prompt text, at most
+   * 1,000,000 characters.
+   */
+  promptText: string;
+  /**
+   * For an estimate: the completion text the relay forwarded (e.g. the
+   * concatenated deltas of a stream that ended without usage), at most
+   * 1,000,000 characters.
+   */
+  completionText: string;
 }
 
 export interface RecordUsageRequest_LabelsEntry {
@@ -446,6 +538,8 @@ export interface RecordUsageResponse {
   budgetHeadroom: string;
   /** Soft budgets exceeded. */
   budgetWarnings: string[];
+  /** For a MISSING record: the fallback that priced it. */
+  missingUsageFallback: MissingUsageFallback;
 }
 
 /** Request of MeteringService.EstimateTokens. */
@@ -586,6 +680,11 @@ export interface UsageSummaryRequest {
    * are in more than one currency.
    */
   currencyCode: string;
+  /**
+   * Only calls whose usage is known this way (a corrected call counts as
+   * CORRECTED); empty for all.
+   */
+  usageSources: UsageSource[];
 }
 
 /** One aggregated row of a usage summary. */
@@ -628,6 +727,16 @@ export interface UsageSummaryRow {
   requestCredits: string;
   /** Requests recorded without a price (zero cost until repriced). */
   unpricedRequestCount: string;
+  /** Of request_count: calls whose usage metering estimated. */
+  estimatedRequestCount: string;
+  /** Of cost: the cost of those estimated calls. */
+  estimatedCost?:
+    | Money
+    | undefined;
+  /** Of request_count: calls recorded without any usage. */
+  missingRequestCount: string;
+  /** Of cost: the cost charged for those missing calls (fallbacks). */
+  missingCost?: Money | undefined;
 }
 
 /** Response of MeteringService.UsageSummary. */
@@ -770,6 +879,432 @@ export interface ReleaseReservationResponse {
   available?: Money | undefined;
 }
 
+function createBaseCorrectUsageRequest(): CorrectUsageRequest {
+  return {
+    accountId: "",
+    requestId: "",
+    usage: undefined,
+    responseJson: Buffer.alloc(0),
+    responseFormat: 0,
+    cost: undefined,
+    correctionId: "",
+    reason: "",
+  };
+}
+
+export const CorrectUsageRequest: MessageFns<CorrectUsageRequest> = {
+  encode(message: CorrectUsageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accountId !== "") {
+      writer.uint32(10).string(message.accountId);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(18).string(message.requestId);
+    }
+    if (message.usage !== undefined) {
+      TokenUsage.encode(message.usage, writer.uint32(26).fork()).join();
+    }
+    if (message.responseJson.length !== 0) {
+      writer.uint32(34).bytes(message.responseJson);
+    }
+    if (message.responseFormat !== 0) {
+      writer.uint32(40).int32(message.responseFormat);
+    }
+    if (message.cost !== undefined) {
+      Money.encode(message.cost, writer.uint32(50).fork()).join();
+    }
+    if (message.correctionId !== "") {
+      writer.uint32(58).string(message.correctionId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(66).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CorrectUsageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCorrectUsageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.usage = TokenUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.responseJson = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.responseFormat = reader.int32() as any;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.cost = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.correctionId = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CorrectUsageRequest {
+    return {
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      usage: isSet(object.usage) ? TokenUsage.fromJSON(object.usage) : undefined,
+      responseJson: isSet(object.responseJson)
+        ? Buffer.from(bytesFromBase64(object.responseJson))
+        : isSet(object.response_json)
+        ? Buffer.from(bytesFromBase64(object.response_json))
+        : Buffer.alloc(0),
+      responseFormat: isSet(object.responseFormat)
+        ? apiFormatFromJSON(object.responseFormat)
+        : isSet(object.response_format)
+        ? apiFormatFromJSON(object.response_format)
+        : 0,
+      cost: isSet(object.cost) ? Money.fromJSON(object.cost) : undefined,
+      correctionId: isSet(object.correctionId)
+        ? globalThis.String(object.correctionId)
+        : isSet(object.correction_id)
+        ? globalThis.String(object.correction_id)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: CorrectUsageRequest): unknown {
+    const obj: any = {};
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.usage !== undefined) {
+      obj.usage = TokenUsage.toJSON(message.usage);
+    }
+    if (message.responseJson.length !== 0) {
+      obj.responseJson = base64FromBytes(message.responseJson);
+    }
+    if (message.responseFormat !== 0) {
+      obj.responseFormat = apiFormatToJSON(message.responseFormat);
+    }
+    if (message.cost !== undefined) {
+      obj.cost = Money.toJSON(message.cost);
+    }
+    if (message.correctionId !== "") {
+      obj.correctionId = message.correctionId;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CorrectUsageRequest>, I>>(base?: I): CorrectUsageRequest {
+    return CorrectUsageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CorrectUsageRequest>, I>>(object: I): CorrectUsageRequest {
+    const message = createBaseCorrectUsageRequest();
+    message.accountId = object.accountId ?? "";
+    message.requestId = object.requestId ?? "";
+    message.usage = (object.usage !== undefined && object.usage !== null)
+      ? TokenUsage.fromPartial(object.usage)
+      : undefined;
+    message.responseJson = object.responseJson ?? Buffer.alloc(0);
+    message.responseFormat = object.responseFormat ?? 0;
+    message.cost = (object.cost !== undefined && object.cost !== null) ? Money.fromPartial(object.cost) : undefined;
+    message.correctionId = object.correctionId ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseCorrectUsageResponse(): CorrectUsageResponse {
+  return {
+    correctsRecordId: "",
+    usage: undefined,
+    cost: undefined,
+    usageDifference: undefined,
+    costDifference: undefined,
+    balance: undefined,
+    replayed: false,
+    transactionId: "",
+  };
+}
+
+export const CorrectUsageResponse: MessageFns<CorrectUsageResponse> = {
+  encode(message: CorrectUsageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.correctsRecordId !== "") {
+      writer.uint32(10).string(message.correctsRecordId);
+    }
+    if (message.usage !== undefined) {
+      TokenUsage.encode(message.usage, writer.uint32(18).fork()).join();
+    }
+    if (message.cost !== undefined) {
+      Money.encode(message.cost, writer.uint32(26).fork()).join();
+    }
+    if (message.usageDifference !== undefined) {
+      TokenUsage.encode(message.usageDifference, writer.uint32(34).fork()).join();
+    }
+    if (message.costDifference !== undefined) {
+      Money.encode(message.costDifference, writer.uint32(42).fork()).join();
+    }
+    if (message.balance !== undefined) {
+      Money.encode(message.balance, writer.uint32(50).fork()).join();
+    }
+    if (message.replayed !== false) {
+      writer.uint32(56).bool(message.replayed);
+    }
+    if (message.transactionId !== "") {
+      writer.uint32(66).string(message.transactionId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CorrectUsageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCorrectUsageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.correctsRecordId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.usage = TokenUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.cost = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.usageDifference = TokenUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.costDifference = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.balance = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.replayed = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.transactionId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CorrectUsageResponse {
+    return {
+      correctsRecordId: isSet(object.correctsRecordId)
+        ? globalThis.String(object.correctsRecordId)
+        : isSet(object.corrects_record_id)
+        ? globalThis.String(object.corrects_record_id)
+        : "",
+      usage: isSet(object.usage) ? TokenUsage.fromJSON(object.usage) : undefined,
+      cost: isSet(object.cost) ? Money.fromJSON(object.cost) : undefined,
+      usageDifference: isSet(object.usageDifference)
+        ? TokenUsage.fromJSON(object.usageDifference)
+        : isSet(object.usage_difference)
+        ? TokenUsage.fromJSON(object.usage_difference)
+        : undefined,
+      costDifference: isSet(object.costDifference)
+        ? Money.fromJSON(object.costDifference)
+        : isSet(object.cost_difference)
+        ? Money.fromJSON(object.cost_difference)
+        : undefined,
+      balance: isSet(object.balance) ? Money.fromJSON(object.balance) : undefined,
+      replayed: isSet(object.replayed) ? globalThis.Boolean(object.replayed) : false,
+      transactionId: isSet(object.transactionId)
+        ? globalThis.String(object.transactionId)
+        : isSet(object.transaction_id)
+        ? globalThis.String(object.transaction_id)
+        : "",
+    };
+  },
+
+  toJSON(message: CorrectUsageResponse): unknown {
+    const obj: any = {};
+    if (message.correctsRecordId !== "") {
+      obj.correctsRecordId = message.correctsRecordId;
+    }
+    if (message.usage !== undefined) {
+      obj.usage = TokenUsage.toJSON(message.usage);
+    }
+    if (message.cost !== undefined) {
+      obj.cost = Money.toJSON(message.cost);
+    }
+    if (message.usageDifference !== undefined) {
+      obj.usageDifference = TokenUsage.toJSON(message.usageDifference);
+    }
+    if (message.costDifference !== undefined) {
+      obj.costDifference = Money.toJSON(message.costDifference);
+    }
+    if (message.balance !== undefined) {
+      obj.balance = Money.toJSON(message.balance);
+    }
+    if (message.replayed !== false) {
+      obj.replayed = message.replayed;
+    }
+    if (message.transactionId !== "") {
+      obj.transactionId = message.transactionId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CorrectUsageResponse>, I>>(base?: I): CorrectUsageResponse {
+    return CorrectUsageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CorrectUsageResponse>, I>>(object: I): CorrectUsageResponse {
+    const message = createBaseCorrectUsageResponse();
+    message.correctsRecordId = object.correctsRecordId ?? "";
+    message.usage = (object.usage !== undefined && object.usage !== null)
+      ? TokenUsage.fromPartial(object.usage)
+      : undefined;
+    message.cost = (object.cost !== undefined && object.cost !== null) ? Money.fromPartial(object.cost) : undefined;
+    message.usageDifference = (object.usageDifference !== undefined && object.usageDifference !== null)
+      ? TokenUsage.fromPartial(object.usageDifference)
+      : undefined;
+    message.costDifference = (object.costDifference !== undefined && object.costDifference !== null)
+      ? Money.fromPartial(object.costDifference)
+      : undefined;
+    message.balance = (object.balance !== undefined && object.balance !== null)
+      ? Money.fromPartial(object.balance)
+      : undefined;
+    message.replayed = object.replayed ?? false;
+    message.transactionId = object.transactionId ?? "";
+    return message;
+  },
+};
+
 function createBaseRecordUsageRequest(): RecordUsageRequest {
   return {
     accountId: "",
@@ -786,6 +1321,10 @@ function createBaseRecordUsageRequest(): RecordUsageRequest {
     responseJson: Buffer.alloc(0),
     responseFormat: 0,
     reservationId: "",
+    requestJson: Buffer.alloc(0),
+    requestFormat: 0,
+    promptText: "",
+    completionText: "",
   };
 }
 
@@ -832,6 +1371,18 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
     }
     if (message.reservationId !== "") {
       writer.uint32(114).string(message.reservationId);
+    }
+    if (message.requestJson.length !== 0) {
+      writer.uint32(122).bytes(message.requestJson);
+    }
+    if (message.requestFormat !== 0) {
+      writer.uint32(128).int32(message.requestFormat);
+    }
+    if (message.promptText !== "") {
+      writer.uint32(138).string(message.promptText);
+    }
+    if (message.completionText !== "") {
+      writer.uint32(146).string(message.completionText);
     }
     return writer;
   },
@@ -964,6 +1515,38 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
             message.reservationId = reader.string();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.requestJson = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.requestFormat = reader.int32() as any;
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.promptText = reader.string();
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.completionText = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1033,6 +1616,26 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
         : isSet(object.reservation_id)
         ? globalThis.String(object.reservation_id)
         : "",
+      requestJson: isSet(object.requestJson)
+        ? Buffer.from(bytesFromBase64(object.requestJson))
+        : isSet(object.request_json)
+        ? Buffer.from(bytesFromBase64(object.request_json))
+        : Buffer.alloc(0),
+      requestFormat: isSet(object.requestFormat)
+        ? apiFormatFromJSON(object.requestFormat)
+        : isSet(object.request_format)
+        ? apiFormatFromJSON(object.request_format)
+        : 0,
+      promptText: isSet(object.promptText)
+        ? globalThis.String(object.promptText)
+        : isSet(object.prompt_text)
+        ? globalThis.String(object.prompt_text)
+        : "",
+      completionText: isSet(object.completionText)
+        ? globalThis.String(object.completionText)
+        : isSet(object.completion_text)
+        ? globalThis.String(object.completion_text)
+        : "",
     };
   },
 
@@ -1086,6 +1689,18 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
     if (message.reservationId !== "") {
       obj.reservationId = message.reservationId;
     }
+    if (message.requestJson.length !== 0) {
+      obj.requestJson = base64FromBytes(message.requestJson);
+    }
+    if (message.requestFormat !== 0) {
+      obj.requestFormat = apiFormatToJSON(message.requestFormat);
+    }
+    if (message.promptText !== "") {
+      obj.promptText = message.promptText;
+    }
+    if (message.completionText !== "") {
+      obj.completionText = message.completionText;
+    }
     return obj;
   },
 
@@ -1118,6 +1733,10 @@ export const RecordUsageRequest: MessageFns<RecordUsageRequest> = {
     message.responseJson = object.responseJson ?? Buffer.alloc(0);
     message.responseFormat = object.responseFormat ?? 0;
     message.reservationId = object.reservationId ?? "";
+    message.requestJson = object.requestJson ?? Buffer.alloc(0);
+    message.requestFormat = object.requestFormat ?? 0;
+    message.promptText = object.promptText ?? "";
+    message.completionText = object.completionText ?? "";
     return message;
   },
 };
@@ -1228,6 +1847,7 @@ function createBaseRecordUsageResponse(): RecordUsageResponse {
     budgetId: "",
     budgetHeadroom: "0",
     budgetWarnings: [],
+    missingUsageFallback: 0,
   };
 }
 
@@ -1283,6 +1903,9 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
     }
     for (const v of message.budgetWarnings) {
       writer.uint32(138).string(v!);
+    }
+    if (message.missingUsageFallback !== 0) {
+      writer.uint32(144).int32(message.missingUsageFallback);
     }
     return writer;
   },
@@ -1436,6 +2059,14 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
             message.budgetWarnings.push(reader.string());
             continue;
           }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.missingUsageFallback = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1515,6 +2146,11 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
         : globalThis.Array.isArray(object?.budget_warnings)
         ? object.budget_warnings.map((e: any) => globalThis.String(e))
         : [],
+      missingUsageFallback: isSet(object.missingUsageFallback)
+        ? missingUsageFallbackFromJSON(object.missingUsageFallback)
+        : isSet(object.missing_usage_fallback)
+        ? missingUsageFallbackFromJSON(object.missing_usage_fallback)
+        : 0,
     };
   },
 
@@ -1571,6 +2207,9 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
     if (message.budgetWarnings?.length) {
       obj.budgetWarnings = message.budgetWarnings;
     }
+    if (message.missingUsageFallback !== 0) {
+      obj.missingUsageFallback = missingUsageFallbackToJSON(message.missingUsageFallback);
+    }
     return obj;
   },
 
@@ -1602,6 +2241,7 @@ export const RecordUsageResponse: MessageFns<RecordUsageResponse> = {
     message.budgetId = object.budgetId ?? "";
     message.budgetHeadroom = object.budgetHeadroom ?? "0";
     message.budgetWarnings = object.budgetWarnings?.map((e) => e) || [];
+    message.missingUsageFallback = object.missingUsageFallback ?? 0;
     return message;
   },
 };
@@ -2374,6 +3014,7 @@ function createBaseUsageSummaryRequest(): UsageSummaryRequest {
     pageSize: 0,
     pageToken: "",
     currencyCode: "",
+    usageSources: [],
   };
 }
 
@@ -2409,6 +3050,13 @@ export const UsageSummaryRequest: MessageFns<UsageSummaryRequest> = {
     }
     if (message.currencyCode !== "") {
       writer.uint32(74).string(message.currencyCode);
+    }
+    if (message.usageSources.length !== 0) {
+      writer.uint32(82).fork();
+      for (const v of message.usageSources) {
+        writer.int32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -2508,6 +3156,24 @@ export const UsageSummaryRequest: MessageFns<UsageSummaryRequest> = {
             message.currencyCode = reader.string();
             continue;
           }
+          case 10: {
+            if (tag === 80) {
+              message.usageSources.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 82) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.usageSources.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2563,6 +3229,11 @@ export const UsageSummaryRequest: MessageFns<UsageSummaryRequest> = {
         : isSet(object.currency_code)
         ? globalThis.String(object.currency_code)
         : "",
+      usageSources: globalThis.Array.isArray(object?.usageSources)
+        ? object.usageSources.map((e: any) => usageSourceFromJSON(e))
+        : globalThis.Array.isArray(object?.usage_sources)
+        ? object.usage_sources.map((e: any) => usageSourceFromJSON(e))
+        : [],
     };
   },
 
@@ -2595,6 +3266,9 @@ export const UsageSummaryRequest: MessageFns<UsageSummaryRequest> = {
     if (message.currencyCode !== "") {
       obj.currencyCode = message.currencyCode;
     }
+    if (message.usageSources?.length) {
+      obj.usageSources = message.usageSources.map((e) => usageSourceToJSON(e));
+    }
     return obj;
   },
 
@@ -2612,6 +3286,7 @@ export const UsageSummaryRequest: MessageFns<UsageSummaryRequest> = {
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
     message.currencyCode = object.currencyCode ?? "";
+    message.usageSources = object.usageSources?.map((e) => e) || [];
     return message;
   },
 };
@@ -2635,6 +3310,10 @@ function createBaseUsageSummaryRow(): UsageSummaryRow {
     accountId: "",
     requestCredits: "0",
     unpricedRequestCount: "0",
+    estimatedRequestCount: "0",
+    estimatedCost: undefined,
+    missingRequestCount: "0",
+    missingCost: undefined,
   };
 }
 
@@ -2690,6 +3369,18 @@ export const UsageSummaryRow: MessageFns<UsageSummaryRow> = {
     }
     if (message.unpricedRequestCount !== "0") {
       writer.uint32(136).int64(message.unpricedRequestCount);
+    }
+    if (message.estimatedRequestCount !== "0") {
+      writer.uint32(144).int64(message.estimatedRequestCount);
+    }
+    if (message.estimatedCost !== undefined) {
+      Money.encode(message.estimatedCost, writer.uint32(154).fork()).join();
+    }
+    if (message.missingRequestCount !== "0") {
+      writer.uint32(160).int64(message.missingRequestCount);
+    }
+    if (message.missingCost !== undefined) {
+      Money.encode(message.missingCost, writer.uint32(170).fork()).join();
     }
     return writer;
   },
@@ -2843,6 +3534,38 @@ export const UsageSummaryRow: MessageFns<UsageSummaryRow> = {
             message.unpricedRequestCount = reader.int64().toString();
             continue;
           }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.estimatedRequestCount = reader.int64().toString();
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.estimatedCost = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.missingRequestCount = reader.int64().toString();
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.missingCost = Money.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2926,6 +3649,26 @@ export const UsageSummaryRow: MessageFns<UsageSummaryRow> = {
         : isSet(object.unpriced_request_count)
         ? globalThis.String(object.unpriced_request_count)
         : "0",
+      estimatedRequestCount: isSet(object.estimatedRequestCount)
+        ? globalThis.String(object.estimatedRequestCount)
+        : isSet(object.estimated_request_count)
+        ? globalThis.String(object.estimated_request_count)
+        : "0",
+      estimatedCost: isSet(object.estimatedCost)
+        ? Money.fromJSON(object.estimatedCost)
+        : isSet(object.estimated_cost)
+        ? Money.fromJSON(object.estimated_cost)
+        : undefined,
+      missingRequestCount: isSet(object.missingRequestCount)
+        ? globalThis.String(object.missingRequestCount)
+        : isSet(object.missing_request_count)
+        ? globalThis.String(object.missing_request_count)
+        : "0",
+      missingCost: isSet(object.missingCost)
+        ? Money.fromJSON(object.missingCost)
+        : isSet(object.missing_cost)
+        ? Money.fromJSON(object.missing_cost)
+        : undefined,
     };
   },
 
@@ -2982,6 +3725,18 @@ export const UsageSummaryRow: MessageFns<UsageSummaryRow> = {
     if (message.unpricedRequestCount !== "0") {
       obj.unpricedRequestCount = message.unpricedRequestCount;
     }
+    if (message.estimatedRequestCount !== "0") {
+      obj.estimatedRequestCount = message.estimatedRequestCount;
+    }
+    if (message.estimatedCost !== undefined) {
+      obj.estimatedCost = Money.toJSON(message.estimatedCost);
+    }
+    if (message.missingRequestCount !== "0") {
+      obj.missingRequestCount = message.missingRequestCount;
+    }
+    if (message.missingCost !== undefined) {
+      obj.missingCost = Money.toJSON(message.missingCost);
+    }
     return obj;
   },
 
@@ -3007,6 +3762,14 @@ export const UsageSummaryRow: MessageFns<UsageSummaryRow> = {
     message.accountId = object.accountId ?? "";
     message.requestCredits = object.requestCredits ?? "0";
     message.unpricedRequestCount = object.unpricedRequestCount ?? "0";
+    message.estimatedRequestCount = object.estimatedRequestCount ?? "0";
+    message.estimatedCost = (object.estimatedCost !== undefined && object.estimatedCost !== null)
+      ? Money.fromPartial(object.estimatedCost)
+      : undefined;
+    message.missingRequestCount = object.missingRequestCount ?? "0";
+    message.missingCost = (object.missingCost !== undefined && object.missingCost !== null)
+      ? Money.fromPartial(object.missingCost)
+      : undefined;
     return message;
   },
 };
@@ -4355,6 +5118,27 @@ export const MeteringServiceService = {
       Buffer.from(UsageSummaryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UsageSummaryResponse => UsageSummaryResponse.decode(value),
   },
+  /**
+   * CorrectUsage supersedes a recorded call's usage (or cost) with a later,
+   * authoritative figure: the relay learned the real usage after the stream,
+   * or an operator imports it. The original record and its ledger entries are
+   * never modified; the difference is appended as adjustment records and one
+   * CORRECTION ledger transaction linked to the original, and the call counts
+   * as CORRECTED from then on. Idempotent on (account_id, correction_id).
+   * Errors: NOT_FOUND (RECORD_NOT_FOUND), INVALID_ARGUMENT, ALREADY_EXISTS
+   * (REQUEST_ID_CONFLICT: the correction_id was used with another payload),
+   * FAILED_PRECONDITION (PRICE_NOT_FOUND).
+   */
+  correctUsage: {
+    path: "/metering.v1.MeteringService/CorrectUsage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CorrectUsageRequest): Buffer => Buffer.from(CorrectUsageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CorrectUsageRequest => CorrectUsageRequest.decode(value),
+    responseSerialize: (value: CorrectUsageResponse): Buffer =>
+      Buffer.from(CorrectUsageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CorrectUsageResponse => CorrectUsageResponse.decode(value),
+  },
 } as const;
 
 export interface MeteringServiceServer extends UntypedServiceImplementation {
@@ -4427,6 +5211,18 @@ export interface MeteringServiceServer extends UntypedServiceImplementation {
    * the group keys. Rows are ordered by bucket start, then by group keys.
    */
   usageSummary: handleUnaryCall<UsageSummaryRequest, UsageSummaryResponse>;
+  /**
+   * CorrectUsage supersedes a recorded call's usage (or cost) with a later,
+   * authoritative figure: the relay learned the real usage after the stream,
+   * or an operator imports it. The original record and its ledger entries are
+   * never modified; the difference is appended as adjustment records and one
+   * CORRECTION ledger transaction linked to the original, and the call counts
+   * as CORRECTED from then on. Idempotent on (account_id, correction_id).
+   * Errors: NOT_FOUND (RECORD_NOT_FOUND), INVALID_ARGUMENT, ALREADY_EXISTS
+   * (REQUEST_ID_CONFLICT: the correction_id was used with another payload),
+   * FAILED_PRECONDITION (PRICE_NOT_FOUND).
+   */
+  correctUsage: handleUnaryCall<CorrectUsageRequest, CorrectUsageResponse>;
 }
 
 export interface MeteringServiceClient extends Client {
@@ -4596,6 +5392,32 @@ export interface MeteringServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UsageSummaryResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * CorrectUsage supersedes a recorded call's usage (or cost) with a later,
+   * authoritative figure: the relay learned the real usage after the stream,
+   * or an operator imports it. The original record and its ledger entries are
+   * never modified; the difference is appended as adjustment records and one
+   * CORRECTION ledger transaction linked to the original, and the call counts
+   * as CORRECTED from then on. Idempotent on (account_id, correction_id).
+   * Errors: NOT_FOUND (RECORD_NOT_FOUND), INVALID_ARGUMENT, ALREADY_EXISTS
+   * (REQUEST_ID_CONFLICT: the correction_id was used with another payload),
+   * FAILED_PRECONDITION (PRICE_NOT_FOUND).
+   */
+  correctUsage(
+    request: CorrectUsageRequest,
+    callback: (error: ServiceError | null, response: CorrectUsageResponse) => void,
+  ): ClientUnaryCall;
+  correctUsage(
+    request: CorrectUsageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CorrectUsageResponse) => void,
+  ): ClientUnaryCall;
+  correctUsage(
+    request: CorrectUsageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CorrectUsageResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -6,6 +6,7 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { Timestamp } from "../../google/protobuf/timestamp";
 
 export const protobufPackage = "metering.v1";
 
@@ -23,6 +24,13 @@ export enum UsageSource {
    * review.
    */
   USAGE_SOURCE_MISSING = 3,
+  /**
+   * USAGE_SOURCE_CORRECTED - Superseded by a later authoritative figure (CorrectUsage, a late report
+   * against a captured estimate, or a reconciliation): the call's numbers as
+   * corrected. The original record is kept unchanged; summaries count a
+   * corrected call under CORRECTED, no longer under its first source.
+   */
+  USAGE_SOURCE_CORRECTED = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -40,6 +48,9 @@ export function usageSourceFromJSON(object: any): UsageSource {
     case 3:
     case "USAGE_SOURCE_MISSING":
       return UsageSource.USAGE_SOURCE_MISSING;
+    case 4:
+    case "USAGE_SOURCE_CORRECTED":
+      return UsageSource.USAGE_SOURCE_CORRECTED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -57,7 +68,62 @@ export function usageSourceToJSON(object: UsageSource): string {
       return "USAGE_SOURCE_ESTIMATED";
     case UsageSource.USAGE_SOURCE_MISSING:
       return "USAGE_SOURCE_MISSING";
+    case UsageSource.USAGE_SOURCE_CORRECTED:
+      return "USAGE_SOURCE_CORRECTED";
     case UsageSource.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** MissingUsageFallback says what a call recorded as MISSING is charged. */
+export enum MissingUsageFallback {
+  /** MISSING_USAGE_FALLBACK_UNSPECIFIED - The documented default: RESERVATION. */
+  MISSING_USAGE_FALLBACK_UNSPECIFIED = 0,
+  /** MISSING_USAGE_FALLBACK_NONE - Nothing: one request at zero cost, flagged for review. */
+  MISSING_USAGE_FALLBACK_NONE = 1,
+  /** MISSING_USAGE_FALLBACK_FLAT_FEE - The policy's flat fee per call. */
+  MISSING_USAGE_FALLBACK_FLAT_FEE = 2,
+  /**
+   * MISSING_USAGE_FALLBACK_RESERVATION - The captured reservation's held amount when the record captures one,
+   * nothing otherwise.
+   */
+  MISSING_USAGE_FALLBACK_RESERVATION = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function missingUsageFallbackFromJSON(object: any): MissingUsageFallback {
+  switch (object) {
+    case 0:
+    case "MISSING_USAGE_FALLBACK_UNSPECIFIED":
+      return MissingUsageFallback.MISSING_USAGE_FALLBACK_UNSPECIFIED;
+    case 1:
+    case "MISSING_USAGE_FALLBACK_NONE":
+      return MissingUsageFallback.MISSING_USAGE_FALLBACK_NONE;
+    case 2:
+    case "MISSING_USAGE_FALLBACK_FLAT_FEE":
+      return MissingUsageFallback.MISSING_USAGE_FALLBACK_FLAT_FEE;
+    case 3:
+    case "MISSING_USAGE_FALLBACK_RESERVATION":
+      return MissingUsageFallback.MISSING_USAGE_FALLBACK_RESERVATION;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MissingUsageFallback.UNRECOGNIZED;
+  }
+}
+
+export function missingUsageFallbackToJSON(object: MissingUsageFallback): string {
+  switch (object) {
+    case MissingUsageFallback.MISSING_USAGE_FALLBACK_UNSPECIFIED:
+      return "MISSING_USAGE_FALLBACK_UNSPECIFIED";
+    case MissingUsageFallback.MISSING_USAGE_FALLBACK_NONE:
+      return "MISSING_USAGE_FALLBACK_NONE";
+    case MissingUsageFallback.MISSING_USAGE_FALLBACK_FLAT_FEE:
+      return "MISSING_USAGE_FALLBACK_FLAT_FEE";
+    case MissingUsageFallback.MISSING_USAGE_FALLBACK_RESERVATION:
+      return "MISSING_USAGE_FALLBACK_RESERVATION";
+    case MissingUsageFallback.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -291,6 +357,73 @@ export interface TokenUsage {
   cacheWrite1hTokens: string;
   /** Part of output_tokens spent on reasoning ("thinking"). */
   reasoningTokens: string;
+}
+
+/**
+ * UsageRecordView is one stored usage record as the service reports it in
+ * review queues and exports.
+ */
+export interface UsageRecordView {
+  /** The server-assigned record id. */
+  recordId: string;
+  /** The account. */
+  accountId: string;
+  /** The idempotency key it was recorded under. */
+  requestId: string;
+  /** When the call happened. */
+  eventTime?:
+    | Date
+    | undefined;
+  /** When the record was written. */
+  recordTime?:
+    | Date
+    | undefined;
+  /** The provider. */
+  provider: string;
+  /** The model. */
+  model: string;
+  /** The relay's API key id. */
+  apiKeyId: string;
+  /** The relay's service name. */
+  service: string;
+  /**
+   * How the numbers of this row are known. For an original record that was
+   * corrected later this is still its first source; see corrected.
+   */
+  usageSource: UsageSource;
+  /** Token counts of this row (an adjustment's may be negative). */
+  usage?:
+    | TokenUsage
+    | undefined;
+  /** Cost of this row (negative for a credit). */
+  cost?:
+    | Money
+    | undefined;
+  /** Request credits of this row. */
+  requestCredits: string;
+  /** The price applied. */
+  priceId: string;
+  /** Its version. */
+  priceVersion: string;
+  /** "USAGE" for a call, "ADJUSTMENT" for a correction of one. */
+  recordKind: string;
+  /** For an adjustment: the record it corrects. */
+  correctsRecordId: string;
+  /** Requests this row counts: 1 for a call, 0 or -1/+1 for adjustments. */
+  requestCount: string;
+  /** For an original record: whether a later figure superseded it. */
+  corrected: boolean;
+  /** Labels sent with the call. */
+  labels: { [key: string]: string };
+  /** Whether the call was streamed. */
+  streamed: boolean;
+  /** Recorded without a price. */
+  unpriced: boolean;
+}
+
+export interface UsageRecordView_LabelsEntry {
+  key: string;
+  value: string;
 }
 
 function createBaseMoney(): Money {
@@ -578,6 +711,603 @@ export const TokenUsage: MessageFns<TokenUsage> = {
   },
 };
 
+function createBaseUsageRecordView(): UsageRecordView {
+  return {
+    recordId: "",
+    accountId: "",
+    requestId: "",
+    eventTime: undefined,
+    recordTime: undefined,
+    provider: "",
+    model: "",
+    apiKeyId: "",
+    service: "",
+    usageSource: 0,
+    usage: undefined,
+    cost: undefined,
+    requestCredits: "0",
+    priceId: "",
+    priceVersion: "0",
+    recordKind: "",
+    correctsRecordId: "",
+    requestCount: "0",
+    corrected: false,
+    labels: {},
+    streamed: false,
+    unpriced: false,
+  };
+}
+
+export const UsageRecordView: MessageFns<UsageRecordView> = {
+  encode(message: UsageRecordView, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.recordId !== "") {
+      writer.uint32(10).string(message.recordId);
+    }
+    if (message.accountId !== "") {
+      writer.uint32(18).string(message.accountId);
+    }
+    if (message.requestId !== "") {
+      writer.uint32(26).string(message.requestId);
+    }
+    if (message.eventTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.eventTime), writer.uint32(34).fork()).join();
+    }
+    if (message.recordTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.recordTime), writer.uint32(42).fork()).join();
+    }
+    if (message.provider !== "") {
+      writer.uint32(50).string(message.provider);
+    }
+    if (message.model !== "") {
+      writer.uint32(58).string(message.model);
+    }
+    if (message.apiKeyId !== "") {
+      writer.uint32(66).string(message.apiKeyId);
+    }
+    if (message.service !== "") {
+      writer.uint32(74).string(message.service);
+    }
+    if (message.usageSource !== 0) {
+      writer.uint32(80).int32(message.usageSource);
+    }
+    if (message.usage !== undefined) {
+      TokenUsage.encode(message.usage, writer.uint32(90).fork()).join();
+    }
+    if (message.cost !== undefined) {
+      Money.encode(message.cost, writer.uint32(98).fork()).join();
+    }
+    if (message.requestCredits !== "0") {
+      writer.uint32(104).int64(message.requestCredits);
+    }
+    if (message.priceId !== "") {
+      writer.uint32(114).string(message.priceId);
+    }
+    if (message.priceVersion !== "0") {
+      writer.uint32(120).int64(message.priceVersion);
+    }
+    if (message.recordKind !== "") {
+      writer.uint32(130).string(message.recordKind);
+    }
+    if (message.correctsRecordId !== "") {
+      writer.uint32(138).string(message.correctsRecordId);
+    }
+    if (message.requestCount !== "0") {
+      writer.uint32(144).int64(message.requestCount);
+    }
+    if (message.corrected !== false) {
+      writer.uint32(152).bool(message.corrected);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      UsageRecordView_LabelsEntry.encode({ key: key as any, value }, writer.uint32(162).fork()).join();
+    });
+    if (message.streamed !== false) {
+      writer.uint32(168).bool(message.streamed);
+    }
+    if (message.unpriced !== false) {
+      writer.uint32(176).bool(message.unpriced);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UsageRecordView {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUsageRecordView();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.recordId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.accountId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.eventTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.recordTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.provider = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.apiKeyId = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.service = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.usageSource = reader.int32() as any;
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.usage = TokenUsage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.cost = Money.decode(reader, reader.uint32());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.requestCredits = reader.int64().toString();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.priceId = reader.string();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.priceVersion = reader.int64().toString();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.recordKind = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.correctsRecordId = reader.string();
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.requestCount = reader.int64().toString();
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.corrected = reader.bool();
+            continue;
+          }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            const entry20 = UsageRecordView_LabelsEntry.decode(reader, reader.uint32());
+            if (entry20.value !== undefined) {
+              message.labels[entry20.key] = entry20.value;
+            }
+            continue;
+          }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.streamed = reader.bool();
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.unpriced = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UsageRecordView {
+    return {
+      recordId: isSet(object.recordId)
+        ? globalThis.String(object.recordId)
+        : isSet(object.record_id)
+        ? globalThis.String(object.record_id)
+        : "",
+      accountId: isSet(object.accountId)
+        ? globalThis.String(object.accountId)
+        : isSet(object.account_id)
+        ? globalThis.String(object.account_id)
+        : "",
+      requestId: isSet(object.requestId)
+        ? globalThis.String(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.String(object.request_id)
+        : "",
+      eventTime: isSet(object.eventTime)
+        ? fromJsonTimestamp(object.eventTime)
+        : isSet(object.event_time)
+        ? fromJsonTimestamp(object.event_time)
+        : undefined,
+      recordTime: isSet(object.recordTime)
+        ? fromJsonTimestamp(object.recordTime)
+        : isSet(object.record_time)
+        ? fromJsonTimestamp(object.record_time)
+        : undefined,
+      provider: isSet(object.provider) ? globalThis.String(object.provider) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      apiKeyId: isSet(object.apiKeyId)
+        ? globalThis.String(object.apiKeyId)
+        : isSet(object.api_key_id)
+        ? globalThis.String(object.api_key_id)
+        : "",
+      service: isSet(object.service) ? globalThis.String(object.service) : "",
+      usageSource: isSet(object.usageSource)
+        ? usageSourceFromJSON(object.usageSource)
+        : isSet(object.usage_source)
+        ? usageSourceFromJSON(object.usage_source)
+        : 0,
+      usage: isSet(object.usage) ? TokenUsage.fromJSON(object.usage) : undefined,
+      cost: isSet(object.cost) ? Money.fromJSON(object.cost) : undefined,
+      requestCredits: isSet(object.requestCredits)
+        ? globalThis.String(object.requestCredits)
+        : isSet(object.request_credits)
+        ? globalThis.String(object.request_credits)
+        : "0",
+      priceId: isSet(object.priceId)
+        ? globalThis.String(object.priceId)
+        : isSet(object.price_id)
+        ? globalThis.String(object.price_id)
+        : "",
+      priceVersion: isSet(object.priceVersion)
+        ? globalThis.String(object.priceVersion)
+        : isSet(object.price_version)
+        ? globalThis.String(object.price_version)
+        : "0",
+      recordKind: isSet(object.recordKind)
+        ? globalThis.String(object.recordKind)
+        : isSet(object.record_kind)
+        ? globalThis.String(object.record_kind)
+        : "",
+      correctsRecordId: isSet(object.correctsRecordId)
+        ? globalThis.String(object.correctsRecordId)
+        : isSet(object.corrects_record_id)
+        ? globalThis.String(object.corrects_record_id)
+        : "",
+      requestCount: isSet(object.requestCount)
+        ? globalThis.String(object.requestCount)
+        : isSet(object.request_count)
+        ? globalThis.String(object.request_count)
+        : "0",
+      corrected: isSet(object.corrected) ? globalThis.Boolean(object.corrected) : false,
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      streamed: isSet(object.streamed) ? globalThis.Boolean(object.streamed) : false,
+      unpriced: isSet(object.unpriced) ? globalThis.Boolean(object.unpriced) : false,
+    };
+  },
+
+  toJSON(message: UsageRecordView): unknown {
+    const obj: any = {};
+    if (message.recordId !== "") {
+      obj.recordId = message.recordId;
+    }
+    if (message.accountId !== "") {
+      obj.accountId = message.accountId;
+    }
+    if (message.requestId !== "") {
+      obj.requestId = message.requestId;
+    }
+    if (message.eventTime !== undefined) {
+      obj.eventTime = message.eventTime.toISOString();
+    }
+    if (message.recordTime !== undefined) {
+      obj.recordTime = message.recordTime.toISOString();
+    }
+    if (message.provider !== "") {
+      obj.provider = message.provider;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.apiKeyId !== "") {
+      obj.apiKeyId = message.apiKeyId;
+    }
+    if (message.service !== "") {
+      obj.service = message.service;
+    }
+    if (message.usageSource !== 0) {
+      obj.usageSource = usageSourceToJSON(message.usageSource);
+    }
+    if (message.usage !== undefined) {
+      obj.usage = TokenUsage.toJSON(message.usage);
+    }
+    if (message.cost !== undefined) {
+      obj.cost = Money.toJSON(message.cost);
+    }
+    if (message.requestCredits !== "0") {
+      obj.requestCredits = message.requestCredits;
+    }
+    if (message.priceId !== "") {
+      obj.priceId = message.priceId;
+    }
+    if (message.priceVersion !== "0") {
+      obj.priceVersion = message.priceVersion;
+    }
+    if (message.recordKind !== "") {
+      obj.recordKind = message.recordKind;
+    }
+    if (message.correctsRecordId !== "") {
+      obj.correctsRecordId = message.correctsRecordId;
+    }
+    if (message.requestCount !== "0") {
+      obj.requestCount = message.requestCount;
+    }
+    if (message.corrected !== false) {
+      obj.corrected = message.corrected;
+    }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
+    if (message.streamed !== false) {
+      obj.streamed = message.streamed;
+    }
+    if (message.unpriced !== false) {
+      obj.unpriced = message.unpriced;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UsageRecordView>, I>>(base?: I): UsageRecordView {
+    return UsageRecordView.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UsageRecordView>, I>>(object: I): UsageRecordView {
+    const message = createBaseUsageRecordView();
+    message.recordId = object.recordId ?? "";
+    message.accountId = object.accountId ?? "";
+    message.requestId = object.requestId ?? "";
+    message.eventTime = object.eventTime ?? undefined;
+    message.recordTime = object.recordTime ?? undefined;
+    message.provider = object.provider ?? "";
+    message.model = object.model ?? "";
+    message.apiKeyId = object.apiKeyId ?? "";
+    message.service = object.service ?? "";
+    message.usageSource = object.usageSource ?? 0;
+    message.usage = (object.usage !== undefined && object.usage !== null)
+      ? TokenUsage.fromPartial(object.usage)
+      : undefined;
+    message.cost = (object.cost !== undefined && object.cost !== null) ? Money.fromPartial(object.cost) : undefined;
+    message.requestCredits = object.requestCredits ?? "0";
+    message.priceId = object.priceId ?? "";
+    message.priceVersion = object.priceVersion ?? "0";
+    message.recordKind = object.recordKind ?? "";
+    message.correctsRecordId = object.correctsRecordId ?? "";
+    message.requestCount = object.requestCount ?? "0";
+    message.corrected = object.corrected ?? false;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.streamed = object.streamed ?? false;
+    message.unpriced = object.unpriced ?? false;
+    return message;
+  },
+};
+
+function createBaseUsageRecordView_LabelsEntry(): UsageRecordView_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const UsageRecordView_LabelsEntry: MessageFns<UsageRecordView_LabelsEntry> = {
+  encode(message: UsageRecordView_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UsageRecordView_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUsageRecordView_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UsageRecordView_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: UsageRecordView_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<UsageRecordView_LabelsEntry>, I>>(base?: I): UsageRecordView_LabelsEntry {
+    return UsageRecordView_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<UsageRecordView_LabelsEntry>, I>>(object: I): UsageRecordView_LabelsEntry {
+    const message = createBaseUsageRecordView_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
 export type DeepPartial<T> = T extends Builtin ? T
@@ -589,6 +1319,32 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function toTimestamp(date: Date): Timestamp {
+  const seconds = Math.trunc(date.getTime() / 1_000).toString();
+  const nanos = (date.getTime() % 1_000) * 1_000_000;
+  return { seconds, nanos };
+}
+
+function fromTimestamp(t: Timestamp): Date {
+  let millis = (globalThis.Number(t.seconds) || 0) * 1_000;
+  millis += (t.nanos || 0) / 1_000_000;
+  return new globalThis.Date(millis);
+}
+
+function fromJsonTimestamp(o: any): Date {
+  if (o instanceof globalThis.Date) {
+    return o;
+  } else if (typeof o === "string") {
+    return new globalThis.Date(o);
+  } else {
+    return fromTimestamp(Timestamp.fromJSON(o));
+  }
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
+}
 
 function isSet(value: any): boolean {
   return value !== null && value !== undefined;
