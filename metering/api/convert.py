@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
 from metering.domain.budgets import THRESHOLDS_DEFAULT, Budget, BudgetMetric, BudgetPeriod
 from metering.domain.errors import Violations
+from metering.domain.missing import DEFAULT_POLICY, Fallback, MissingUsagePolicy
 from metering.domain.money import AMOUNT_UNITS_MAX, Money, units_nanos_are_consistent
 from metering.domain.reservations import ExpiryPolicy, ReservationState
 from metering.domain.summary import Aggregate, Granularity, GroupKey
@@ -21,6 +22,7 @@ _SOURCES: dict[UsageSource, types_pb2.UsageSource] = {
     UsageSource.REPORTED: types_pb2.USAGE_SOURCE_REPORTED,
     UsageSource.ESTIMATED: types_pb2.USAGE_SOURCE_ESTIMATED,
     UsageSource.MISSING: types_pb2.USAGE_SOURCE_MISSING,
+    UsageSource.CORRECTED: types_pb2.USAGE_SOURCE_CORRECTED,
 }
 _SOURCES_BY_NAME = {source.value: proto for source, proto in _SOURCES.items()}
 _MODES: dict[BillingMode, types_pb2.BillingMode] = {
@@ -124,6 +126,85 @@ def source_pb(source: UsageSource) -> types_pb2.UsageSource:
     return _SOURCES[source]
 
 
+_FALLBACKS: dict[Fallback, types_pb2.MissingUsageFallback] = {
+    Fallback.NONE: types_pb2.MISSING_USAGE_FALLBACK_NONE,
+    Fallback.FLAT_FEE: types_pb2.MISSING_USAGE_FALLBACK_FLAT_FEE,
+    Fallback.RESERVATION: types_pb2.MISSING_USAGE_FALLBACK_RESERVATION,
+}
+_FALLBACKS_FROM_PROTO: dict[int, Fallback] = {
+    int(proto): fallback for fallback, proto in _FALLBACKS.items()
+}
+
+
+def fallback_pb(name: str) -> types_pb2.MissingUsageFallback:
+    """A Fallback's value ("" for none) as its proto enum."""
+    if not name:
+        return types_pb2.MISSING_USAGE_FALLBACK_UNSPECIFIED
+    return _FALLBACKS[Fallback(name)]
+
+
+def fallback_from_pb(v: Violations, field: str, value: int) -> Fallback:
+    if value == types_pb2.MISSING_USAGE_FALLBACK_UNSPECIFIED:
+        return DEFAULT_POLICY.fallback
+    fallback = _FALLBACKS_FROM_PROTO.get(value)
+    if fallback is None:
+        v.add(field, f"unknown fallback {value}")
+        return DEFAULT_POLICY.fallback
+    return fallback
+
+
+def missing_policy_pb(policy: MissingUsagePolicy) -> admin_service_pb2.MissingUsagePolicy:
+    return admin_service_pb2.MissingUsagePolicy(
+        account_id=policy.account_id,
+        provider=policy.provider,
+        model=policy.model,
+        estimate_disabled=policy.estimate_disabled,
+        fallback=_FALLBACKS[policy.fallback],
+        flat_fee=(
+            money_pb(Money(policy.currency_code, policy.flat_fee_nanos))
+            if policy.fallback is Fallback.FLAT_FEE
+            else None
+        ),
+    )
+
+
+def missing_policy_from_pb(
+    v: Violations, message: admin_service_pb2.MissingUsagePolicy
+) -> MissingUsagePolicy:
+    fee = (
+        money_from_pb(v, "policy.flat_fee", message.flat_fee)
+        if message.HasField("flat_fee")
+        else None
+    )
+    return MissingUsagePolicy(
+        account_id=message.account_id,
+        provider=message.provider,
+        model=message.model,
+        estimate_disabled=message.estimate_disabled,
+        fallback=fallback_from_pb(v, "policy.fallback", message.fallback),
+        flat_fee_nanos=fee.nanos if fee else 0,
+        currency_code=fee.currency_code if fee else "USD",
+    )
+
+
+_SOURCES_FROM_PROTO: dict[int, UsageSource] = {
+    int(proto): source for source, proto in _SOURCES.items()
+}
+
+
+def sources_from_pb(v: Violations, field: str, values: list[int]) -> tuple[UsageSource, ...]:
+    found = []
+    for index, value in enumerate(values[:16]):
+        source = _SOURCES_FROM_PROTO.get(value)
+        if source is None:
+            v.add(f"{field}[{index}]", f"unknown usage source {value}")
+        else:
+            found.append(source)
+    if len(values) > 16:
+        v.add(field, "at most 16 usage sources")
+    return tuple(found)
+
+
 def mode_pb(mode: BillingMode) -> types_pb2.BillingMode:
     return _MODES[mode]
 
@@ -170,6 +251,10 @@ def summary_row_pb(row: Aggregate, group_by: tuple[GroupKey, ...]) -> pb.UsageSu
         cost=money_pb(Money(row.currency_code, row.cost_nanos)),
         request_credits=row.request_credits,
         unpriced_request_count=row.unpriced_request_count,
+        estimated_request_count=row.estimated_request_count,
+        estimated_cost=money_pb(Money(row.currency_code, row.estimated_cost_nanos)),
+        missing_request_count=row.missing_request_count,
+        missing_cost=money_pb(Money(row.currency_code, row.missing_cost_nanos)),
     )
     for key, value in zip(group_by, row.keys, strict=True):
         if key is GroupKey.USAGE_SOURCE:

@@ -13,6 +13,7 @@ from metering.api import convert
 from metering.api.auth import new_account_tenant
 from metering.api.errors import mapped, record_error
 from metering.domain.errors import FieldViolation, InvalidArgument, MeteringError, Violations
+from metering.domain.missing import DEFAULT_POLICY
 from metering.domain.money import Money
 from metering.service import commands
 from metering.service.group_commit import GroupCommitter
@@ -45,6 +46,9 @@ def _record_command(request: pb.RecordUsageRequest) -> commands.RecordUsage:
         else None
     )
     response_format = convert.api_format_name(v, request.response_format)
+    request_format = convert.api_format_name(v, request.request_format, "request_format")
+    if request_format in ("WORKERS_AI", "DIFY"):
+        v.add("request_format", f"{request_format} request bodies are not counted")
     v.raise_if_any()
     return commands.RecordUsage(
         account_id=request.account_id,
@@ -61,6 +65,10 @@ def _record_command(request: pb.RecordUsageRequest) -> commands.RecordUsage:
         response_json=request.response_json,
         response_format=response_format,
         reservation_id=request.reservation_id,
+        request_json=request.request_json,
+        request_format=request_format,
+        prompt_text=request.prompt_text,
+        completion_text=request.completion_text,
     )
 
 
@@ -87,6 +95,7 @@ def _record_response(result: commands.RecordResult) -> pb.RecordUsageResponse:
         budget_id=result.budget_id,
         budget_headroom=result.budget_headroom,
         budget_warnings=list(result.budget_warnings),
+        missing_usage_fallback=convert.fallback_pb(result.missing_fallback),
     )
 
 
@@ -281,6 +290,7 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
         )
         granularity = convert.granularity_from_pb(v, request.granularity)
         group_by = convert.group_keys_from_pb(v, list(request.group_by))
+        sources = convert.sources_from_pb(v, "usage_sources", list(request.usage_sources))
         v.raise_if_any()
         query = commands.SummaryQuery(
             start_us=start,
@@ -292,12 +302,45 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
             page_size=request.page_size,
             page_token=request.page_token,
             currency_code=request.currency_code,
+            usage_sources=sources,
         )
         page = await self.run(lambda: self._metering.usage_summary(query))
         return pb.UsageSummaryResponse(
             rows=[convert.summary_row_pb(row, group_by) for row in page.rows],
             totals=convert.summary_row_pb(page.totals, ()),
             next_page_token=page.next_page_token,
+        )
+
+    @mapped
+    async def CorrectUsage(
+        self, request: pb.CorrectUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CorrectUsageResponse:
+        v = Violations()
+        response_format = convert.api_format_name(v, request.response_format)
+        cost = convert.money_from_pb(v, "cost", request.cost) if request.HasField("cost") else None
+        v.raise_if_any()
+        cmd = commands.CorrectUsage(
+            account_id=request.account_id,
+            request_id=request.request_id,
+            usage=convert.usage_from_pb(request.usage) if request.HasField("usage") else None,
+            response_json=request.response_json,
+            response_format=response_format,
+            cost_nanos=cost.nanos if cost is not None else None,
+            cost_currency_code=cost.currency_code if cost is not None else "",
+            correction_id=request.correction_id,
+            reason=request.reason,
+        )
+        result = await self.run(lambda: self._metering.corrections.correct_usage(cmd))
+        currency = result.currency_code
+        return pb.CorrectUsageResponse(
+            corrects_record_id=result.corrects_record_id,
+            usage=convert.usage_pb(result.usage),
+            cost=convert.money_pb(Money(currency, result.cost_nanos)),
+            usage_difference=convert.usage_pb(result.usage_difference),
+            cost_difference=convert.money_pb(Money(currency, result.cost_difference_nanos)),
+            balance=convert.money_pb(Money(currency, result.balance_nanos)),
+            replayed=result.replayed,
+            transaction_id=result.transaction_id,
         )
 
 
@@ -409,6 +452,37 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
         return admin_pb.ListBudgetEventsResponse(
             events=[convert.budget_event_pb(e) for e in events], next_page_token=token
         )
+
+    @mapped
+    async def SetMissingUsagePolicy(
+        self, request: admin_pb.SetMissingUsagePolicyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.SetMissingUsagePolicyResponse:
+        v = Violations()
+        policy = convert.missing_policy_from_pb(v, request.policy)
+        v.raise_if_any()
+        stored = await self.run(lambda: self._metering.set_missing_usage_policy(policy))
+        return admin_pb.SetMissingUsagePolicyResponse(policy=convert.missing_policy_pb(stored))
+
+    @mapped
+    async def ListMissingUsagePolicies(
+        self, request: admin_pb.ListMissingUsagePoliciesRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ListMissingUsagePoliciesResponse:
+        policies = await self.run(self._metering.list_missing_usage_policies)
+        return admin_pb.ListMissingUsagePoliciesResponse(
+            policies=[convert.missing_policy_pb(p) for p in policies],
+            default_policy=convert.missing_policy_pb(DEFAULT_POLICY),
+        )
+
+    @mapped
+    async def DeleteMissingUsagePolicy(
+        self, request: admin_pb.DeleteMissingUsagePolicyRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.DeleteMissingUsagePolicyResponse:
+        await self.run(
+            lambda: self._metering.delete_missing_usage_policy(
+                request.account_id, request.provider, request.model
+            )
+        )
+        return admin_pb.DeleteMissingUsagePolicyResponse()
 
     @mapped
     async def ListPrices(

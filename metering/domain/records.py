@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from metering.domain.ledger import Entry, TransactionKind
 from metering.domain.usage import TokenUsage, UsageSource
@@ -73,26 +73,87 @@ class Net:
     cost_nanos: int
     request_credits: int
     reported_after: bool  # a later report (not a repricing) already corrected it
+    # How the call's numbers are known now: CORRECTED once superseded.
+    source: UsageSource = UsageSource.REPORTED
+    # Whether the figure in force is a batch-API call (the latest report decides).
+    batch: bool = False
+
+
+_TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
+
+
+def _is_repricing(adjustment: UsageRecord) -> bool:
+    return adjustment.request_id.startswith("reprice:")
 
 
 def net_of(record: UsageRecord, adjustments: list[UsageRecord]) -> Net:
-    """Sum a record and its adjustments; token deltas of reports count, repricings carry none."""
-    usage = record.usage
+    """Sum a record and its adjustments (in the order written).
+
+    Token deltas of later figures count; repricings carry none. The batch flag
+    is the latest figure's: a late report prices the call as it says, and a
+    repricing must price it the same way.
+    """
     cost, credits = record.cost_nanos, record.request_credits
-    fields = (
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
-        "cache_write_1h_tokens",
-        "reasoning_tokens",
-    )
-    totals = {name: getattr(usage, name) for name in fields}
+    totals = {name: getattr(record.usage, name) for name in _TOKEN_FIELDS}
     reported = False
+    source, batch = record.usage_source, record.batch
     for adjustment in adjustments:
-        for name in fields:
+        for name in _TOKEN_FIELDS:
             totals[name] += getattr(adjustment.usage, name)
         cost += adjustment.cost_nanos
         credits += adjustment.request_credits
-        reported = reported or not adjustment.request_id.startswith("reprice:")
-    return Net(TokenUsage(**totals), cost, credits, reported)
+        if _is_repricing(adjustment) or adjustment.request_count < 0:
+            continue  # a repricing, or the reversal half of a correction
+        reported = True
+        batch = adjustment.batch
+        if adjustment.usage_source is UsageSource.CORRECTED:
+            source = UsageSource.CORRECTED
+    return Net(TokenUsage(**totals), cost, credits, reported, source, batch)
+
+
+def supersede(
+    original: UsageRecord,
+    net: Net,
+    figure: UsageRecord,
+    reversal_request_id: str,
+) -> tuple[UsageRecord, UsageRecord]:
+    """The two adjustment rows that make ``figure`` the call's numbers from now on.
+
+    One reverses what the call counted so far (``net``) under the source it
+    counted under, taking its request back; the other counts ``figure`` under
+    CORRECTED. Both link to ``original`` and share ``figure``'s transaction.
+    Summed with the original and its earlier adjustments they give exactly
+    ``figure``, and every additive summary (by source, by day, rollups) moves
+    the call from its old bucket to CORRECTED without touching a stored row.
+    """
+    reversal = replace(
+        figure,
+        record_id=f"{figure.record_id[:30]}rv",
+        request_id=reversal_request_id,
+        usage_source=net.source,
+        usage=TokenUsage(**{name: -getattr(net.usage, name) for name in _TOKEN_FIELDS}),
+        cost_nanos=-net.cost_nanos,
+        request_credits=-net.request_credits,
+        price_id=original.price_id,
+        price_version=original.price_version,
+        record_kind="ADJUSTMENT",
+        request_count=-1,
+        corrects_record_id=original.record_id,
+        batch=net.batch,
+        unpriced=False,
+    )
+    replacement = replace(
+        figure,
+        usage_source=UsageSource.CORRECTED,
+        record_kind="ADJUSTMENT",
+        request_count=1,
+        corrects_record_id=original.record_id,
+    )
+    return reversal, replacement

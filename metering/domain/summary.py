@@ -52,6 +52,8 @@ class SummaryFilter:
     group_by: tuple[GroupKey, ...]
     # Empty for granularity NONE (one bucket over the range).
     segments: tuple[Segment, ...] = ()
+    # Only these usage sources (UsageSource values); empty for all.
+    usage_sources: tuple[str, ...] = ()
 
 
 _SLICES_PER_BUCKET = {Granularity.HOUR: 4, Granularity.DAY: 96, Granularity.MONTH: 96}
@@ -125,6 +127,11 @@ class Aggregate:
     cost_nanos: int = 0
     request_credits: int = 0
     unpriced_request_count: int = 0
+    # Of the above: what is estimated by metering, or charged without any usage.
+    estimated_request_count: int = 0
+    estimated_cost_nanos: int = 0
+    missing_request_count: int = 0
+    missing_cost_nanos: int = 0
     _sum_fields: tuple[str, ...] = field(
         default=(
             "request_count",
@@ -137,6 +144,10 @@ class Aggregate:
             "cost_nanos",
             "request_credits",
             "unpriced_request_count",
+            "estimated_request_count",
+            "estimated_cost_nanos",
+            "missing_request_count",
+            "missing_cost_nanos",
         ),
         repr=False,
         compare=False,

@@ -27,6 +27,11 @@ class RecordUsage:
     response_json: bytes = b""
     response_format: str = ""
     reservation_id: str = ""
+    # For an estimate when no usage is known: the request body or prompt, and the completion.
+    request_json: bytes = b""
+    request_format: str = ""
+    prompt_text: str = ""
+    completion_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class RecordResult:
     budget_id: str = ""
     budget_headroom: int = 0
     budget_warnings: tuple[str, ...] = ()
+    # For a MISSING record: the fallback that priced it (a Fallback value).
+    missing_fallback: str = ""
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,7 @@ class SummaryQuery:
     page_size: int = 0
     page_token: str = ""
     currency_code: str = ""
+    usage_sources: tuple[UsageSource, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,3 +199,32 @@ class Release:
     state: ReservationState
     currency_code: str
     available_nanos: int
+
+
+@dataclass(frozen=True)
+class CorrectUsage:
+    """A later, authoritative figure for a recorded call."""
+
+    account_id: str
+    request_id: str
+    usage: TokenUsage | None = None
+    response_json: bytes = b""
+    response_format: str = ""
+    # An exact cost in the account's currency instead of pricing the usage.
+    cost_nanos: int | None = None
+    cost_currency_code: str = ""
+    correction_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CorrectionResult:
+    corrects_record_id: str
+    usage: TokenUsage
+    cost_nanos: int
+    usage_difference: TokenUsage
+    cost_difference_nanos: int
+    currency_code: str
+    balance_nanos: int
+    transaction_id: str
+    replayed: bool = False

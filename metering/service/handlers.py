@@ -27,6 +27,7 @@ from metering.domain.accounts import (
     PRICE_ADJUSTMENT_BPS_MIN,
     Account,
     BillingMode,
+    Charge,
     UnpricedPolicy,
     charge_for,
     is_exhausted,
@@ -50,16 +51,23 @@ from metering.domain.errors import (
     Unavailable,
     Violations,
 )
-from metering.domain.extraction import ResponseFormat, extract_usage
+from metering.domain.extraction import RAW_BODY_BYTES_MAX, ResponseFormat, extract_usage
 from metering.domain.ledger import TransactionKind, grant_entries, usage_entries
+from metering.domain.missing import Fallback, MissingUsagePolicy, policy_for
 from metering.domain.money import (
     AMOUNT_NANOS_MAX,
     AMOUNT_UNITS_MAX,
-    BALANCE_NANOS_MAX,
     is_currency_code,
 )
 from metering.domain.pricing import Price, PriceBook, price_not_found
-from metering.domain.records import Net, NewResult, NewTransaction, UsageRecord, net_of
+from metering.domain.records import (
+    Net,
+    NewResult,
+    NewTransaction,
+    UsageRecord,
+    net_of,
+    supersede,
+)
 from metering.domain.reservations import (
     TTL_DEFAULT_US,
     TTL_MAX_US,
@@ -71,6 +79,12 @@ from metering.domain.reservations import (
 from metering.domain.summary import Aggregate, SummaryFilter, regroup, segments
 from metering.domain.usage import TOKENS_PER_RECORD_MAX, TokenUsage, UsageSource
 from metering.service import validation as val
+from metering.service.balances import (
+    REQUEST_CREDITS_MAX,
+    checked_balances,
+    request_id_conflict,
+)
+from metering.service.balances import in_range as _in_range
 from metering.service.commands import (
     Authorization,
     AuthorizeUsage,
@@ -86,6 +100,7 @@ from metering.service.commands import (
     SummaryQuery,
     UpdateAccount,
 )
+from metering.service.corrections import Corrections
 from metering.service.ports import Clock, Database, Store, StoredResultLike
 from metering.storage.store import DuplicateKey
 from metering.tokens.counter import TextCount, count_text
@@ -101,9 +116,6 @@ PAGE_SIZE_MAX = 1000
 # resolves on the first retry; more attempts only guard against bad luck.
 WRITE_ATTEMPTS_MAX = 3
 
-# Request credits are bounded like money, for the same int64 reason.
-REQUEST_CREDITS_MAX = AMOUNT_UNITS_MAX
-REQUEST_CREDITS_BALANCE_MAX = 4 * REQUEST_CREDITS_MAX
 
 BATCH_RECORDS_MAX = 1000
 ACCOUNT_CACHE_MAX = 100_000
@@ -136,6 +148,8 @@ class PendingRecord:
     streamed: bool
     price: Price | None
     pricing_error: MeteringError | None
+    # For a MISSING record: the policy that says what it is charged.
+    missing_policy: MissingUsagePolicy | None = None
     # The price revision the record was priced at; the write re-prices a
     # record whose revision is no longer the database's.
     price_revision: int = 0
@@ -188,6 +202,7 @@ class Metering:
         self._tokenizers = tokenizers or TokenizerRegistry()
         self._account_cache: dict[str, Account] = {}
         self._key_mode_cache: dict[tuple[str, str], BillingMode | None] = {}
+        self.corrections = Corrections(db, prices, clock)
 
     # Accounts and credits -------------------------------------------------
 
@@ -296,7 +311,7 @@ class Metering:
         stored = store.get_stored_result(cmd.account_id, cmd.request_id)
         if stored is not None:
             if stored.operation != _OP_GRANT or stored.payload_sha256 != payload:
-                raise _request_id_conflict(cmd.request_id)
+                raise request_id_conflict(cmd.request_id)
             return GrantResult(**{**json.loads(stored.result_json), "replayed": True})
         if cmd.amount_nanos and cmd.currency_code != account.currency_code:
             raise FailedPrecondition(
@@ -410,17 +425,19 @@ class Metering:
             val.check_time(v, "event_time", cmd.event_time_us, now)
         if len(cmd.reservation_id) > 64 or not cmd.reservation_id.isprintable():
             v.add("reservation_id", "reservation_id must be at most 64 printable characters")
+        _check_estimate_inputs(v, cmd)
         v.raise_if_any()
-        usage, source, streamed = self._usage_of(cmd)
         account, key_mode = self._account_and_key_mode(cmd.account_id, cmd.api_key_id)
+        usage, source, streamed, policy = self._usage_of(cmd)
         mode = key_mode or account.billing_mode
         event_time = cmd.event_time_us if cmd.event_time_us is not None else now
         book = self._prices()
         price, pricing_error = _price_of(book, cmd, account, mode, event_time)
         payload = _shallow(cmd)
-        if cmd.response_json:
-            # The body's digest stands for the body in the idempotency fingerprint.
-            payload["response_json"] = hashlib.sha256(cmd.response_json).hexdigest()
+        # A body's digest stands for the body in the idempotency fingerprint.
+        for name in ("response_json", "request_json"):
+            if payload.get(name):
+                payload[name] = hashlib.sha256(payload[name]).hexdigest()
         return PendingRecord(
             command=cmd,
             payload_sha256=_payload_sha256(payload),
@@ -433,6 +450,7 @@ class Metering:
             price=price,
             pricing_error=pricing_error,
             price_revision=book.revision,
+            missing_policy=policy,
         )
 
     def _account_and_key_mode(
@@ -468,25 +486,50 @@ class Metering:
         self._account_cache[account.account_id] = account
         self._key_mode_cache.update(key_modes)
 
-    def _usage_of(self, cmd: RecordUsage) -> tuple[TokenUsage, UsageSource, bool]:
-        """The usage to record and how it is known: as sent, extracted, or missing.
+    def _usage_of(
+        self, cmd: RecordUsage
+    ) -> tuple[TokenUsage, UsageSource, bool, MissingUsagePolicy | None]:
+        """The usage to record and how it is known: as sent, extracted, estimated or missing.
 
         A provider block of all zeros for a call that produced a completion
         is a provider bug (or a stream cut short), not a free call: it counts
-        as missing.
+        as missing. A missing call is estimated from the texts the relay sent,
+        unless its policy says not to; otherwise it is MISSING, and the
+        returned policy says what it is charged.
         """
         if cmd.usage is not None:
-            return cmd.usage, UsageSource.REPORTED, cmd.streamed
-        if not cmd.response_json:
-            return TokenUsage(), UsageSource.MISSING, cmd.streamed
-        fmt = ResponseFormat(cmd.response_format) if cmd.response_format else None
-        extracted = extract_usage(cmd.response_json, fmt, field="response_json")
-        streamed = cmd.streamed or extracted.streamed
-        if extracted.usage is None:
-            return TokenUsage(), UsageSource.MISSING, streamed
-        if extracted.usage == TokenUsage() and extracted.has_completion:
-            return TokenUsage(), UsageSource.MISSING, streamed
-        return extracted.usage, UsageSource.REPORTED, streamed
+            return cmd.usage, UsageSource.REPORTED, cmd.streamed, None
+        streamed = cmd.streamed
+        if cmd.response_json:
+            fmt = ResponseFormat(cmd.response_format) if cmd.response_format else None
+            extracted = extract_usage(cmd.response_json, fmt, field="response_json")
+            streamed = cmd.streamed or extracted.streamed
+            if extracted.usage is not None and not (
+                extracted.usage == TokenUsage() and extracted.has_completion
+            ):
+                return extracted.usage, UsageSource.REPORTED, streamed, None
+        with self._db.read() as store:
+            policies = store.missing_usage_policies(cmd.account_id)
+        policy = policy_for(policies, cmd.account_id, cmd.provider, cmd.model)
+        has_texts = bool(cmd.request_json or cmd.prompt_text or cmd.completion_text)
+        if has_texts and not policy.estimate_disabled:
+            return self._estimated_usage(cmd), UsageSource.ESTIMATED, streamed, None
+        return TokenUsage(), UsageSource.MISSING, streamed, policy
+
+    def _estimated_usage(self, cmd: RecordUsage) -> TokenUsage:
+        """Count the call's tokens as EstimateTokens would: the prompt and the completion."""
+        if cmd.request_json:
+            fmt = RequestFormat[cmd.request_format] if cmd.request_format else None
+            input_tokens = count_request(
+                cmd.model, cmd.request_json, fmt, registry=self._tokenizers
+            ).input_tokens
+        else:
+            input_tokens = count_text(cmd.model, cmd.prompt_text, self._tokenizers).tokens
+        output_tokens = count_text(cmd.model, cmd.completion_text, self._tokenizers).tokens
+        return TokenUsage(
+            input_tokens=min(input_tokens, TOKENS_PER_RECORD_MAX),
+            output_tokens=min(output_tokens, TOKENS_PER_RECORD_MAX),
+        )
 
     def write_usage_batch(
         self, batch: Sequence[PendingRecord]
@@ -567,7 +610,7 @@ class Metering:
         stored = writes.stored_result(account_id, cmd.request_id)
         if stored is not None:
             if stored.operation != _OP_RECORD or stored.payload_sha256 != pending.payload_sha256:
-                return _request_id_conflict(cmd.request_id)
+                return request_id_conflict(cmd.request_id)
             data = json.loads(stored.result_json)
             data["usage_source"] = UsageSource(data["usage_source"])
             # Results stored before the usage was part of them have none.
@@ -586,6 +629,9 @@ class Metering:
                 )
         price = pending.price
         charge = charge_for(account, pending.mode, price, pending.usage, batch=cmd.batch)
+        fallback = ""
+        if pending.missing_policy is not None:
+            charge, fallback = _missing_charge(pending.missing_policy, account, charge, reservation)
         try:
             balance, credits = writes.debit(account_id, charge.cost_nanos, charge.request_credits)
         except FailedPrecondition as exc:
@@ -599,10 +645,15 @@ class Metering:
                 account_id, reservation.reservation_id, ReservationState.CAPTURED, now, record_id
             )
             writes.release_hold(account_id, reservation.amount_nanos, reservation.request_credits)
-        elif reservation is not None and reservation.record_id is not None:
+        elif (
+            reservation is not None
+            and reservation.state is ReservationState.EXPIRED
+            and reservation.record_id is not None
+        ):
             # The hold expired and was captured as an estimate; the first report is the
-            # real figure for the same call: record the difference, linked to it. A
-            # second report against the same hold is a call of its own.
+            # real figure for the same call: it supersedes the estimate. A second report
+            # against the same hold, or any report against a hold a report already
+            # captured, is a call of its own.
             estimate = writes.store.get_usage_record(account_id, reservation.record_id)
             if estimate is not None:
                 net = net_of(
@@ -637,16 +688,15 @@ class Metering:
             unpriced=charge.unpriced,
             batch=cmd.batch,
         )
-        if corrects is not None:
+        reversal: UsageRecord | None = None
+        if corrects is not None and corrects_net is not None:
             writes.mark_reported(corrects.record_id)
-            record = _difference(
-                record, corrects, corrects_net, charge.cost_nanos, charge.request_credits
+            reversal, record = supersede(
+                corrects, corrects_net, record, f"reversal:{transaction_id}"
             )
             # The ledger moves only the difference; the balance was debited for the estimate.
             balance, credits = writes.debit(
-                account_id,
-                record.cost_nanos - charge.cost_nanos,
-                record.request_credits - charge.request_credits,
+                account_id, -corrects_net.cost_nanos, -corrects_net.request_credits
             )
         result = RecordResult(
             record_id=record_id,
@@ -665,18 +715,24 @@ class Metering:
             reservation_exceeded=(
                 reservation is not None and charge.cost_nanos > reservation.amount_nanos
             ),
+            missing_fallback=fallback,
         )
+        moved_nanos, moved_credits = charge.cost_nanos, charge.request_credits
+        if reversal is not None:
+            moved_nanos += reversal.cost_nanos
+            moved_credits += reversal.request_credits
         writes.add(
             NewTransaction(
                 account_id=account_id,
                 transaction_id=transaction_id,
-                kind=TransactionKind.USAGE,
+                kind=TransactionKind.USAGE if corrects is None else TransactionKind.CORRECTION,
                 request_id=cmd.request_id,
-                reason="",
+                reason="" if corrects is None else "late report supersedes the expiry estimate",
                 now_us=now,
                 entries=usage_entries(
-                    account_id, account.currency_code, record.cost_nanos, record.request_credits
+                    account_id, account.currency_code, moved_nanos, moved_credits
                 ),
+                corrects_transaction_id=corrects.transaction_id if corrects else None,
             ),
             record,
             NewResult(
@@ -689,6 +745,7 @@ class Metering:
                 ),
                 now_us=now,
             ),
+            reversal,
         )
         return result
 
@@ -808,7 +865,7 @@ class Metering:
         stored = store.get_stored_result(account.account_id, cmd.request_id)
         if stored is not None:
             if stored.operation != _OP_AUTHORIZE or stored.payload_sha256 != payload_sha256:
-                raise _request_id_conflict(cmd.request_id)
+                raise request_id_conflict(cmd.request_id)
             return Authorization(**{**json.loads(stored.result_json), "replayed": True})
         now = self._clock.now_us()
         holds = Holds(locked[1], locked[2], *store.get_holds(account.account_id))
@@ -1030,6 +1087,42 @@ class Metering:
         )
         return balance, credits
 
+    # Missing-usage policies ------------------------------------------------
+
+    def set_missing_usage_policy(self, policy: MissingUsagePolicy) -> MissingUsagePolicy:
+        """Create or replace the policy of its scope; every process applies it to its next call."""
+        v = Violations()
+        if policy.account_id:
+            val.check_account_id(v, policy.account_id, "policy.account_id")
+        if policy.provider:
+            val.check_provider(v, policy.provider)
+        if policy.model:
+            val.check_model(v, policy.model)
+        policy.check(v)
+        v.raise_if_any()
+        policy = replace(policy, provider=policy.provider.lower())
+        with self._db.write() as store:
+            if policy.account_id and store.get_account(policy.account_id) is None:
+                raise _account_not_found(policy.account_id)
+            store.put_missing_usage_policy(policy, self._clock.now_us())
+        return policy
+
+    def list_missing_usage_policies(self) -> list[MissingUsagePolicy]:
+        """Every policy, most specific first."""
+        with self._db.read() as store:
+            policies = store.missing_usage_policies()
+        return sorted(policies, key=lambda p: (p.specificity(), p.scope), reverse=True)
+
+    def delete_missing_usage_policy(self, account_id: str, provider: str, model: str) -> None:
+        with self._db.write() as store:
+            if not store.delete_missing_usage_policy(account_id, provider.lower(), model):
+                raise NotFound(
+                    "POLICY_NOT_FOUND",
+                    f"no missing-usage policy for account {account_id!r}, provider "
+                    f"{provider!r}, model {model!r}",
+                    {"account_id": account_id, "provider": provider, "model": model},
+                )
+
     # Budgets ---------------------------------------------------------------
 
     def set_budget(self, budget: Budget) -> Budget:
@@ -1243,6 +1336,7 @@ class Metering:
             currency_code=query.currency_code or None,
             group_by=query.group_by,
             segments=segments(query.start_us, query.end_us, zone, query.granularity),
+            usage_sources=tuple(sorted({source.value for source in query.usage_sources})),
         )
         with self._db.read() as store:
             if query.account_id and store.get_account(query.account_id) is None:
@@ -1310,18 +1404,6 @@ def check_batch_size(size: int) -> None:
         raise InvalidArgument([FieldViolation("records", f"send 1-{BATCH_RECORDS_MAX} records")])
 
 
-def checked_balances(
-    store: Store, account_id: str, delta_nanos: int, delta_credits: int
-) -> tuple[int, int]:
-    """The balances after the deltas, refused when they would leave the supported range.
-
-    The caller holds the account's row lock, so the values cannot change
-    before it writes them back.
-    """
-    balance, credits = store.get_balances(account_id)
-    return _in_range(account_id, balance + delta_nanos, credits + delta_credits)
-
-
 class _BatchWrites:
     """The state of one write batch: locked accounts, running balances, rows to insert."""
 
@@ -1375,8 +1457,16 @@ class _BatchWrites:
         held_nanos, held_credits = self.holds[account_id]
         self.holds[account_id] = (held_nanos - amount_nanos, held_credits - credits)
 
-    def add(self, transaction: NewTransaction, record: UsageRecord, result: NewResult) -> None:
+    def add(
+        self,
+        transaction: NewTransaction,
+        record: UsageRecord,
+        result: NewResult,
+        reversal: UsageRecord | None = None,
+    ) -> None:
         self._transactions.append(transaction)
+        if reversal is not None:
+            self._records.append(reversal)
         self._records.append(record)
         self._results.append(result)
         # A later record of the batch with the same key must see this one.
@@ -1393,6 +1483,44 @@ class _BatchWrites:
         self.store.set_balances_many(
             [(account_id, *self.balances[account_id]) for account_id in sorted(self._dirty)]
         )
+
+
+def _check_estimate_inputs(v: Violations, cmd: RecordUsage) -> None:
+    if len(cmd.request_json) > RAW_BODY_BYTES_MAX:
+        v.add("request_json", f"request_json must be at most {RAW_BODY_BYTES_MAX} bytes")
+    if cmd.request_json and cmd.prompt_text:
+        v.add("prompt_text", "send either prompt_text or request_json, not both")
+    for name in ("prompt_text", "completion_text"):
+        if len(getattr(cmd, name)) > val.TEXT_LENGTH_MAX:
+            v.add(name, f"{name} must be at most {val.TEXT_LENGTH_MAX} characters")
+
+
+def _missing_charge(
+    policy: MissingUsagePolicy,
+    account: Account,
+    charge: Charge,
+    reservation: Reservation | None,
+) -> tuple[Charge, str]:
+    """A MISSING call's charge under its policy, and the fallback that priced it.
+
+    The fallback replaces what zero tokens would cost; request credits stay
+    as the price says (a call is a call).
+    """
+    if policy.fallback is Fallback.FLAT_FEE:
+        fee = policy.fee_for(account.currency_code)
+        if fee:
+            return replace(charge, cost_nanos=fee, unpriced=False), Fallback.FLAT_FEE.value
+    elif (
+        policy.fallback is Fallback.RESERVATION
+        and reservation is not None
+        and reservation.state is ReservationState.OPEN
+        and reservation.amount_nanos
+    ):
+        return (
+            replace(charge, cost_nanos=reservation.amount_nanos, unpriced=False),
+            Fallback.RESERVATION.value,
+        )
+    return charge, Fallback.NONE.value
 
 
 def _budget_statuses(
@@ -1476,47 +1604,6 @@ def _with_budgets(
     return out
 
 
-def _difference(
-    record: UsageRecord, corrected: UsageRecord, net: Net | None, cost_nanos: int, credits: int
-) -> UsageRecord:
-    """An adjustment carrying ``record`` minus ``corrected`` as corrected so far (``net``),
-    linked to ``corrected``.
-
-    Summed with the corrected record and its earlier adjustments, it gives the real
-    usage and cost; its token counts may be negative, and it counts no request.
-    """
-    assert net is not None
-    actual, estimate = record.usage, net.usage
-    return replace(
-        record,
-        usage=TokenUsage(
-            input_tokens=actual.input_tokens - estimate.input_tokens,
-            output_tokens=actual.output_tokens - estimate.output_tokens,
-            cache_read_tokens=actual.cache_read_tokens - estimate.cache_read_tokens,
-            cache_write_tokens=actual.cache_write_tokens - estimate.cache_write_tokens,
-            cache_write_1h_tokens=actual.cache_write_1h_tokens - estimate.cache_write_1h_tokens,
-            reasoning_tokens=actual.reasoning_tokens - estimate.reasoning_tokens,
-        ),
-        cost_nanos=cost_nanos - net.cost_nanos,
-        request_credits=credits - net.request_credits,
-        record_kind="ADJUSTMENT",
-        request_count=0,
-        corrects_record_id=corrected.record_id,
-    )
-
-
-def _in_range(account_id: str, balance: int, credits: int) -> tuple[int, int]:
-    if abs(balance) > BALANCE_NANOS_MAX or abs(credits) > REQUEST_CREDITS_BALANCE_MAX:
-        raise FailedPrecondition(
-            "BALANCE_OUT_OF_RANGE",
-            f"account {account_id!r} would leave the supported balance range "
-            f"(±{BALANCE_NANOS_MAX // 1_000_000_000} units, "
-            f"±{REQUEST_CREDITS_BALANCE_MAX} credits)",
-            {"account_id": account_id},
-        )
-    return balance, credits
-
-
 def _encode_page_token(offset: int, fingerprint: str) -> str:
     raw = json.dumps({"o": offset, "f": fingerprint}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -1580,12 +1667,4 @@ def _account_exists(account_id: str) -> AlreadyExists:
         "ACCOUNT_ALREADY_EXISTS",
         f"account {account_id!r} already exists",
         {"account_id": account_id},
-    )
-
-
-def _request_id_conflict(request_id: str) -> AlreadyExists:
-    return AlreadyExists(
-        "REQUEST_ID_CONFLICT",
-        f"request_id {request_id!r} was already used with a different payload",
-        {"request_id": request_id},
     )

@@ -21,7 +21,8 @@ from metering.domain.pricing import PriceBook
 from metering.domain.records import Net, UsageRecord, net_of
 from metering.domain.usage import TokenUsage
 from metering.service import validation as val
-from metering.service.handlers import SUMMARY_RANGE_MAX_US, checked_balances
+from metering.service.balances import checked_balances
+from metering.service.handlers import SUMMARY_RANGE_MAX_US
 from metering.service.ports import Clock, Database
 
 PAGE_RECORDS = 500
@@ -141,7 +142,7 @@ class Repricer:
         )
         net = nets[(record.account_id, record.record_id)]
         # Price what the call used as corrected by later reports, not the first figure.
-        charge = charge_for(account, mode, price, net.usage, batch=record.batch)
+        charge = charge_for(account, mode, price, net.usage, batch=net.batch)
         if charge.unpriced:
             report.still_unpriced += 1
             return None
@@ -218,6 +219,9 @@ class Repricer:
                     transaction_id=transaction_id,
                     record_time_us=now,
                     usage=TokenUsage(),
+                    # Counted where the call counts now (CORRECTED once superseded).
+                    usage_source=net.source,
+                    batch=net.batch,
                     cost_nanos=delta_cost,
                     request_credits=delta_credits,
                     price_id=change.new_price_id,

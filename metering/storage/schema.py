@@ -313,3 +313,17 @@ __all__ = [
     "usage_rollups",
     "usage_rollups_global",
 ]
+
+# 0007: how a call without usage is recorded and charged, per (account, provider, model).
+missing_usage_policies = Table(
+    "missing_usage_policies",
+    metadata,
+    Column("account_id", String(128), primary_key=True),  # "" for any account
+    Column("provider", String(64), primary_key=True),  # "" for any provider
+    Column("model", String(128), primary_key=True),  # "" for any model
+    Column("estimate_disabled", Boolean, nullable=False),
+    Column("fallback", String(16), nullable=False),  # NONE, FLAT_FEE or RESERVATION
+    Column("flat_fee_nanos", BigInteger, nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("update_time_us", BigInteger, nullable=False),
+)

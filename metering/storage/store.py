@@ -37,6 +37,7 @@ from metering.domain.auth import Role, TokenInfo
 from metering.domain.budgets import Budget, BudgetMetric, BudgetPeriod
 from metering.domain.errors import Unavailable
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
+from metering.domain.missing import Fallback, MissingUsagePolicy
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.reservations import ExpiryPolicy, Reservation, ReservationState
 from metering.domain.summary import SLICE_US, Aggregate, Segment, SummaryFilter
@@ -458,6 +459,13 @@ class SqlStore:
         ).first()
         return _usage_record(row) if row else None
 
+    def get_usage_record_by_request(self, account_id: str, request_id: str) -> UsageRecord | None:
+        u = t.usage_records.c
+        row = self._c.execute(
+            select(t.usage_records).where(u.account_id == account_id, u.request_id == request_id)
+        ).first()
+        return _usage_record(row) if row else None
+
     def count_usage_records(self, account_id: str | None = None) -> int:
         query = select(func.count()).select_from(t.usage_records)
         if account_id is not None:
@@ -517,7 +525,11 @@ class SqlStore:
             ),
         ]
         groups = self._groups(flt, u, piece, u.event_time_us // SLICE_US)
-        query = select(*groups, *sums).where(u.event_time_us >= start_us, u.event_time_us < end_us)
+        query = select(*groups, *sums, *_source_sums(u)).where(
+            u.event_time_us >= start_us, u.event_time_us < end_us
+        )
+        if flt.usage_sources:
+            query = query.where(u.usage_source.in_(flt.usage_sources))
         if flt.account_id is not None:
             query = query.where(u.account_id == flt.account_id)
         if flt.currency_code is not None:
@@ -534,7 +546,9 @@ class SqlStore:
         r = (t.usage_rollups_global if global_ok else t.usage_rollups).c
         sums = [func.sum(getattr(r, name)).label(name) for name in t.ROLLUP_SUMS]
         groups = self._groups(flt, r, piece, r.slice)
-        query = select(*groups, *sums).where(r.slice >= first, r.slice < last)
+        query = select(*groups, *sums, *_source_sums(r)).where(r.slice >= first, r.slice < last)
+        if flt.usage_sources:
+            query = query.where(r.usage_source.in_(flt.usage_sources))
         if flt.account_id is not None:
             query = query.where(r.account_id == flt.account_id)  # never the global table
         if flt.currency_code is not None:
@@ -570,7 +584,7 @@ class SqlStore:
                 keys=tuple(str(mapping[key.value]) for key in flt.group_by),
                 currency_code=str(mapping["currency_code"]),
             )
-            for name in t.ROLLUP_SUMS:
+            for name in (*t.ROLLUP_SUMS, *_SOURCE_SUMS):
                 setattr(aggregate, name, int(mapping[name]))
             result.append(aggregate)
         return result
@@ -955,6 +969,58 @@ class SqlStore:
             )
         )
 
+    # Missing-usage policies ------------------------------------------------
+
+    def missing_usage_policies(self, account_id: str | None = None) -> list[MissingUsagePolicy]:
+        """Every policy, or those that can apply to one account (its own and any account's)."""
+        m = t.missing_usage_policies.c
+        query = select(t.missing_usage_policies).order_by(m.account_id, m.provider, m.model)
+        if account_id is not None:
+            query = query.where(m.account_id.in_(["", account_id]))
+        return [
+            MissingUsagePolicy(
+                account_id=row.account_id,
+                provider=row.provider,
+                model=row.model,
+                estimate_disabled=bool(row.estimate_disabled),
+                fallback=Fallback(row.fallback),
+                flat_fee_nanos=int(row.flat_fee_nanos),
+                currency_code=row.currency_code,
+            )
+            for row in self._c.execute(query)
+        ]
+
+    def put_missing_usage_policy(self, policy: MissingUsagePolicy, now_us: int) -> None:
+        m = t.missing_usage_policies.c
+        self._c.execute(
+            delete(t.missing_usage_policies).where(
+                m.account_id == policy.account_id,
+                m.provider == policy.provider,
+                m.model == policy.model,
+            )
+        )
+        self._c.execute(
+            insert(t.missing_usage_policies).values(
+                account_id=policy.account_id,
+                provider=policy.provider,
+                model=policy.model,
+                estimate_disabled=policy.estimate_disabled,
+                fallback=policy.fallback.value,
+                flat_fee_nanos=policy.flat_fee_nanos,
+                currency_code=policy.currency_code,
+                update_time_us=now_us,
+            )
+        )
+
+    def delete_missing_usage_policy(self, account_id: str, provider: str, model: str) -> bool:
+        m = t.missing_usage_policies.c
+        done = self._c.execute(
+            delete(t.missing_usage_policies).where(
+                m.account_id == account_id, m.provider == provider, m.model == model
+            )
+        )
+        return bool(done.rowcount)
+
     def delete_budget(self, account_id: str, budget_id: str) -> bool:
         b = t.budgets.c
         done = self._c.execute(
@@ -1121,7 +1187,8 @@ class SqlStore:
                 report.system_balances[(ledger_account, asset)] = total
             elif ledger_account not in accounts_seen:
                 report.problems.append(f"entries for unknown account {ledger_account} ({asset})")
-        # 4. Each usage record's cost is what its transaction debited the account.
+        # 4. The usage records of each transaction cost what it debited the account
+        # (a correction's two rows together, every other transaction's one row).
         debited = (
             select(
                 e.account_id,
@@ -1132,18 +1199,28 @@ class SqlStore:
             .group_by(e.account_id, e.transaction_id)
             .subquery()
         )
+        costs = (
+            select(
+                u.account_id,
+                u.transaction_id,
+                func.min(u.record_id).label("record_id"),
+                func.sum(u.cost_nanos).label("cost_nanos"),
+            )
+            .group_by(u.account_id, u.transaction_id)
+            .subquery()
+        )
         mismatched = self._c.execute(
-            select(u.account_id, u.record_id, u.cost_nanos, debited.c.amount)
+            select(costs.c.account_id, costs.c.record_id, costs.c.cost_nanos, debited.c.amount)
             .select_from(
-                t.usage_records.outerjoin(
+                costs.outerjoin(
                     debited,
                     and_(
-                        u.account_id == debited.c.account_id,
-                        u.transaction_id == debited.c.transaction_id,
+                        costs.c.account_id == debited.c.account_id,
+                        costs.c.transaction_id == debited.c.transaction_id,
                     ),
                 )
             )
-            .where(func.coalesce(debited.c.amount, 0) != -u.cost_nanos)
+            .where(func.coalesce(debited.c.amount, 0) != -costs.c.cost_nanos)
         )
         for row in mismatched:
             report.problems.append(
@@ -1151,6 +1228,31 @@ class SqlStore:
                 f"its transaction debited {-(row.amount or 0)}"
             )
         return report
+
+
+_SOURCE_SUMS = (
+    "estimated_request_count",
+    "estimated_cost_nanos",
+    "missing_request_count",
+    "missing_cost_nanos",
+)
+
+
+def _source_sums(columns: Any) -> list[Any]:
+    """The estimated and missing parts of a summary's counts and cost (rollups keep the source)."""
+    sums = []
+    for source in (UsageSource.ESTIMATED, UsageSource.MISSING):
+        prefix = source.value.lower()
+        for name, column in (
+            ("request_count", columns.request_count),
+            ("cost_nanos", columns.cost_nanos),
+        ):
+            sums.append(
+                func.sum(case((columns.usage_source == source.value, column), else_=0)).label(
+                    f"{prefix}_{name}"
+                )
+            )
+    return sums
 
 
 class SqlDatabase:

@@ -17,9 +17,11 @@ from typing import Any
 from metering.domain.accounts import Account, BillingMode
 from metering.domain.budgets import Budget, measure
 from metering.domain.ledger import Entry, TransactionKind
+from metering.domain.missing import MissingUsagePolicy
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.reservations import Reservation, ReservationState
 from metering.domain.summary import Aggregate, SummaryFilter
+from metering.domain.usage import UsageSource
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class FakeState:
     budgets: dict[str, dict[str, Budget]] = field(default_factory=dict)
     budget_events: dict[tuple[str, str, int, int], dict[str, Any]] = field(default_factory=dict)
     reservations: dict[tuple[str, str], Reservation] = field(default_factory=dict)
+    missing_policies: list[MissingUsagePolicy] = field(default_factory=list)
 
 
 class FakeStore:
@@ -185,6 +188,34 @@ class FakeStore:
         )
         return [(account_id, reservation_id) for _, account_id, reservation_id in due[:limit]]
 
+    def get_usage_record_by_request(self, account_id: str, request_id: str) -> UsageRecord | None:
+        return next(
+            (
+                r
+                for r in self.state.records
+                if r.account_id == account_id and r.request_id == request_id
+            ),
+            None,
+        )
+
+    def missing_usage_policies(self, account_id: str | None = None) -> list[MissingUsagePolicy]:
+        return [
+            p
+            for p in sorted(self.state.missing_policies, key=lambda p: p.scope)
+            if account_id is None or p.account_id in ("", account_id)
+        ]
+
+    def put_missing_usage_policy(self, policy: MissingUsagePolicy, now_us: int) -> None:
+        self.delete_missing_usage_policy(*policy.scope)
+        self.state.missing_policies.append(policy)
+
+    def delete_missing_usage_policy(self, account_id: str, provider: str, model: str) -> bool:
+        before = len(self.state.missing_policies)
+        self.state.missing_policies[:] = [
+            p for p in self.state.missing_policies if p.scope != (account_id, provider, model)
+        ]
+        return len(self.state.missing_policies) != before
+
     def get_usage_record(self, account_id: str, record_id: str) -> UsageRecord | None:
         return next(
             (
@@ -243,6 +274,8 @@ class FakeStore:
                 continue
             if flt.currency_code is not None and record.currency_code != flt.currency_code:
                 continue
+            if flt.usage_sources and record.usage_source.value not in flt.usage_sources:
+                continue
             # Any instant inside the record's bucket will do: the service regroups.
             start = record.event_time_us if flt.segments else flt.start_us
             values = {
@@ -270,6 +303,12 @@ class FakeStore:
                 cost_nanos=record.cost_nanos,
                 request_credits=record.request_credits,
             )
+            if record.usage_source is UsageSource.ESTIMATED:
+                item.estimated_request_count = record.request_count
+                item.estimated_cost_nanos = record.cost_nanos
+            if record.usage_source is UsageSource.MISSING:
+                item.missing_request_count = record.request_count
+                item.missing_cost_nanos = record.cost_nanos
             key = (start, keys, record.currency_code)
             if key in groups:
                 groups[key].add(item)
