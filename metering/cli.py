@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import logging
 import os
@@ -32,8 +33,12 @@ from metering.domain.auth import Role
 from metering.domain.budgets import Budget, BudgetMetric, BudgetPeriod
 from metering.domain.catalogue import CatalogueError
 from metering.domain.errors import InvalidArgument, MeteringError
+from metering.domain.money import decimal_text, parse_decimal_to_nanos
+from metering.domain.reconcile import Line, Tally
+from metering.domain.upstream import UpstreamFormat
 from metering.service.auth import AccountTenants, Authenticator, TokenAdmin
 from metering.service.prices import import_prices, read_price_file
+from metering.service.reconcile import ReconcileOptions, Reconciler
 from metering.storage import migrate
 from metering.storage.engine import make_engine
 from metering.storage.store import SqlDatabase
@@ -130,6 +135,37 @@ def _parser() -> argparse.ArgumentParser:
     budget_list.add_argument("account_id")
     database_flag(budget_list)
 
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare an upstream export with the local records (dry run unless --apply)",
+    )
+    reconcile.add_argument("file", help="the provider's export (see docs/upstream-formats.md)")
+    reconcile.add_argument(
+        "--format",
+        choices=[f.value.lower() for f in UpstreamFormat],
+        help="the export's format (default: detect)",
+    )
+    reconcile.add_argument("--provider", default="", help="default: the export's")
+    reconcile.add_argument("--account", default="", help="compare and charge only this account")
+    reconcile.add_argument(
+        "--key-map",
+        action="append",
+        default=[],
+        metavar="UPSTREAM=LOCAL",
+        help="an upstream key or project named differently locally (repeatable)",
+    )
+    reconcile.add_argument("--token-tolerance", type=int, default=0, help="tokens per line")
+    reconcile.add_argument(
+        "--cost-tolerance", default="0", help="cost per line, in currency units (e.g. 0.001)"
+    )
+    reconcile.add_argument("--from", dest="start_day", default="", help="first day, YYYY-MM-DD")
+    reconcile.add_argument("--to", dest="end_day", default="", help="day after the last")
+    reconcile.add_argument(
+        "--output", choices=("table", "csv", "json"), default="table", help="report format"
+    )
+    reconcile.add_argument("--apply", action="store_true", help="write the corrections")
+    database_flag(reconcile)
+
     ledger = commands.add_parser("ledger", help="ledger tools")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_commands.add_parser("verify", help="check balances against entries")
@@ -179,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _prices(settings, args)
         if args.command == "budgets":
             return _budgets(settings, args)
+        if args.command == "reconcile":
+            return _reconcile(settings, args)
         return _verify(settings)
     except InvalidArgument as exc:
         for violation in exc.violations:
@@ -292,6 +330,151 @@ def _reprice(app: App, args: argparse.Namespace) -> int:
     else:
         print("dry run: nothing written (use --apply)")
     return 1 if report.problems else 0
+
+
+_REPORT_COLUMNS = (
+    "kind",
+    "day",
+    "model",
+    "api_key_id",
+    "request_id",
+    "account_id",
+    "local_requests",
+    "upstream_requests",
+    "local_input_tokens",
+    "upstream_input_tokens",
+    "local_output_tokens",
+    "upstream_output_tokens",
+    "local_cache_read_tokens",
+    "upstream_cache_read_tokens",
+    "local_cost",
+    "upstream_cost",
+    "cost_difference",
+    "currency",
+    "applied",
+    "problem",
+)
+
+
+def _report_row(line: Line) -> dict[str, str]:
+    local, upstream = line.local, line.upstream
+    currency = (upstream and upstream.currency_code) or (local and local.currency_code) or ""
+
+    def amount(nanos: int | None) -> str:
+        return "" if nanos is None else decimal_text(nanos)
+
+    def count(tally: Tally | None, name: str) -> str:
+        if tally is None:
+            return ""
+        if name == "requests":
+            return "" if tally.request_count is None else str(tally.request_count)
+        return str(getattr(tally.usage, name))
+
+    return {
+        "kind": line.kind.value,
+        "day": line.key.day,
+        "model": line.model,
+        "api_key_id": line.key.api_key_id,
+        "request_id": line.key.request_id,
+        "account_id": line.account_id,
+        "local_requests": count(local, "requests"),
+        "upstream_requests": count(upstream, "requests"),
+        "local_input_tokens": count(local, "input_tokens"),
+        "upstream_input_tokens": count(upstream, "input_tokens"),
+        "local_output_tokens": count(local, "output_tokens"),
+        "upstream_output_tokens": count(upstream, "output_tokens"),
+        "local_cache_read_tokens": count(local, "cache_read_tokens"),
+        "upstream_cache_read_tokens": count(upstream, "cache_read_tokens"),
+        "local_cost": amount(local.cost_nanos if local else None),
+        "upstream_cost": amount(upstream.cost_nanos if upstream else None),
+        "cost_difference": amount(line.cost_difference_nanos),
+        "currency": currency,
+        "applied": "yes" if line.applied else "",
+        "problem": line.problem,
+    }
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    key_map: dict[str, str] = {}
+    for item in args.key_map:
+        upstream_key, sep, local_key = item.partition("=")
+        if not sep or not upstream_key:
+            raise ValueError(f"--key-map {item!r}: use UPSTREAM=LOCAL")
+        key_map[upstream_key] = local_key
+    options = ReconcileOptions(
+        provider=args.provider,
+        account_id=args.account,
+        key_map=key_map,
+        token_tolerance=args.token_tolerance,
+        cost_tolerance_nanos=parse_decimal_to_nanos(args.cost_tolerance),
+        apply=args.apply,
+        start_day=args.start_day,
+        end_day=args.end_day,
+    )
+    data = Path(args.file).read_bytes()
+    fmt = UpstreamFormat(args.format.upper()) if args.format else None
+    app = build_app(settings)
+    try:
+        report = Reconciler(app.metering).reconcile(data, fmt, options)
+    finally:
+        app.close()
+    rows = [_report_row(line) for line in report.lines]
+    if args.output == "json":
+        print(
+            json.dumps(
+                {
+                    "import_id": report.import_id,
+                    "format": report.format.value,
+                    "provider": report.provider,
+                    "upstream_rows": report.upstream_row_count,
+                    "matched": report.matched_count,
+                    "discrepancies": report.discrepancy_count,
+                    "applied": report.applied_count,
+                    "lines": rows,
+                },
+                indent=2,
+            )
+        )
+    elif args.output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=_REPORT_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        shown = (
+            "kind",
+            "day",
+            "model",
+            "api_key_id",
+            "request_id",
+            "local_requests",
+            "upstream_requests",
+            "local_input_tokens",
+            "upstream_input_tokens",
+            "local_output_tokens",
+            "upstream_output_tokens",
+            "local_cost",
+            "upstream_cost",
+            "cost_difference",
+            "applied",
+        )
+        widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in shown}
+        print("  ".join(c.ljust(widths[c]) for c in shown))
+        for row in rows:
+            print("  ".join(row[c].ljust(widths[c]) for c in shown))
+            if row["problem"]:
+                print(f"    problem: {row['problem']}")
+    summary = (
+        f"import {report.import_id[:16]} ({report.format.value}, {report.provider or 'any'}): "
+        f"{report.upstream_row_count} upstream rows, {len(report.lines)} lines, "
+        f"{report.matched_count} matched, {report.discrepancy_count} discrepancies"
+    )
+    if args.apply:
+        summary += f", {report.applied_count} corrections written"
+    else:
+        summary += "; dry run: nothing written (use --apply)"
+    print(summary, file=sys.stderr if args.output != "table" else sys.stdout)
+    problems = [line for line in report.lines if line.problem]
+    return 1 if problems else 0
 
 
 def _migrate(settings: Settings) -> int:

@@ -11,10 +11,13 @@ from metering.domain.budgets import THRESHOLDS_DEFAULT, Budget, BudgetMetric, Bu
 from metering.domain.errors import Violations
 from metering.domain.missing import DEFAULT_POLICY, Fallback, MissingUsagePolicy
 from metering.domain.money import AMOUNT_UNITS_MAX, Money, units_nanos_are_consistent
+from metering.domain.reconcile import Kind
 from metering.domain.reservations import ExpiryPolicy, ReservationState
 from metering.domain.summary import Aggregate, Granularity, GroupKey
+from metering.domain.upstream import UpstreamFormat
 from metering.domain.usage import TokenUsage, UsageSource
 from metering.service.prices import time_text
+from metering.service.reconcile import ReconcileReport
 from metering.v1 import admin_service_pb2, prices_pb2, types_pb2
 from metering.v1 import metering_service_pb2 as pb
 
@@ -203,6 +206,74 @@ def sources_from_pb(v: Violations, field: str, values: list[int]) -> tuple[Usage
     if len(values) > 16:
         v.add(field, "at most 16 usage sources")
     return tuple(found)
+
+
+_UPSTREAM_FORMATS: dict[int, UpstreamFormat] = {
+    admin_service_pb2.UPSTREAM_FORMAT_OPENAI_USAGE: UpstreamFormat.OPENAI_USAGE,
+    admin_service_pb2.UPSTREAM_FORMAT_OPENAI_COSTS: UpstreamFormat.OPENAI_COSTS,
+    admin_service_pb2.UPSTREAM_FORMAT_ANTHROPIC_USAGE: UpstreamFormat.ANTHROPIC_USAGE,
+    admin_service_pb2.UPSTREAM_FORMAT_ANTHROPIC_COST: UpstreamFormat.ANTHROPIC_COST,
+    admin_service_pb2.UPSTREAM_FORMAT_GENERIC_CSV: UpstreamFormat.GENERIC_CSV,
+}
+_KINDS: dict[Kind, admin_service_pb2.DiscrepancyKind] = {
+    Kind.MATCHED: admin_service_pb2.DISCREPANCY_KIND_MATCHED,
+    Kind.LOCAL_ONLY: admin_service_pb2.DISCREPANCY_KIND_LOCAL_ONLY,
+    Kind.UPSTREAM_ONLY: admin_service_pb2.DISCREPANCY_KIND_UPSTREAM_ONLY,
+    Kind.TOKENS: admin_service_pb2.DISCREPANCY_KIND_TOKENS,
+    Kind.COST: admin_service_pb2.DISCREPANCY_KIND_COST,
+}
+
+
+def upstream_format_from_pb(v: Violations, value: int) -> UpstreamFormat | None:
+    if value == admin_service_pb2.UPSTREAM_FORMAT_UNSPECIFIED:
+        return None
+    fmt = _UPSTREAM_FORMATS.get(value)
+    if fmt is None:
+        v.add("format", f"unknown format {value}")
+    return fmt
+
+
+def reconcile_response_pb(report: ReconcileReport) -> admin_service_pb2.ReconcileResponse:
+    lines = []
+    for line in report.lines:
+        message = admin_service_pb2.Discrepancy(
+            kind=_KINDS[line.kind],
+            day=line.key.day,
+            model=line.model,
+            api_key_id=line.key.api_key_id,
+            request_id=line.key.request_id,
+            account_id=line.account_id,
+            applied=line.applied,
+            problem=line.problem,
+        )
+        if line.local is not None:
+            message.local_request_count = line.local.request_count or 0
+            message.local_usage.CopyFrom(usage_pb(line.local.usage))
+            if line.local.cost_nanos is not None and line.local.currency_code:
+                message.local_cost.CopyFrom(
+                    money_pb(Money(line.local.currency_code, line.local.cost_nanos))
+                )
+        if line.upstream is not None:
+            message.upstream_request_count = line.upstream.request_count or 0
+            message.upstream_usage.CopyFrom(usage_pb(line.upstream.usage))
+            if line.upstream.cost_nanos is not None and line.upstream.currency_code:
+                message.upstream_cost.CopyFrom(
+                    money_pb(Money(line.upstream.currency_code, line.upstream.cost_nanos))
+                )
+        currency = (line.upstream and line.upstream.currency_code) or (
+            line.local and line.local.currency_code
+        )
+        if line.cost_difference_nanos is not None and currency:
+            message.cost_difference.CopyFrom(money_pb(Money(currency, line.cost_difference_nanos)))
+        lines.append(message)
+    return admin_service_pb2.ReconcileResponse(
+        import_id=report.import_id,
+        discrepancies=lines,
+        matched_count=report.matched_count,
+        discrepancy_count=report.discrepancy_count,
+        applied_count=report.applied_count,
+        upstream_row_count=report.upstream_row_count,
+    )
 
 
 def mode_pb(mode: BillingMode) -> types_pb2.BillingMode:

@@ -19,6 +19,7 @@ from metering.service import commands
 from metering.service.group_commit import GroupCommitter
 from metering.service.handlers import Metering, check_batch_size
 from metering.service.prices import PriceAdmin, import_prices
+from metering.service.reconcile import ReconcileOptions, Reconciler
 from metering.v1 import admin_service_pb2 as admin_pb
 from metering.v1 import admin_service_pb2_grpc as admin_grpc
 from metering.v1 import metering_service_pb2 as pb
@@ -351,6 +352,7 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
         _Blocking.__init__(self, executor)
         self._metering = metering
         self._prices = prices
+        self._reconciler = Reconciler(metering)
 
     @mapped
     async def CreateAccount(
@@ -483,6 +485,30 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
             )
         )
         return admin_pb.DeleteMissingUsagePolicyResponse()
+
+    @mapped
+    async def Reconcile(
+        self, request: admin_pb.ReconcileRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ReconcileResponse:
+        v = Violations()
+        fmt = convert.upstream_format_from_pb(v, request.format)
+        if not request.export_data:
+            v.add("export_data", "export_data is required")
+        v.raise_if_any()
+        options = ReconcileOptions(
+            provider=request.provider,
+            account_id=request.account_id,
+            key_map=dict(request.key_map),
+            token_tolerance=request.token_tolerance,
+            cost_tolerance_nanos=request.cost_tolerance_nanos,
+            apply=request.apply,
+            start_day=request.start_day,
+            end_day=request.end_day,
+        )
+        report = await self.run(
+            lambda: self._reconciler.reconcile(request.export_data, fmt, options)
+        )
+        return convert.reconcile_response_pb(report)
 
     @mapped
     async def ListPrices(

@@ -68,6 +68,11 @@ class Money:
         return f"{Decimal(self.nanos) / NANOS_PER_UNIT:f} {self.currency_code}"
 
 
+def decimal_text(nanos: int) -> str:
+    """Nanos as an exact decimal of units with nine places, e.g. 150000 -> "0.000150000"."""
+    return f"{Decimal(nanos).scaleb(-9):f}"
+
+
 def units_nanos_are_consistent(units: int, nanos: int) -> bool:
     """google.type.Money's rule: nanos within ±999,999,999 and the same sign as units."""
     if not -NANOS_PER_UNIT < nanos < NANOS_PER_UNIT:

@@ -262,3 +262,100 @@ def _result_from_json(text: str) -> CorrectionResult:
     data["usage"] = TokenUsage(**data["usage"])
     data["usage_difference"] = TokenUsage(**data["usage_difference"])
     return CorrectionResult(**{**data, "replayed": True})
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A difference found for a group of calls (not one call): a reconciliation line."""
+
+    account_id: str
+    key: str  # idempotency key
+    event_time_us: int
+    provider: str
+    model: str
+    api_key_id: str
+    usage_difference: TokenUsage
+    request_count_difference: int
+    cost_difference_nanos: int
+    currency_code: str
+    reason: str
+    labels: dict[str, str]
+
+
+def append_adjustment(db: Database, clock: Clock, adjustment: Adjustment) -> bool:
+    """Write one adjustment row and its CORRECTION transaction; False when already written.
+
+    It corrects no single record (none is known to be wrong), so it links to
+    nothing but its key and reason, which name the import.
+    """
+    with db.write() as store:
+        account = store.get_account(adjustment.account_id, for_update=True)
+        if account is None:
+            raise NotFound(
+                "ACCOUNT_NOT_FOUND",
+                f"account {adjustment.account_id!r} does not exist",
+                {"account_id": adjustment.account_id},
+            )
+        if store.get_stored_result(adjustment.account_id, adjustment.key) is not None:
+            return False
+        if account.currency_code != adjustment.currency_code:
+            raise FailedPrecondition(
+                "CURRENCY_MISMATCH",
+                f"the difference is in {adjustment.currency_code}, account "
+                f"{account.account_id!r} in {account.currency_code}",
+                {"account_id": account.account_id},
+            )
+        balance, credits = checked_balances(
+            store, account.account_id, -adjustment.cost_difference_nanos, 0
+        )
+        now = clock.now_us()
+        transaction_id = uuid.uuid4().hex
+        store.append_transaction(
+            account_id=account.account_id,
+            transaction_id=transaction_id,
+            kind=TransactionKind.CORRECTION,
+            request_id=adjustment.key,
+            reason=adjustment.reason,
+            now_us=now,
+            entries=usage_entries(
+                account.account_id, account.currency_code, adjustment.cost_difference_nanos, 0
+            ),
+        )
+        store.insert_usage_records(
+            [
+                UsageRecord(
+                    account_id=account.account_id,
+                    record_id=uuid.uuid4().hex,
+                    request_id=adjustment.key,
+                    transaction_id=transaction_id,
+                    event_time_us=adjustment.event_time_us,
+                    record_time_us=now,
+                    provider=adjustment.provider,
+                    model=adjustment.model,
+                    api_key_id=adjustment.api_key_id,
+                    service="",
+                    streamed=False,
+                    usage_source=UsageSource.CORRECTED,
+                    usage=adjustment.usage_difference,
+                    currency_code=account.currency_code,
+                    cost_nanos=adjustment.cost_difference_nanos,
+                    request_credits=0,
+                    price_id="",
+                    price_version=0,
+                    labels=dict(adjustment.labels),
+                    record_kind="ADJUSTMENT",
+                    request_count=adjustment.request_count_difference,
+                    billing_mode=account.billing_mode.value,
+                )
+            ]
+        )
+        store.set_balances(account.account_id, balance, credits)
+        store.store_result(
+            account.account_id,
+            adjustment.key,
+            "Reconcile",
+            hashlib.sha256(adjustment.key.encode()).hexdigest(),
+            json.dumps({"transaction_id": transaction_id}),
+            now,
+        )
+    return True

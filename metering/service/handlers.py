@@ -204,6 +204,18 @@ class Metering:
         self._key_mode_cache: dict[tuple[str, str], BillingMode | None] = {}
         self.corrections = Corrections(db, prices, clock)
 
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    @property
+    def prices(self) -> Callable[[], PriceBook]:
+        return self._prices
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     # Accounts and credits -------------------------------------------------
 
     def create_account(self, cmd: CreateAccount) -> Account:

@@ -38,6 +38,7 @@ from metering.domain.budgets import Budget, BudgetMetric, BudgetPeriod
 from metering.domain.errors import Unavailable
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
 from metering.domain.missing import Fallback, MissingUsagePolicy
+from metering.domain.reconcile import LocalTally
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.reservations import ExpiryPolicy, Reservation, ReservationState
 from metering.domain.summary import SLICE_US, Aggregate, Segment, SummaryFilter
@@ -969,6 +970,71 @@ class SqlStore:
             )
         )
 
+    # Reconciliation -------------------------------------------------------
+
+    def usage_tallies(
+        self, start_us: int, end_us: int, provider: str, account_id: str | None
+    ) -> list[LocalTally]:
+        """Calls, tokens and cost per UTC day x model x key x account, adjustments included."""
+        u = t.usage_records.c
+        day = (u.event_time_us // DAY_US).label("day")
+        groups = [day, u.model, u.api_key_id, u.account_id, u.currency_code]
+        query = select(
+            *groups,
+            func.sum(u.request_count).label("request_count"),
+            *(func.sum(getattr(u, name)).label(name) for name in _TOKEN_COLUMNS),
+            func.sum(u.cost_nanos).label("cost_nanos"),
+        ).where(u.event_time_us >= start_us, u.event_time_us < end_us)
+        if provider:
+            query = query.where(u.provider == provider)
+        if account_id is not None:
+            query = query.where(u.account_id == account_id)
+        return [
+            LocalTally(
+                day_index=int(row.day),
+                model=row.model,
+                api_key_id=row.api_key_id,
+                account_id=row.account_id,
+                currency_code=row.currency_code,
+                request_count=int(row.request_count),
+                usage=TokenUsage(**{name: int(getattr(row, name)) for name in _TOKEN_COLUMNS}),
+                cost_nanos=int(row.cost_nanos),
+            )
+            for row in self._c.execute(query.group_by(*groups))
+        ]
+
+    def calls_between(
+        self, start_us: int, end_us: int, provider: str, account_id: str | None, limit: int
+    ) -> list[UsageRecord]:
+        """The original calls (not adjustments) in a range, at most ``limit``."""
+        u = t.usage_records.c
+        query = select(t.usage_records).where(
+            u.event_time_us >= start_us, u.event_time_us < end_us, u.record_kind == "USAGE"
+        )
+        if provider:
+            query = query.where(u.provider == provider)
+        if account_id is not None:
+            query = query.where(u.account_id == account_id)
+        query = query.order_by(u.event_time_us, u.account_id, u.record_id).limit(limit)
+        return [_usage_record(row) for row in self._c.execute(query)]
+
+    def accounts_of_keys(self, api_key_ids: list[str]) -> dict[str, str]:
+        """Per API key: the account that recorded the most calls with it."""
+        u = t.usage_records.c
+        best: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(api_key_ids), 500):
+            chunk = api_key_ids[start : start + 500]
+            rows = self._c.execute(
+                select(u.api_key_id, u.account_id, func.count().label("calls"))
+                .where(u.api_key_id.in_(chunk))
+                .group_by(u.api_key_id, u.account_id)
+            )
+            for row in rows:
+                calls = int(row.calls)
+                if row.api_key_id not in best or (calls, row.account_id) > best[row.api_key_id]:
+                    best[row.api_key_id] = (calls, row.account_id)
+        return {key: account for key, (_, account) in best.items()}
+
     # Missing-usage policies ------------------------------------------------
 
     def missing_usage_policies(self, account_id: str | None = None) -> list[MissingUsagePolicy]:
@@ -1228,6 +1294,17 @@ class SqlStore:
                 f"its transaction debited {-(row.amount or 0)}"
             )
         return report
+
+
+DAY_US = 86_400_000_000
+_TOKEN_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
 
 
 _SOURCE_SUMS = (

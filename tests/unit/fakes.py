@@ -18,10 +18,20 @@ from metering.domain.accounts import Account, BillingMode
 from metering.domain.budgets import Budget, measure
 from metering.domain.ledger import Entry, TransactionKind
 from metering.domain.missing import MissingUsagePolicy
+from metering.domain.reconcile import LocalTally
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.reservations import Reservation, ReservationState
 from metering.domain.summary import Aggregate, SummaryFilter
-from metering.domain.usage import UsageSource
+from metering.domain.usage import TokenUsage, UsageSource
+
+_TOKENS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
 
 
 @dataclass(frozen=True)
@@ -215,6 +225,54 @@ class FakeStore:
             p for p in self.state.missing_policies if p.scope != (account_id, provider, model)
         ]
         return len(self.state.missing_policies) != before
+
+    def usage_tallies(
+        self, start_us: int, end_us: int, provider: str, account_id: str | None
+    ) -> list[LocalTally]:
+        day_us = 86_400_000_000
+        sums: dict[tuple[int, str, str, str, str], list[Any]] = {}
+        for r in self.state.records:
+            if not start_us <= r.event_time_us < end_us:
+                continue
+            if (provider and r.provider != provider) or account_id not in (None, r.account_id):
+                continue
+            key = (r.event_time_us // day_us, r.model, r.api_key_id, r.account_id, r.currency_code)
+            total = sums.setdefault(key, [0, TokenUsage(), 0])
+            total[0] += r.request_count
+            total[1] = TokenUsage(
+                **{name: getattr(total[1], name) + getattr(r.usage, name) for name in _TOKENS}
+            )
+            total[2] += r.cost_nanos
+        return [
+            LocalTally(day, model, key_id, owner, currency, count, usage, cost)
+            for (day, model, key_id, owner, currency), (count, usage, cost) in sorted(sums.items())
+        ]
+
+    def calls_between(
+        self, start_us: int, end_us: int, provider: str, account_id: str | None, limit: int
+    ) -> list[UsageRecord]:
+        calls = [
+            r
+            for r in self.state.records
+            if start_us <= r.event_time_us < end_us
+            and r.record_kind == "USAGE"
+            and (not provider or r.provider == provider)
+            and account_id in (None, r.account_id)
+        ]
+        return sorted(calls, key=lambda r: (r.event_time_us, r.account_id, r.record_id))[:limit]
+
+    def accounts_of_keys(self, api_key_ids: list[str]) -> dict[str, str]:
+        counts: dict[tuple[str, str], int] = {}
+        for r in self.state.records:
+            if r.api_key_id in api_key_ids:
+                counts[(r.api_key_id, r.account_id)] = (
+                    counts.get((r.api_key_id, r.account_id), 0) + 1
+                )
+        best: dict[str, tuple[int, str]] = {}
+        for (key_id, owner), calls in counts.items():
+            if key_id not in best or (calls, owner) > best[key_id]:
+                best[key_id] = (calls, owner)
+        return {key_id: owner for key_id, (_, owner) in best.items()}
 
     def get_usage_record(self, account_id: str, record_id: str) -> UsageRecord | None:
         return next(
