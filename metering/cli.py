@@ -748,6 +748,8 @@ def _serve(settings: Settings) -> int:
     app = build_app(settings)
     telemetry.watch_pool(app.engine)
 
+    telemetry.configure_unmeasured_share(settings.unmeasured_warn_percent)
+
     async def run() -> None:
         running = await start_server(
             app.metering,

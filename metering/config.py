@@ -45,6 +45,8 @@ class Settings:
     group_commit_records_max: int = 500
     workers: int = 1
     reservation_sweep_ms: int = 1000
+    # A warning when this share of a model's calls in 5 minutes had no reported usage.
+    unmeasured_warn_percent: int = 5
     # Set by `serve --workers N` for its worker processes, which share one port.
     reuse_port: bool = False
     # Observability (metering.telemetry): "auto" is text on a terminal, JSON otherwise.
@@ -234,6 +236,12 @@ def load_settings(
             "METERING_RESERVATION_SWEEP_MS",
             50,
             600_000,
+        ),
+        unmeasured_warn_percent=_int(
+            env.get("METERING_UNMEASURED_WARN_PERCENT", "5"),
+            "METERING_UNMEASURED_WARN_PERCENT",
+            1,
+            100,
         ),
         reuse_port=env.get("METERING_REUSE_PORT") == "1",
         group_commit_records_max=_int(

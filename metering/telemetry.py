@@ -28,8 +28,9 @@ import logging
 import re
 import sys
 import threading
+import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -72,6 +73,7 @@ _LABEL = re.compile(r"[A-Za-z0-9_.@:/\-]{1,64}")
 # Provider and currency values come from the price book and the accounts, which
 # admins control; still, past this many distinct values new ones become "other".
 _MAX_DISTINCT_LABELS = 64
+log = logging.getLogger("metering.provenance")
 
 
 class _BoundedLabels:
@@ -96,6 +98,94 @@ class _BoundedLabels:
             return value
 
 
+class UnmeasuredShare:
+    """The share of calls without reported usage (ESTIMATED or MISSING), per provider and price.
+
+    Counted over fixed windows; a warning is logged once per window and key
+    when the share reaches the threshold over at least ``min_calls`` calls, so
+    a provider that silently stopped sending usage is noticed within minutes.
+    Bounded: at most ``_MAX_DISTINCT_LABELS`` keys per window.
+    """
+
+    def __init__(
+        self,
+        threshold_percent: int = 5,
+        window_seconds: float = 300.0,
+        min_calls: int = 20,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.threshold_percent = threshold_percent
+        self.window_seconds = window_seconds
+        self.min_calls = min_calls
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._start = self._clock()
+        self._counts: dict[tuple[str, str], list[int]] = {}  # key -> [calls, unmeasured]
+        self._last: dict[tuple[str, str], float] = {}  # the previous window's shares
+        self._warned: set[tuple[str, str]] = set()
+
+    def add(self, provider: str, price_id: str, unmeasured: bool) -> bool:
+        """Count one call; True when this call made the key cross the threshold (logged)."""
+        key = (provider, price_id)
+        with self._lock:
+            now = self._clock()
+            if now - self._start >= self.window_seconds:
+                self._last = {k: c[1] / c[0] for k, c in self._counts.items() if c[0]}
+                self._counts, self._warned, self._start = {}, set(), now
+            counts = self._counts.get(key)
+            if counts is None:
+                if len(self._counts) >= _MAX_DISTINCT_LABELS:
+                    return False
+                counts = self._counts[key] = [0, 0]
+            counts[0] += 1
+            counts[1] += int(unmeasured)
+            calls, without = counts
+            crossed = (
+                key not in self._warned
+                and calls >= self.min_calls
+                and without * 100 >= self.threshold_percent * calls
+            )
+            if crossed:
+                self._warned.add(key)
+        if crossed:
+            log.warning(
+                "%d of the last %d calls to %s %s had no reported usage (estimated or "
+                "missing, %.1f%% >= %d%%): check the relay's usage extraction; "
+                "`metering review list` shows them",
+                without,
+                calls,
+                provider or "unknown provider",
+                price_id or "(unpriced model)",
+                100 * without / calls,
+                self.threshold_percent,
+            )
+        return crossed
+
+    def shares(self) -> dict[tuple[str, str], float]:
+        """The current window's shares, or the previous window's for keys not seen yet."""
+        with self._lock:
+            current = {k: c[1] / c[0] for k, c in self._counts.items() if c[0]}
+            return {**self._last, **current}
+
+
+_unmeasured = UnmeasuredShare()
+
+
+def configure_unmeasured_share(
+    threshold_percent: int, window_seconds: float = 300.0, min_calls: int = 20
+) -> None:
+    global _unmeasured
+    _unmeasured = UnmeasuredShare(threshold_percent, window_seconds, min_calls)
+
+
+def _observe_unmeasured(_options: CallbackOptions) -> Iterable[Observation]:
+    for (provider, price_id), share in sorted(_unmeasured.shares().items()):
+        yield Observation(
+            share,
+            {"metering.provider": provider or "none", "metering.price_id": price_id or "none"},
+        )
+
+
 @dataclass
 class Instruments:
     """Every instrument metering records, made from one tracer and one meter."""
@@ -111,6 +201,7 @@ class Instruments:
     reservations_opened: metrics.Counter = field(init=False)
     reservations_expired: metrics.Counter = field(init=False)
     providers: _BoundedLabels = field(default_factory=_BoundedLabels)
+    price_ids: _BoundedLabels = field(default_factory=_BoundedLabels)
     currencies: _BoundedLabels = field(default_factory=_BoundedLabels)
 
     def __post_init__(self) -> None:
@@ -159,6 +250,13 @@ class Instruments:
             "metering.reservations.expired",
             unit="{reservation}",
             description="Reservations that expired without being captured or released.",
+        )
+        m.create_observable_gauge(
+            "metering.usage.unmeasured_share",
+            callbacks=[_observe_unmeasured],
+            unit="1",
+            description="Share of calls in the current 5-minute window whose usage was "
+            "estimated or missing, by provider and price id.",
         )
         m.create_observable_gauge(
             "metering.db.pool.checked_out",
@@ -214,13 +312,23 @@ def _observe_pools(_options: CallbackOptions) -> Iterable[Observation]:
     yield Observation(total)
 
 
-def record_usage(usage_source: str, provider: str, cost_nanos: int, currency_code: str) -> None:
-    """One usage record written: ``provider`` is the price book's, never the caller's text."""
+def record_usage(
+    usage_source: str, provider: str, cost_nanos: int, currency_code: str, price_id: str = ""
+) -> None:
+    """One usage record written: ``provider`` and ``price_id`` are the price book's, never the
+    caller's text (bounded label sets)."""
     current = instruments()
     provider_label = current.providers(provider, empty="none")
+    price_label = current.price_ids(price_id, empty="none")
     current.usage_records.add(
-        1, {"metering.usage_source": usage_source, "metering.provider": provider_label}
+        1,
+        {
+            "metering.usage_source": usage_source,
+            "metering.provider": provider_label,
+            "metering.price_id": price_label,
+        },
     )
+    _unmeasured.add(provider_label, price_label, usage_source in ("ESTIMATED", "MISSING"))
     if cost_nanos > 0:
         current.cost_nanos.add(cost_nanos, {"metering.currency": current.currencies(currency_code)})
 

@@ -190,6 +190,7 @@ def _record_telemetry(
                     item.price.provider if item.price is not None else "",
                     outcome.cost_nanos,
                     outcome.currency_code,
+                    outcome.price_id,
                 )
     except Exception:  # telemetry never keeps a caller from its answer
         log.exception("recording group-commit telemetry failed")

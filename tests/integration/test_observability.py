@@ -242,6 +242,40 @@ async def test_reservation_events_are_counted(observed: Observed) -> None:
         telemetry.record_reservation_event("bogus")  # type: ignore[arg-type]
 
 
+async def test_the_share_of_calls_without_usage_is_measured_and_warned_about(
+    observed: Observed, caplog: pytest.LogCaptureFixture
+) -> None:
+    telemetry.configure_unmeasured_share(50, window_seconds=300, min_calls=4)
+    try:
+        account = f"acct-{uuid.uuid4().hex[:8]}"
+        await observed.admin.CreateAccount(
+            admin_pb.CreateAccountRequest(account_id=account, allow_negative_balance=True),
+            timeout=10,
+        )
+        with caplog.at_level(logging.WARNING, logger="metering.provenance"):
+            await observed.metering.RecordUsage(_usage(account, "with-1"), timeout=10)
+            await observed.metering.RecordUsage(_usage(account, "with-2"), timeout=10)
+            for index in range(2):
+                call = _usage(account, f"without-{index}")
+                call.ClearField("usage")
+                await observed.metering.RecordUsage(call, timeout=10)
+        records = {
+            (p.attributes["metering.usage_source"], p.attributes["metering.price_id"]): p.value
+            for p in observed.points("metering.usage.records")
+        }
+        assert records == {("REPORTED", "test/cheap"): 2, ("MISSING", "test/cheap"): 2}
+        shares = {
+            p.attributes["metering.price_id"]: p.value
+            for p in observed.points("metering.usage.unmeasured_share")
+        }
+        assert shares == {"test/cheap": 0.5}
+        warnings = [r.getMessage() for r in caplog.records if r.name == "metering.provenance"]
+        assert len(warnings) == 1, warnings  # once per window, at the crossing
+        assert "2 of the last 4 calls to test test/cheap " in warnings[0]
+    finally:
+        telemetry.configure_unmeasured_share(5)
+
+
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
     """Root logging into a buffer through the JSON formatter."""

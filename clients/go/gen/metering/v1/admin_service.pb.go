@@ -91,7 +91,7 @@ const (
 	UpstreamFormat_UPSTREAM_FORMAT_ANTHROPIC_USAGE UpstreamFormat = 3
 	// Anthropic Cost report (/v1/organizations/cost_report) JSON.
 	UpstreamFormat_UPSTREAM_FORMAT_ANTHROPIC_COST UpstreamFormat = 4
-	// The generic CSV documented in docs/reconciliation.md.
+	// The generic CSV documented in docs/upstream-formats.md.
 	UpstreamFormat_UPSTREAM_FORMAT_GENERIC_CSV UpstreamFormat = 5
 )
 

@@ -110,7 +110,7 @@ export enum UpstreamFormat {
   UPSTREAM_FORMAT_ANTHROPIC_USAGE = 3,
   /** UPSTREAM_FORMAT_ANTHROPIC_COST - Anthropic Cost report (/v1/organizations/cost_report) JSON. */
   UPSTREAM_FORMAT_ANTHROPIC_COST = 4,
-  /** UPSTREAM_FORMAT_GENERIC_CSV - The generic CSV documented in docs/reconciliation.md. */
+  /** UPSTREAM_FORMAT_GENERIC_CSV - The generic CSV documented in docs/upstream-formats.md. */
   UPSTREAM_FORMAT_GENERIC_CSV = 5,
   UNRECOGNIZED = -1,
 }
