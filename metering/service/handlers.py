@@ -189,6 +189,11 @@ class Metering:
         self._account_cache: dict[str, Account] = {}
         self._key_mode_cache: dict[tuple[str, str], BillingMode | None] = {}
 
+    @property
+    def database(self) -> Database:
+        """The database the use cases run on (other services share it)."""
+        return self._db
+
     # Accounts and credits -------------------------------------------------
 
     def create_account(self, cmd: CreateAccount) -> Account:
