@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from metering.config import Settings
+from metering.service.exports import UsageExports
 from metering.service.handlers import Metering
 from metering.service.prices import PriceAdmin, PriceBookCache, sync_catalogue
 from metering.service.reprice import Repricer
@@ -41,6 +42,7 @@ class App:
     price_book: PriceBookCache
     price_admin: PriceAdmin
     repricer: Repricer
+    exports: UsageExports
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -128,4 +130,5 @@ def build_app(settings: Settings) -> App:
         price_book=book,
         price_admin=PriceAdmin(database, book, clock),
         repricer=Repricer(database, book, clock),
+        exports=UsageExports(database),
     )

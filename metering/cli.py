@@ -1,4 +1,4 @@
-"""The `metering` command: serve, migrate, ledger verify."""
+"""The `metering` command: serve, migrate, prices, budgets, usage export, review, ledger."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy.exc import OperationalError
 
@@ -33,10 +34,14 @@ from metering.domain.auth import Role
 from metering.domain.budgets import Budget, BudgetMetric, BudgetPeriod
 from metering.domain.catalogue import CatalogueError
 from metering.domain.errors import InvalidArgument, MeteringError
+from metering.domain.exports import ExportTotals, RecordView
 from metering.domain.money import decimal_text, parse_decimal_to_nanos
 from metering.domain.reconcile import Line, Tally
+from metering.domain.summary import Aggregate
 from metering.domain.upstream import UpstreamFormat
+from metering.domain.usage import TOKEN_FIELDS
 from metering.service.auth import AccountTenants, Authenticator, TokenAdmin
+from metering.service.exports import ExportKind, ExportQuery, ReviewQuery
 from metering.service.prices import import_prices, read_price_file
 from metering.service.reconcile import ReconcileOptions, Reconciler
 from metering.storage import migrate
@@ -165,6 +170,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--apply", action="store_true", help="write the corrections")
     database_flag(reconcile)
+    usage = commands.add_parser("usage", help="recorded usage")
+    usage_commands = usage.add_subparsers(dest="usage_command", required=True)
+    exported = usage_commands.add_parser(
+        "export",
+        help="stream a range's usage records or daily summary rows; totals go to stderr",
+    )
+    exported.add_argument("--start", required=True, help="RFC 3339, inclusive (event time)")
+    exported.add_argument("--end", required=True, help="RFC 3339, exclusive")
+    exported.add_argument("--account", default="", help="only this account")
+    exported.add_argument("--kind", choices=["records", "summary"], default="records")
+    exported.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    exported.add_argument("--time-zone", default="", help="IANA zone of summary days (UTC)")
+    exported.add_argument("--output", help="write to this file instead of stdout")
+    database_flag(exported)
+
+    review = commands.add_parser("review", help="calls whose usage needs a later figure")
+    review_commands = review.add_subparsers(dest="review_command", required=True)
+    review_list = review_commands.add_parser(
+        "list", help="MISSING calls, and ESTIMATED ones of accounts estimating often; oldest first"
+    )
+    review_list.add_argument("--start", required=True, help="RFC 3339, inclusive (event time)")
+    review_list.add_argument("--end", required=True, help="RFC 3339, exclusive")
+    review_list.add_argument("--account", default="", help="only this account")
+    review_list.add_argument(
+        "--estimated-share-min",
+        default="0",
+        help="list ESTIMATED calls of accounts whose estimated share of calls is at least "
+        "this percent (0-100, up to two decimals; default 0: every estimated call)",
+    )
+    review_list.add_argument(
+        "--limit", type=int, default=1000, help=f"at most this many (1-{_REVIEW_LIMIT_MAX})"
+    )
+    review_list.add_argument("--format", choices=["table", "csv", "jsonl"], default="table")
+    database_flag(review_list)
 
     ledger = commands.add_parser("ledger", help="ledger tools")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -217,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _budgets(settings, args)
         if args.command == "reconcile":
             return _reconcile(settings, args)
+        if args.command == "usage":
+            return _usage_export(settings, args)
+        if args.command == "review":
+            return _review_list(settings, args)
         return _verify(settings)
     except InvalidArgument as exc:
         for violation in exc.violations:
@@ -475,6 +518,253 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     print(summary, file=sys.stderr if args.output != "table" else sys.stdout)
     problems = [line for line in report.lines if line.problem]
     return 1 if problems else 0
+
+
+_REVIEW_LIMIT_MAX = 1_000_000
+_RECORD_COLUMNS = (
+    "event_time",
+    "account_id",
+    "record_id",
+    "request_id",
+    "record_kind",
+    "corrects_record_id",
+    "usage_source",
+    "corrected",
+    "provider",
+    "model",
+    "api_key_id",
+    "service",
+    "request_count",
+    *TOKEN_FIELDS,
+    "currency_code",
+    "cost",
+    "cost_nanos",
+    "request_credits",
+    "price_id",
+    "price_version",
+    "unpriced",
+    "streamed",
+    "record_time",
+    "labels",
+)
+_SUMMARY_COLUMNS = (
+    "day",
+    "account_id",
+    "model",
+    "usage_source",
+    "currency_code",
+    "request_count",
+    "unpriced_request_count",
+    *TOKEN_FIELDS,
+    "cost",
+    "cost_nanos",
+    "request_credits",
+)
+
+
+def _time_rfc3339(time_us: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=time_us)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _record_fields(view: RecordView) -> dict[str, Any]:
+    """A record as an export row: money as an exact decimal string and integer nanos."""
+    record = view.record
+    return {
+        "event_time": _time_rfc3339(record.event_time_us),
+        "account_id": record.account_id,
+        "record_id": record.record_id,
+        "request_id": record.request_id,
+        "record_kind": record.record_kind,
+        "corrects_record_id": record.corrects_record_id or "",
+        "usage_source": record.usage_source.value,
+        "corrected": view.corrected,
+        "provider": record.provider,
+        "model": record.model,
+        "api_key_id": record.api_key_id,
+        "service": record.service,
+        "request_count": record.request_count,
+        **{name: getattr(record.usage, name) for name in TOKEN_FIELDS},
+        "currency_code": record.currency_code,
+        "cost": decimal_text(record.cost_nanos),
+        "cost_nanos": record.cost_nanos,
+        "request_credits": record.request_credits,
+        "price_id": record.price_id,
+        "price_version": record.price_version,
+        "unpriced": record.unpriced,
+        "streamed": record.streamed,
+        "record_time": _time_rfc3339(record.record_time_us),
+        "labels": record.labels,
+    }
+
+
+def _summary_fields(row: Aggregate) -> dict[str, Any]:
+    account_id, model, source = row.keys
+    return {
+        "day": _time_rfc3339(row.start_us),
+        "account_id": account_id,
+        "model": model,
+        "usage_source": source,
+        "currency_code": row.currency_code,
+        "request_count": row.request_count,
+        "unpriced_request_count": row.unpriced_request_count,
+        **{name: getattr(row, name) for name in TOKEN_FIELDS},
+        "cost": decimal_text(row.cost_nanos),
+        "cost_nanos": row.cost_nanos,
+        "request_credits": row.request_credits,
+    }
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return value
+
+
+class _RowWriter:
+    """Rows as CSV with a header, or as JSON lines; each row written as it comes."""
+
+    def __init__(self, out: TextIO, fmt: str, columns: Sequence[str]) -> None:
+        self._out = out
+        self._fmt = fmt
+        self._columns = columns
+        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        if self._csv is not None:
+            self._csv.writerow(columns)
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if self._csv is not None:
+            self._csv.writerow([_csv_value(fields[name]) for name in self._columns])
+        else:
+            self._out.write(json.dumps(fields, separators=(",", ":")) + "\n")
+
+
+def _totals_fields(totals: ExportTotals) -> dict[str, Any]:
+    return {
+        "row_count": totals.row_count,
+        "request_count": totals.request_count,
+        "cost": [
+            {"currency_code": code, "amount": decimal_text(nanos), "nanos": nanos}
+            for code, nanos in sorted(totals.cost_nanos.items())
+        ],
+        "request_credits": totals.request_credits,
+        **totals.tokens,
+    }
+
+
+def _usage_export(settings: Settings, args: argparse.Namespace) -> int:
+    query = ExportQuery(
+        start_us=_time_us(args.start, "--start"),
+        end_us=_time_us(args.end, "--end"),
+        account_id=args.account,
+        kind=ExportKind(args.kind.upper()),
+        time_zone=args.time_zone,
+    )
+    app = build_app(settings)
+    try:
+        run = app.exports.export(query)  # validates before anything is written
+        out = (
+            open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed below)
+            if args.output
+            else sys.stdout
+        )
+        try:
+            columns = _SUMMARY_COLUMNS if run.kind is ExportKind.SUMMARY else _RECORD_COLUMNS
+            writer = _RowWriter(out, args.format, columns)
+            for page in run.pages:
+                for view in page.records:
+                    writer.write(_record_fields(view))
+                for row in page.rows:
+                    writer.write(_summary_fields(row))
+            totals = _totals_fields(run.totals)
+            if args.format == "jsonl":
+                out.write(json.dumps({"totals": totals}, separators=(",", ":")) + "\n")
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    finally:
+        app.close()
+    costs = ", ".join(
+        f"{c['currency_code']} {c['amount']} ({c['nanos']} nanos)" for c in totals["cost"]
+    )
+    tokens = " ".join(f"{name}={totals[name]}" for name in TOKEN_FIELDS)
+    print(
+        f"exported {totals['row_count']} rows, {totals['request_count']} requests; "
+        f"cost {costs or 'none'}; request credits {totals['request_credits']}; {tokens}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _basis_points(text: str, flag: str) -> int:
+    try:
+        percent = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{flag} {text!r}: a percent such as 25 or 12.5") from None
+    points = percent * 100
+    if not percent.is_finite() or points != points.to_integral_value() or not 0 <= points <= 10000:
+        raise ValueError(f"{flag} {text!r}: a percent from 0 to 100 with at most two decimals")
+    return int(points)
+
+
+def _review_list(settings: Settings, args: argparse.Namespace) -> int:
+    start_us, end_us = _time_us(args.start, "--start"), _time_us(args.end, "--end")
+    share = _basis_points(args.estimated_share_min, "--estimated-share-min")
+    if not 1 <= args.limit <= _REVIEW_LIMIT_MAX:
+        raise ValueError(f"--limit must be in [1, {_REVIEW_LIMIT_MAX}]")
+    columns = (
+        "event_time",
+        "account_id",
+        "record_id",
+        "request_id",
+        "usage_source",
+        "provider",
+        "model",
+        "api_key_id",
+        "currency_code",
+        "cost",
+        "cost_nanos",
+    )
+    app = build_app(settings)
+    listed, token = 0, ""
+    try:
+        writer = _RowWriter(sys.stdout, args.format, columns) if args.format != "table" else None
+        if writer is None:
+            print(
+                f"{'EVENT TIME':<27} {'ACCOUNT':<20} {'SOURCE':<9} {'MODEL':<24} "
+                f"{'COST':>14}  REQUEST ID"
+            )
+        while True:
+            records, token = app.exports.review_records(
+                ReviewQuery(
+                    start_us=start_us,
+                    end_us=end_us,
+                    account_id=args.account,
+                    estimated_share_min_bps=share,
+                    page_size=min(args.limit - listed, 1000),
+                    page_token=token,
+                )
+            )
+            for record in records:
+                fields = _record_fields(RecordView(record))
+                if writer is not None:
+                    writer.write({name: fields[name] for name in columns})
+                else:
+                    print(
+                        f"{fields['event_time']:<27} {record.account_id:<20} "
+                        f"{fields['usage_source']:<9} {record.model:<24} "
+                        f"{fields['cost'] + ' ' + record.currency_code:>14}  {record.request_id}"
+                    )
+            listed += len(records)
+            if not token or listed >= args.limit:
+                break
+    finally:
+        app.close()
+    more = "; more remain (raise --limit)" if token else ""
+    print(f"{listed} records to review{more}", file=sys.stderr)
+    return 0
 
 
 def _migrate(settings: Settings) -> int:
@@ -764,6 +1054,7 @@ def _serve(settings: Settings) -> int:
             **_security(settings, app),
             rate_limit=_rate_limit(settings),
             sweep_seconds=settings.reservation_sweep_ms / 1000,
+            exports=app.exports,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

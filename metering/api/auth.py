@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -173,21 +173,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         if handler is None or method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES:
             return handler
+        if handler.unary_stream is not None:
+            return self._checked_stream(handler, method)
         if handler.unary_unary is None:
-            # No metering method streams; refuse rather than pass one unchecked.
+            # No metering method takes a stream of requests; refuse rather than pass one
+            # unchecked.
             return _refusing(handler, method)
         behavior = handler.unary_unary
 
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                caller = await self._admit(method, request, context)
-            except MeteringError as exc:
-                await context.abort_with_status(rpc_status.to_status(to_status(exc)))
-            except Exception:
-                log.exception("authorization of %s failed", method)
-                internal = to_status(MeteringError("INTERNAL", "internal error"))
-                internal.code = code_pb2.INTERNAL
-                await context.abort_with_status(rpc_status.to_status(internal))
+            caller = await self._admitted(method, request, context)
             token = CALLER.set(caller)
             try:
                 return await behavior(request, context)
@@ -199,6 +194,40 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _checked_stream(self, handler: Any, method: str) -> Any:
+        """A server-streaming method (ExportUsage): admitted before its first message."""
+        behavior = handler.unary_stream
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            caller = await self._admitted(method, request, context)
+            token = CALLER.set(caller)
+            try:
+                async for message in behavior(request, context):
+                    yield message
+            finally:
+                CALLER.reset(token)
+
+        return grpc.unary_stream_rpc_method_handler(
+            checked,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _admitted(
+        self, method: str, request: Any, context: grpc.aio.ServicerContext
+    ) -> Caller:
+        """The caller, or the call ends here with the refusal's status."""
+        try:
+            return await self._admit(method, request, context)
+        except MeteringError as exc:
+            await context.abort_with_status(rpc_status.to_status(to_status(exc)))
+        except Exception:
+            log.exception("authorization of %s failed", method)
+            internal = to_status(MeteringError("INTERNAL", "internal error"))
+            internal.code = code_pb2.INTERNAL
+            await context.abort_with_status(rpc_status.to_status(internal))
+        raise AssertionError("unreachable: abort_with_status raises")
 
     async def _admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Caller:
         loop = asyncio.get_running_loop()

@@ -9,13 +9,15 @@ from google.protobuf import timestamp_pb2
 from metering.domain.accounts import Account, BillingMode, RequestAsset, UnpricedPolicy
 from metering.domain.budgets import THRESHOLDS_DEFAULT, Budget, BudgetMetric, BudgetPeriod
 from metering.domain.errors import Violations
+from metering.domain.exports import ExportTotals, RecordView
 from metering.domain.missing import DEFAULT_POLICY, Fallback, MissingUsagePolicy
 from metering.domain.money import AMOUNT_UNITS_MAX, Money, units_nanos_are_consistent
 from metering.domain.reconcile import Kind
 from metering.domain.reservations import ExpiryPolicy, ReservationState
 from metering.domain.summary import Aggregate, Granularity, GroupKey
 from metering.domain.upstream import UpstreamFormat
-from metering.domain.usage import TokenUsage, UsageSource
+from metering.domain.usage import TOKEN_FIELDS, TokenUsage, UsageSource
+from metering.service.exports import ExportKind
 from metering.service.prices import time_text
 from metering.service.reconcile import ReconcileReport
 from metering.v1 import admin_service_pb2, prices_pb2, types_pb2
@@ -583,4 +585,73 @@ def budget_event_pb(event: dict[str, Any]) -> admin_service_pb2.BudgetEvent:
         used=int(event["used_value"]),
         limit=int(event["limit_value"]),
         create_time=timestamp_pb(int(event["create_time_us"])),
+    )
+
+
+_EXPORT_KINDS: dict[int, ExportKind] = {
+    admin_service_pb2.EXPORT_KIND_UNSPECIFIED: ExportKind.RECORDS,
+    admin_service_pb2.EXPORT_KIND_RECORDS: ExportKind.RECORDS,
+    admin_service_pb2.EXPORT_KIND_SUMMARY: ExportKind.SUMMARY,
+}
+
+
+def export_kind_from_pb(v: Violations, value: int) -> ExportKind:
+    kind: ExportKind | None = _EXPORT_KINDS.get(value)
+    if kind is None:
+        v.add("kind", f"unknown kind {value}")
+        return ExportKind.RECORDS
+    return kind
+
+
+def record_view_pb(view: RecordView) -> types_pb2.UsageRecordView:
+    record = view.record
+    return types_pb2.UsageRecordView(
+        record_id=record.record_id,
+        account_id=record.account_id,
+        request_id=record.request_id,
+        event_time=timestamp_pb(record.event_time_us),
+        record_time=timestamp_pb(record.record_time_us),
+        provider=record.provider,
+        model=record.model,
+        api_key_id=record.api_key_id,
+        service=record.service,
+        usage_source=source_pb(record.usage_source),
+        usage=usage_pb(record.usage),
+        cost=money_pb(Money(record.currency_code, record.cost_nanos)),
+        request_credits=record.request_credits,
+        price_id=record.price_id,
+        price_version=record.price_version,
+        record_kind=record.record_kind,
+        corrects_record_id=record.corrects_record_id or "",
+        request_count=record.request_count,
+        corrected=view.corrected,
+        labels=record.labels,
+        streamed=record.streamed,
+        unpriced=record.unpriced,
+    )
+
+
+def export_row_pb(row: Aggregate, group_by: tuple[GroupKey, ...]) -> pb.UsageSummaryRow:
+    """A summary row grouped by usage source: its estimated and missing parts are all or
+    nothing of it."""
+    message = summary_row_pb(row, group_by)
+    if message.usage_source == types_pb2.USAGE_SOURCE_ESTIMATED:
+        message.estimated_request_count = row.request_count
+        message.estimated_cost.CopyFrom(message.cost)
+    elif message.usage_source == types_pb2.USAGE_SOURCE_MISSING:
+        message.missing_request_count = row.request_count
+        message.missing_cost.CopyFrom(message.cost)
+    return message
+
+
+def export_totals_pb(totals: ExportTotals) -> admin_service_pb2.ExportTotals:
+    return admin_service_pb2.ExportTotals(
+        row_count=totals.row_count,
+        request_count=totals.request_count,
+        cost=[
+            money_pb(Money(currency, nanos))
+            for currency, nanos in sorted(totals.cost_nanos.items())
+        ],
+        request_credits=totals.request_credits,
+        usage=types_pb2.TokenUsage(**{name: totals.tokens[name] for name in TOKEN_FIELDS}),
     )

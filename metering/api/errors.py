@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -104,5 +104,36 @@ def mapped(
             status.code = code_pb2.INTERNAL
             await context.abort_with_status(rpc_status.to_status(status))
         raise AssertionError("unreachable: abort_with_status raises")
+
+    return wrapper
+
+
+def mapped_stream(
+    method: Callable[[Any, _Req, grpc.aio.ServicerContext], AsyncIterator[_Resp]],
+) -> Callable[[Any, _Req, grpc.aio.ServicerContext], AsyncIterator[_Resp]]:
+    """:func:`mapped` for a server-streaming method (an async generator).
+
+    An error before the first message ends the call with that status and no
+    messages; an error after some ends it with the status after them, so a
+    client never takes a truncated stream for a complete one.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: _Req, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[_Resp]:
+        try:
+            async for message in method(self, request, context):
+                yield message
+        except errors.MeteringError as exc:
+            await context.abort_with_status(rpc_status.to_status(to_status(exc)))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error in %s", method.__qualname__)
+            internal = errors.MeteringError("INTERNAL", "internal error")
+            status = to_status(internal)
+            status.code = code_pb2.INTERNAL
+            await context.abort_with_status(rpc_status.to_status(status))
 
     return wrapper

@@ -9,7 +9,7 @@ the servicer see it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -33,10 +33,11 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         handler_call_details: Any,
     ) -> Any:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        if handler.unary_unary is None and handler.unary_stream is None:
             return handler
         parse = handler.request_deserializer
-        behavior = handler.unary_unary
 
         def deserialize(data: bytes) -> Any:
             try:
@@ -44,13 +45,33 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             except DecodeError:
                 return _Malformed()
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def refuse_malformed(request: Any, context: grpc.aio.ServicerContext) -> None:
             if isinstance(request, _Malformed):
                 error = InvalidArgument(
                     [FieldViolation("request", "the request is not a valid protobuf message")],
                     reason="MALFORMED_REQUEST",
                 )
                 await context.abort_with_status(rpc_status.to_status(to_status(error)))
+
+        if handler.unary_stream is not None:
+            streaming = handler.unary_stream
+
+            async def guarded_stream(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                await refuse_malformed(request, context)
+                async for message in streaming(request, context):
+                    yield message
+
+            return grpc.unary_stream_rpc_method_handler(
+                guarded_stream,
+                request_deserializer=deserialize,
+                response_serializer=handler.response_serializer,
+            )
+        behavior = handler.unary_unary
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await refuse_malformed(request, context)
             return await behavior(request, context)
 
         return grpc.unary_unary_rpc_method_handler(

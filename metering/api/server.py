@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from metering.api.malformed import MalformedRequestInterceptor
 from metering.api.observability import ObservabilityInterceptor
 from metering.api.servicers import MeteringAdminServicer, MeteringServicer
+from metering.service.exports import UsageExports
 from metering.service.group_commit import (
     BATCH_RECORDS_MAX_DEFAULT,
     LINGER_SECONDS_DEFAULT,
@@ -79,9 +80,11 @@ async def start_server(
     rate_limit: grpc.aio.ServerInterceptor | None = None,
     credentials: grpc.ServerCredentials | None = None,
     sweep_seconds: float = 1.0,
+    exports: UsageExports | None = None,
 ) -> RunningServer:
     """``auth`` checks every call (None: no authentication); ``rate_limit`` limits callers
-    (metering.api.ratelimit; None: no limits); ``credentials`` serve TLS."""
+    (metering.api.ratelimit; None: no limits); ``credentials`` serve TLS; ``exports`` serves
+    the exports and review queue (default: over the metering service's database)."""
     server = grpc.aio.server(
         # Observability first (outermost): it sees every other interceptor's outcome too.
         # Authentication (metering.api.auth) after it, before any servicer runs.
@@ -109,7 +112,10 @@ async def start_server(
         MeteringServicer(metering, committer, executor), server
     )
     admin_service_pb2_grpc.add_MeteringAdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        MeteringAdminServicer(metering, prices, executor), server
+        MeteringAdminServicer(
+            metering, prices, executor, exports or UsageExports(metering.database)
+        ),
+        server,
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -11,11 +11,19 @@ import grpc
 
 from metering.api import convert
 from metering.api.auth import new_account_tenant
-from metering.api.errors import mapped, record_error
+from metering.api.errors import mapped, mapped_stream, record_error
 from metering.domain.errors import FieldViolation, InvalidArgument, MeteringError, Violations
+from metering.domain.exports import RecordView
 from metering.domain.missing import DEFAULT_POLICY
 from metering.domain.money import Money
 from metering.service import commands
+from metering.service.exports import (
+    SUMMARY_GROUP_BY,
+    ExportQuery,
+    ExportRun,
+    ReviewQuery,
+    UsageExports,
+)
 from metering.service.group_commit import GroupCommitter
 from metering.service.handlers import Metering, check_batch_size
 from metering.service.prices import PriceAdmin, import_prices
@@ -345,14 +353,93 @@ class MeteringServicer(pb_grpc.MeteringServiceServicer, _Blocking):
         )
 
 
+def _range(
+    v: Violations, request: admin_pb.ExportUsageRequest | admin_pb.ListReviewRecordsRequest
+) -> tuple[int | None, int | None]:
+    start = (
+        convert.time_us_from_pb(v, "start_time", request.start_time)
+        if request.HasField("start_time")
+        else None
+    )
+    end = (
+        convert.time_us_from_pb(v, "end_time", request.end_time)
+        if request.HasField("end_time")
+        else None
+    )
+    return start, end
+
+
+def _next_messages(run: ExportRun) -> list[admin_pb.ExportUsageResponse] | None:
+    """The next page of an export as messages (read and converted off the event loop);
+    None when the export is done."""
+    page = next(run.pages, None)
+    if page is None:
+        return None
+    messages = [
+        admin_pb.ExportUsageResponse(record=convert.record_view_pb(view)) for view in page.records
+    ]
+    messages += [
+        admin_pb.ExportUsageResponse(row=convert.export_row_pb(row, SUMMARY_GROUP_BY))
+        for row in page.rows
+    ]
+    return messages
+
+
 class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
     def __init__(
-        self, metering: Metering, prices: PriceAdmin, executor: ThreadPoolExecutor
+        self,
+        metering: Metering,
+        prices: PriceAdmin,
+        executor: ThreadPoolExecutor,
+        exports: UsageExports,
     ) -> None:
         _Blocking.__init__(self, executor)
         self._metering = metering
         self._prices = prices
         self._reconciler = Reconciler(metering)
+        self._exports = exports
+
+    @mapped
+    async def ListReviewRecords(
+        self, request: admin_pb.ListReviewRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb.ListReviewRecordsResponse:
+        v = Violations()
+        start, end = _range(v, request)
+        v.raise_if_any()
+        query = ReviewQuery(
+            start_us=start,
+            end_us=end,
+            account_id=request.account_id,
+            estimated_share_min_bps=request.estimated_share_min_basis_points,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        records, token = await self.run(lambda: self._exports.review_records(query))
+        return admin_pb.ListReviewRecordsResponse(
+            records=[convert.record_view_pb(RecordView(record)) for record in records],
+            next_page_token=token,
+        )
+
+    @mapped_stream
+    async def ExportUsage(
+        self, request: admin_pb.ExportUsageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[admin_pb.ExportUsageResponse]:
+        v = Violations()
+        start, end = _range(v, request)
+        kind = convert.export_kind_from_pb(v, request.kind)
+        v.raise_if_any()
+        query = ExportQuery(
+            start_us=start,
+            end_us=end,
+            account_id=request.account_id,
+            kind=kind,
+            time_zone=request.time_zone,
+        )
+        run = await self.run(lambda: self._exports.export(query))
+        while (messages := await self.run(lambda: _next_messages(run))) is not None:
+            for message in messages:
+                yield message
+        yield admin_pb.ExportUsageResponse(totals=convert.export_totals_pb(run.totals))
 
     @mapped
     async def CreateAccount(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from metering.domain.usage import TokenUsage
+from metering.domain.usage import TOKEN_FIELDS, TokenUsage
 
 # The token counts compared (the others nest inside them and follow).
 COMPARED_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
@@ -72,18 +72,8 @@ class Line:
 
 def token_difference(local: TokenUsage, upstream: TokenUsage) -> TokenUsage:
     return TokenUsage(
-        **{name: getattr(upstream, name) - getattr(local, name) for name in _ALL_TOKENS}
+        **{name: getattr(upstream, name) - getattr(local, name) for name in TOKEN_FIELDS}
     )
-
-
-_ALL_TOKENS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)
 
 
 def compare_line(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from metering.domain.ledger import Entry, TransactionKind
-from metering.domain.usage import TokenUsage, UsageSource
+from metering.domain.usage import TOKEN_FIELDS, TokenUsage, UsageSource
 
 
 @dataclass(frozen=True)
@@ -79,16 +79,6 @@ class Net:
     batch: bool = False
 
 
-_TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)
-
-
 def _is_repricing(adjustment: UsageRecord) -> bool:
     return adjustment.request_id.startswith("reprice:")
 
@@ -101,11 +91,11 @@ def net_of(record: UsageRecord, adjustments: list[UsageRecord]) -> Net:
     repricing must price it the same way.
     """
     cost, credits = record.cost_nanos, record.request_credits
-    totals = {name: getattr(record.usage, name) for name in _TOKEN_FIELDS}
+    totals = {name: getattr(record.usage, name) for name in TOKEN_FIELDS}
     reported = False
     source, batch = record.usage_source, record.batch
     for adjustment in adjustments:
-        for name in _TOKEN_FIELDS:
+        for name in TOKEN_FIELDS:
             totals[name] += getattr(adjustment.usage, name)
         cost += adjustment.cost_nanos
         credits += adjustment.request_credits
@@ -138,7 +128,7 @@ def supersede(
         record_id=f"{figure.record_id[:30]}rv",
         request_id=reversal_request_id,
         usage_source=net.source,
-        usage=TokenUsage(**{name: -getattr(net.usage, name) for name in _TOKEN_FIELDS}),
+        usage=TokenUsage(**{name: -getattr(net.usage, name) for name in TOKEN_FIELDS}),
         cost_nanos=-net.cost_nanos,
         request_credits=-net.request_credits,
         price_id=original.price_id,

@@ -21,6 +21,17 @@ class UsageSource(enum.Enum):
     CORRECTED = "CORRECTED"
 
 
+# The counts of a TokenUsage, in declaration order (for sums and differences).
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
+
+
 @dataclass(frozen=True)
 class TokenUsage:
     """Usage of one call. Counts nest: see ``proto/metering/v1/types.proto``.

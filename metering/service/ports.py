@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from metering.domain.accounts import Account, BillingMode
 from metering.domain.budgets import Budget
+from metering.domain.exports import RecordView
 from metering.domain.ledger import Entry, TransactionKind
 from metering.domain.missing import MissingUsagePolicy
 from metering.domain.reconcile import LocalTally
@@ -148,6 +149,23 @@ class Store(Protocol):
     def adjustments_of(
         self, account_id: str, record_ids: list[str]
     ) -> dict[str, list[UsageRecord]]: ...
+    def records_page(
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        after: tuple[int, str, str],
+        limit: int,
+    ) -> list[RecordView]: ...
+    def review_page(
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        estimated_share_min_bps: int,
+        after: tuple[int, str, str],
+        limit: int,
+    ) -> list[UsageRecord]: ...
 
 
 class Database(Protocol):

@@ -22,8 +22,10 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -36,13 +38,14 @@ from metering.domain.accounts import Account, BillingMode, RequestAsset, Unprice
 from metering.domain.auth import Role, TokenInfo
 from metering.domain.budgets import Budget, BudgetMetric, BudgetPeriod
 from metering.domain.errors import Unavailable
+from metering.domain.exports import BASIS_POINTS_MAX, RecordView
 from metering.domain.ledger import ASSET_REQUEST_CREDITS, Entry, TransactionKind
 from metering.domain.missing import Fallback, MissingUsagePolicy
 from metering.domain.reconcile import LocalTally
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.reservations import ExpiryPolicy, Reservation, ReservationState
 from metering.domain.summary import SLICE_US, Aggregate, Segment, SummaryFilter
-from metering.domain.usage import TokenUsage, UsageSource
+from metering.domain.usage import TOKEN_FIELDS, TokenUsage, UsageSource
 from metering.storage import schema as t
 from metering.storage.engine import write_lock_for
 
@@ -816,6 +819,92 @@ class SqlStore:
             found.setdefault(row.corrects_record_id, []).append(_usage_record(row))
         return found
 
+    # Exports and the review queue -------------------------------------------
+
+    def records_page(
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        after: tuple[int, str, str],
+        limit: int,
+    ) -> list[RecordView]:
+        """Every stored row (calls and adjustments) in [start, end) after a (time, account,
+        id) key, in key order, each with whether it is an original call since corrected."""
+        u = t.usage_records.c
+        query = (
+            select(t.usage_records, _corrected(u).label("corrected"))
+            .where(u.event_time_us >= start_us, u.event_time_us < end_us, _after(u, after))
+            .order_by(u.event_time_us, u.account_id, u.record_id)
+            .limit(limit)
+        )
+        if account_id is not None:
+            query = query.where(u.account_id == account_id)
+        return [
+            RecordView(_usage_record(row), bool(row.corrected) and row.record_kind == "USAGE")
+            for row in self._c.execute(query)
+        ]
+
+    def review_page(
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        estimated_share_min_bps: int,
+        after: tuple[int, str, str],
+        limit: int,
+    ) -> list[UsageRecord]:
+        """Original calls in [start, end) not yet corrected that are MISSING, or ESTIMATED
+        in an account whose ESTIMATED calls are at least this share of its calls in the
+        range (by the calls' first source); after a key, in key order.
+
+        The kind and source conditions are literals, not parameters, so that both
+        databases can prove they imply the partial index ix_usage_records_review.
+        """
+        u = t.usage_records.c
+        estimated = u.usage_source == literal_column(f"'{UsageSource.ESTIMATED.value}'")
+        missing = u.usage_source == literal_column(f"'{UsageSource.MISSING.value}'")
+        if estimated_share_min_bps > 0:
+            s = t.usage_records.alias("share")
+            shares = (
+                select(s.c.account_id)
+                .where(
+                    s.c.record_kind == literal_column("'USAGE'"),
+                    s.c.event_time_us >= start_us,
+                    s.c.event_time_us < end_us,
+                )
+                .group_by(s.c.account_id)
+                .having(
+                    func.sum(
+                        case(
+                            (s.c.usage_source == literal_column("'ESTIMATED'"), BASIS_POINTS_MAX),
+                            else_=0,
+                        )
+                    )
+                    >= estimated_share_min_bps * func.count()
+                )
+            )
+            if account_id is not None:
+                shares = shares.where(s.c.account_id == account_id)
+            estimated = and_(estimated, u.account_id.in_(shares))
+        query = (
+            select(t.usage_records)
+            .where(
+                u.record_kind == literal_column("'USAGE'"),
+                u.usage_source.in_([literal_column(f"'{name}'") for name in _REVIEW_SOURCES]),
+                u.event_time_us >= start_us,
+                u.event_time_us < end_us,
+                or_(missing, estimated),
+                ~_corrected(u),
+                _after(u, after),
+            )
+            .order_by(u.event_time_us, u.account_id, u.record_id)
+            .limit(limit)
+        )
+        if account_id is not None:
+            query = query.where(u.account_id == account_id)
+        return [_usage_record(row) for row in self._c.execute(query)]
+
     # Reservations ----------------------------------------------------------
 
     def insert_reservation(self, reservation: Reservation) -> None:
@@ -982,7 +1071,7 @@ class SqlStore:
         query = select(
             *groups,
             func.sum(u.request_count).label("request_count"),
-            *(func.sum(getattr(u, name)).label(name) for name in _TOKEN_COLUMNS),
+            *(func.sum(getattr(u, name)).label(name) for name in TOKEN_FIELDS),
             func.sum(u.cost_nanos).label("cost_nanos"),
         ).where(u.event_time_us >= start_us, u.event_time_us < end_us)
         if provider:
@@ -997,7 +1086,7 @@ class SqlStore:
                 account_id=row.account_id,
                 currency_code=row.currency_code,
                 request_count=int(row.request_count),
-                usage=TokenUsage(**{name: int(getattr(row, name)) for name in _TOKEN_COLUMNS}),
+                usage=TokenUsage(**{name: int(getattr(row, name)) for name in TOKEN_FIELDS}),
                 cost_nanos=int(row.cost_nanos),
             )
             for row in self._c.execute(query.group_by(*groups))
@@ -1297,14 +1386,6 @@ class SqlStore:
 
 
 DAY_US = 86_400_000_000
-_TOKEN_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)
 
 
 _SOURCE_SUMS = (
@@ -1330,6 +1411,37 @@ def _source_sums(columns: Any) -> list[Any]:
                 )
             )
     return sums
+
+
+# The sources the review queue looks at, as in the partial index's predicate.
+_REVIEW_SOURCES = (UsageSource.ESTIMATED.value, UsageSource.MISSING.value)
+
+
+def _after(u: Any, after: tuple[int, str, str]) -> Any:
+    """Rows after a (event time, account, record id) key: the keyset of exports and queues."""
+    after_time, after_account, after_id = after
+    return or_(
+        u.event_time_us > after_time,
+        and_(
+            u.event_time_us == after_time,
+            or_(
+                u.account_id > after_account,
+                and_(u.account_id == after_account, u.record_id > after_id),
+            ),
+        ),
+    )
+
+
+def _corrected(u: Any) -> Any:
+    """Whether a row has an ADJUSTMENT of source CORRECTED linked to it (a correlated
+    EXISTS over ix_usage_records_corrects)."""
+    fix = t.usage_records.alias("fix")
+    return exists().where(
+        fix.c.account_id == u.account_id,
+        fix.c.corrects_record_id == u.record_id,
+        fix.c.record_kind == "ADJUSTMENT",
+        fix.c.usage_source == UsageSource.CORRECTED.value,
+    )
 
 
 class SqlDatabase:

@@ -217,6 +217,27 @@ def test_a_role_calls_only_its_methods(secured: Secured) -> None:
     secured.admin.ListPrices(listing, metadata=_auth(secured.tokens["admin"]), timeout=10)
 
 
+def test_the_streaming_export_is_for_unscoped_admins_only(secured: Secured) -> None:
+    account = secured.account(None)
+    start, end = _around_now()
+    export = admin_pb.ExportUsageRequest(account_id=account, start_time=start, end_time=end)
+
+    def streamed(metadata: tuple[tuple[str, str], ...] | None, timeout: float = 10) -> list[object]:
+        return list(secured.admin.ExportUsage(export, metadata=metadata, timeout=timeout))
+
+    assert _refused(streamed, None) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
+    denied = (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+    for token in ("relay", "reader-a", "admin-a"):
+        assert _refused(streamed, _auth(secured.tokens[token])) == denied
+    review = admin_pb.ListReviewRecordsRequest(start_time=start, end_time=end)
+    assert (
+        _refused(secured.admin.ListReviewRecords, review, metadata=_auth(secured.tokens["admin-a"]))
+        == denied
+    )
+    messages = streamed(_auth(secured.tokens["admin"]))
+    assert len(messages) == 1 and messages[0].totals.row_count == 0  # type: ignore[attr-defined]
+
+
 def test_a_relay_records_for_its_tenants_account(secured: Secured) -> None:
     account = secured.account("tenant-a")
     relay = _auth(secured.tokens["relay-a"])

@@ -16,22 +16,14 @@ from typing import Any
 
 from metering.domain.accounts import Account, BillingMode
 from metering.domain.budgets import Budget, measure
+from metering.domain.exports import RecordView, share_reaches
 from metering.domain.ledger import Entry, TransactionKind
 from metering.domain.missing import MissingUsagePolicy
 from metering.domain.reconcile import LocalTally
 from metering.domain.records import NewResult, NewTransaction, UsageRecord
 from metering.domain.reservations import Reservation, ReservationState
 from metering.domain.summary import Aggregate, SummaryFilter
-from metering.domain.usage import TokenUsage, UsageSource
-
-_TOKENS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)
+from metering.domain.usage import TOKEN_FIELDS, TokenUsage, UsageSource
 
 
 @dataclass(frozen=True)
@@ -240,7 +232,7 @@ class FakeStore:
             total = sums.setdefault(key, [0, TokenUsage(), 0])
             total[0] += r.request_count
             total[1] = TokenUsage(
-                **{name: getattr(total[1], name) + getattr(r.usage, name) for name in _TOKENS}
+                **{name: getattr(total[1], name) + getattr(r.usage, name) for name in TOKEN_FIELDS}
             )
             total[2] += r.cost_nanos
         return [
@@ -431,6 +423,76 @@ class FakeStore:
             if r.account_id == account_id and r.corrects_record_id in record_ids:
                 found.setdefault(r.corrects_record_id, []).append(r)
         return found
+
+    def records_page(
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        after: tuple[int, str, str],
+        limit: int,
+    ) -> list[RecordView]:
+        records = sorted(
+            (
+                r
+                for r in self.state.records
+                if start_us <= r.event_time_us < end_us
+                and (account_id is None or r.account_id == account_id)
+                and (r.event_time_us, r.account_id, r.record_id) > after
+            ),
+            key=lambda r: (r.event_time_us, r.account_id, r.record_id),
+        )[:limit]
+        return [RecordView(r, r.record_kind == "USAGE" and self._corrected(r)) for r in records]
+
+    def review_page(
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        estimated_share_min_bps: int,
+        after: tuple[int, str, str],
+        limit: int,
+    ) -> list[UsageRecord]:
+        calls = [
+            r
+            for r in self.state.records
+            if start_us <= r.event_time_us < end_us
+            and r.record_kind == "USAGE"
+            and (account_id is None or r.account_id == account_id)
+        ]
+        counts: dict[str, tuple[int, int]] = {}
+        for r in calls:
+            estimated, total = counts.get(r.account_id, (0, 0))
+            counts[r.account_id] = (
+                estimated + (r.usage_source is UsageSource.ESTIMATED),
+                total + 1,
+            )
+        listed = sorted(
+            (
+                r
+                for r in calls
+                if (r.event_time_us, r.account_id, r.record_id) > after
+                and not self._corrected(r)
+                and (
+                    r.usage_source is UsageSource.MISSING
+                    or (
+                        r.usage_source is UsageSource.ESTIMATED
+                        and share_reaches(*counts[r.account_id], estimated_share_min_bps)
+                    )
+                )
+            ),
+            key=lambda r: (r.event_time_us, r.account_id, r.record_id),
+        )
+        return listed[:limit]
+
+    def _corrected(self, record: UsageRecord) -> bool:
+        return any(
+            r.account_id == record.account_id
+            and r.corrects_record_id == record.record_id
+            and r.record_kind == "ADJUSTMENT"
+            and r.usage_source is UsageSource.CORRECTED
+            for r in self.state.records
+        )
 
 
 class FakeDatabase:
