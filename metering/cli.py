@@ -127,9 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     budget_set.add_argument("budget_id")
     budget_set.add_argument("--period", choices=["day", "month", "rolling"], required=True)
     budget_set.add_argument("--window-seconds", type=int, default=0, help="for rolling budgets")
-    budget_set.add_argument("--metric", choices=["cost", "tokens", "requests"], required=True)
     budget_set.add_argument(
-        "--limit", type=int, required=True, help="nanos for cost, else tokens or requests"
+        "--metric", choices=["cost", "tokens", "requests", "balance_floor"], required=True
+    )
+    budget_set.add_argument(
+        "--limit",
+        type=int,
+        required=True,
+        help="nanos for cost and balance_floor, else tokens or requests",
     )
     budget_set.add_argument("--soft", action="store_true", help="warn instead of deny")
     budget_set.add_argument("--api-key", default="", help="only this API key's usage")

@@ -200,6 +200,7 @@ class Instruments:
     batch_commit: metrics.Histogram = field(init=False)
     reservations_opened: metrics.Counter = field(init=False)
     reservations_expired: metrics.Counter = field(init=False)
+    budget_events: metrics.Counter = field(init=False)
     providers: _BoundedLabels = field(default_factory=_BoundedLabels)
     price_ids: _BoundedLabels = field(default_factory=_BoundedLabels)
     currencies: _BoundedLabels = field(default_factory=_BoundedLabels)
@@ -250,6 +251,12 @@ class Instruments:
             "metering.reservations.expired",
             unit="{reservation}",
             description="Reservations that expired without being captured or released.",
+        )
+        self.budget_events = m.create_counter(
+            "metering.budget.events",
+            unit="{event}",
+            description="Budget thresholds crossed (each once per budget period; the outbox "
+            "ListBudgetEvents serves them), by metric, hardness and threshold percent.",
         )
         m.create_observable_gauge(
             "metering.usage.unmeasured_share",
@@ -331,6 +338,18 @@ def record_usage(
     _unmeasured.add(provider_label, price_label, usage_source in ("ESTIMATED", "MISSING"))
     if cost_nanos > 0:
         current.cost_nanos.add(cost_nanos, {"metering.currency": current.currencies(currency_code)})
+
+
+def record_budget_event(metric: str, hard: bool, threshold_percent: int) -> None:
+    """A budget crossed a threshold (an outbox row was written)."""
+    instruments().budget_events.add(
+        1,
+        {
+            "metering.budget_metric": metric,
+            "metering.budget_hard": hard,
+            "metering.threshold_percent": threshold_percent,
+        },
+    )
 
 
 def observe_group_commit(size: int, wait_seconds: float) -> None:

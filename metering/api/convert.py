@@ -531,6 +531,7 @@ _METRICS: dict[BudgetMetric, int] = {
     BudgetMetric.COST: admin_service_pb2.BUDGET_METRIC_COST,
     BudgetMetric.TOKENS: admin_service_pb2.BUDGET_METRIC_TOKENS,
     BudgetMetric.REQUESTS: admin_service_pb2.BUDGET_METRIC_REQUESTS,
+    BudgetMetric.BALANCE_FLOOR: admin_service_pb2.BUDGET_METRIC_BALANCE_FLOOR,
 }
 
 

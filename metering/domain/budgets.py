@@ -32,6 +32,9 @@ class BudgetMetric(enum.Enum):
     COST = "COST"  # nanos of the account's currency
     TOKENS = "TOKENS"  # input plus output tokens
     REQUESTS = "REQUESTS"
+    # The money balance available (balance minus holds) must stay at or above the
+    # limit (nanos): a low-balance alarm (soft) or a reserve no call may eat into (hard).
+    BALANCE_FLOOR = "BALANCE_FLOOR"
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Budget:
 
 def measure(metric: BudgetMetric, cost_nanos: int, usage: TokenUsage, requests: int) -> int:
     """How much of a metric one call (or hold) uses."""
-    if metric is BudgetMetric.COST:
+    if metric in (BudgetMetric.COST, BudgetMetric.BALANCE_FLOOR):
         return cost_nanos
     if metric is BudgetMetric.TOKENS:
         return usage.input_tokens + usage.output_tokens
@@ -79,13 +82,18 @@ class BudgetStatus:
 
     budget: Budget
     period_start_us: int
+    # Usage in the period; for a BALANCE_FLOOR budget, the available balance.
     used: int
 
     @property
     def headroom(self) -> int:
+        if self.budget.metric is BudgetMetric.BALANCE_FLOOR:
+            return self.used - self.budget.limit_value
         return self.budget.limit_value - self.used
 
     def crossed(self) -> list[int]:
-        """The thresholds (percent) the usage has reached."""
+        """The thresholds (percent) the usage has reached; a floor has one: falling below it."""
+        if self.budget.metric is BudgetMetric.BALANCE_FLOOR:
+            return [100] if self.used < self.budget.limit_value else []
         limit = self.budget.limit_value
         return [t for t in self.budget.thresholds if limit > 0 and self.used * 100 >= t * limit]

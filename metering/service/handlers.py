@@ -36,6 +36,7 @@ from metering.domain.budgets import (
     BUDGETS_PER_ACCOUNT_MAX,
     ROLLING_SECONDS_MAX,
     Budget,
+    BudgetMetric,
     BudgetPeriod,
     BudgetStatus,
     measure,
@@ -1146,7 +1147,12 @@ class Metering:
         val.check_name(v, "budget.api_key_id", budget.api_key_id)
         if budget.model:
             val.check_model(v, budget.model)
-        if not 0 < budget.limit_value <= 10**18:
+        if budget.metric is BudgetMetric.BALANCE_FLOOR:
+            if abs(budget.limit_value) > 10**18:
+                v.add("budget.limit", "a balance floor must be within ±10^9 units")
+            if budget.api_key_id or budget.model:
+                v.add("budget.api_key_id", "a balance floor is the account's: no key or model")
+        elif not 0 < budget.limit_value <= 10**18:
             v.add("budget.limit", "limit must be positive (nanos, tokens or requests)")
         if budget.period is BudgetPeriod.ROLLING:
             if not 0 < budget.rolling_seconds <= ROLLING_SECONDS_MAX:
@@ -1548,9 +1554,17 @@ def _budget_statuses(
     zone = _zone(account.time_zone) or ZoneInfo("UTC")
     if budgets is None:
         budgets = store.budgets_for(account.account_id)
+    available: int | None = None
     for budget in budgets:
-        if budget.applies(api_key_id, model):
-            start = budget.period_start_us(now_us, zone)
+        if not budget.applies(api_key_id, model):
+            continue
+        start = budget.period_start_us(now_us, zone)
+        if budget.metric is BudgetMetric.BALANCE_FLOOR:
+            if available is None:
+                available = store.get_balances(account.account_id)[0]
+                available -= store.get_holds(account.account_id)[0]
+            statuses.append(BudgetStatus(budget, start, available))
+        else:
             statuses.append(BudgetStatus(budget, start, store.budget_usage(budget, start)))
     return statuses
 
@@ -1590,6 +1604,9 @@ def _with_budgets(
                         status.budget.limit_value,
                         writes.now_us,
                     ):
+                        telemetry.record_budget_event(
+                            status.budget.metric.value, status.budget.hard, threshold
+                        )
                         log.warning(
                             "budget %s of account %s crossed %d%% (%d of %d)",
                             status.budget.budget_id,

@@ -52,6 +52,7 @@ class BudgetMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUDGET_METRIC_COST: _ClassVar[BudgetMetric]
     BUDGET_METRIC_TOKENS: _ClassVar[BudgetMetric]
     BUDGET_METRIC_REQUESTS: _ClassVar[BudgetMetric]
+    BUDGET_METRIC_BALANCE_FLOOR: _ClassVar[BudgetMetric]
 EXPORT_KIND_UNSPECIFIED: ExportKind
 EXPORT_KIND_RECORDS: ExportKind
 EXPORT_KIND_SUMMARY: ExportKind
@@ -75,6 +76,7 @@ BUDGET_METRIC_UNSPECIFIED: BudgetMetric
 BUDGET_METRIC_COST: BudgetMetric
 BUDGET_METRIC_TOKENS: BudgetMetric
 BUDGET_METRIC_REQUESTS: BudgetMetric
+BUDGET_METRIC_BALANCE_FLOOR: BudgetMetric
 
 class MissingUsagePolicy(_message.Message):
     __slots__ = ("account_id", "provider", "model", "estimate_disabled", "fallback", "flat_fee")

@@ -307,3 +307,64 @@ def test_daily_budget_threshold_events_fire_once_per_threshold(verified: Live) -
     assert list(later.events) == []
     budgets = verified.admin.ListBudgets(admin_pb.ListBudgetsRequest(account_id=account), timeout=T)
     assert [b.budget_id for b in budgets.budgets] == ["requests"]
+
+
+def test_a_balance_floor_emits_one_event_when_crossed_and_a_hard_floor_denies(
+    verified: Live,
+) -> None:
+    account = verified.new_account(units=1)  # $1
+    verified.admin.SetBudget(
+        admin_pb.SetBudgetRequest(
+            budget=_budget(
+                account,
+                "low-balance",
+                600_000_000,  # warn below $0.60
+                metric=admin_pb.BUDGET_METRIC_BALANCE_FLOOR,
+                hard=False,
+            )
+        ),
+        timeout=T,
+    )
+    above = _record(verified, account, "r1", 2_000_000, "")  # 2M input tokens: $0.30
+    assert (above.budget_id, above.budget_headroom) == ("low-balance", 100_000_000)
+    below = _record(verified, account, "r2", 2_000_000, "")  # balance $0.40
+    assert below.budget_headroom == -200_000_000
+    assert list(below.budget_warnings) == ["low-balance"]
+    _record(verified, account, "r3", 1_000, "")  # still below: no second event this period
+    events = verified.admin.ListBudgetEvents(
+        admin_pb.ListBudgetEventsRequest(account_id=account), timeout=T
+    )
+    assert [(e.budget_id, e.threshold_percent, e.used, e.limit) for e in events.events] == [
+        ("low-balance", 100, 400_000_000, 600_000_000)
+    ]
+    # A hard floor keeps a reserve: holds may not take the available balance below it.
+    verified.admin.SetBudget(
+        admin_pb.SetBudgetRequest(
+            budget=_budget(
+                account, "reserve", 100_000_000, metric=admin_pb.BUDGET_METRIC_BALANCE_FLOOR
+            )
+        ),
+        timeout=T,
+    )
+    balance = _nanos(_balance(verified, account).available)
+    allowed = verified.metering.AuthorizeUsage(
+        _hold(account, "fits", balance - 100_000_000), timeout=T
+    )
+    assert allowed.decision == ALLOWED
+    denied = verified.metering.AuthorizeUsage(_hold(account, "eats", 1), timeout=T)
+    assert (denied.decision, denied.deny_reason) == (DENIED, "BUDGET_EXCEEDED")
+    # A floor names no key or model.
+    with pytest.raises(grpc.RpcError) as bad:
+        verified.admin.SetBudget(
+            admin_pb.SetBudgetRequest(
+                budget=_budget(
+                    account,
+                    "keyed",
+                    1,
+                    metric=admin_pb.BUDGET_METRIC_BALANCE_FLOOR,
+                    api_key_id="k",
+                )
+            ),
+            timeout=T,
+        )
+    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -273,6 +273,11 @@ const (
 	BudgetMetric_BUDGET_METRIC_TOKENS BudgetMetric = 2
 	// Requests.
 	BudgetMetric_BUDGET_METRIC_REQUESTS BudgetMetric = 3
+	// The account's available money balance (balance minus holds) must stay at
+	// or above limit (nanos of its currency): soft, an event when it falls below
+	// (once per period); hard, authorizations that would take it below are
+	// DENIED (BUDGET_EXCEEDED). No api_key_id or model; limit may be negative.
+	BudgetMetric_BUDGET_METRIC_BALANCE_FLOOR BudgetMetric = 4
 )
 
 // Enum value maps for BudgetMetric.
@@ -282,12 +287,14 @@ var (
 		1: "BUDGET_METRIC_COST",
 		2: "BUDGET_METRIC_TOKENS",
 		3: "BUDGET_METRIC_REQUESTS",
+		4: "BUDGET_METRIC_BALANCE_FLOOR",
 	}
 	BudgetMetric_value = map[string]int32{
-		"BUDGET_METRIC_UNSPECIFIED": 0,
-		"BUDGET_METRIC_COST":        1,
-		"BUDGET_METRIC_TOKENS":      2,
-		"BUDGET_METRIC_REQUESTS":    3,
+		"BUDGET_METRIC_UNSPECIFIED":   0,
+		"BUDGET_METRIC_COST":          1,
+		"BUDGET_METRIC_TOKENS":        2,
+		"BUDGET_METRIC_REQUESTS":      3,
+		"BUDGET_METRIC_BALANCE_FLOOR": 4,
 	}
 )
 
@@ -2701,7 +2708,8 @@ type Budget struct {
 	RollingWindow *durationpb.Duration `protobuf:"bytes,6,opt,name=rolling_window,json=rollingWindow,proto3" json:"rolling_window,omitempty"`
 	// COST, TOKENS or REQUESTS.
 	Metric BudgetMetric `protobuf:"varint,7,opt,name=metric,proto3,enum=metering.v1.BudgetMetric" json:"metric,omitempty"`
-	// The limit: nanos for COST, tokens for TOKENS, requests for REQUESTS.
+	// The limit: nanos for COST and BALANCE_FLOOR, tokens for TOKENS, requests
+	// for REQUESTS.
 	Limit int64 `protobuf:"varint,8,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Hard: AuthorizeUsage denies what would exceed it. Soft: it only warns.
 	Hard bool `protobuf:"varint,9,opt,name=hard,proto3" json:"hard,omitempty"`
@@ -3587,12 +3595,13 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\x19BUDGET_PERIOD_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11BUDGET_PERIOD_DAY\x10\x01\x12\x17\n" +
 	"\x13BUDGET_PERIOD_MONTH\x10\x02\x12\x19\n" +
-	"\x15BUDGET_PERIOD_ROLLING\x10\x03*{\n" +
+	"\x15BUDGET_PERIOD_ROLLING\x10\x03*\x9c\x01\n" +
 	"\fBudgetMetric\x12\x1d\n" +
 	"\x19BUDGET_METRIC_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12BUDGET_METRIC_COST\x10\x01\x12\x18\n" +
 	"\x14BUDGET_METRIC_TOKENS\x10\x02\x12\x1a\n" +
-	"\x16BUDGET_METRIC_REQUESTS\x10\x032\x81\r\n" +
+	"\x16BUDGET_METRIC_REQUESTS\x10\x03\x12\x1f\n" +
+	"\x1bBUDGET_METRIC_BALANCE_FLOOR\x10\x042\x81\r\n" +
 	"\x14MeteringAdminService\x12V\n" +
 	"\rCreateAccount\x12!.metering.v1.CreateAccountRequest\x1a\".metering.v1.CreateAccountResponse\x12S\n" +
 	"\fGrantCredits\x12 .metering.v1.GrantCreditsRequest\x1a!.metering.v1.GrantCreditsResponse\x12V\n" +

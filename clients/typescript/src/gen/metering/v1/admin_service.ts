@@ -283,6 +283,13 @@ export enum BudgetMetric {
   BUDGET_METRIC_TOKENS = 2,
   /** BUDGET_METRIC_REQUESTS - Requests. */
   BUDGET_METRIC_REQUESTS = 3,
+  /**
+   * BUDGET_METRIC_BALANCE_FLOOR - The account's available money balance (balance minus holds) must stay at
+   * or above limit (nanos of its currency): soft, an event when it falls below
+   * (once per period); hard, authorizations that would take it below are
+   * DENIED (BUDGET_EXCEEDED). No api_key_id or model; limit may be negative.
+   */
+  BUDGET_METRIC_BALANCE_FLOOR = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -300,6 +307,9 @@ export function budgetMetricFromJSON(object: any): BudgetMetric {
     case 3:
     case "BUDGET_METRIC_REQUESTS":
       return BudgetMetric.BUDGET_METRIC_REQUESTS;
+    case 4:
+    case "BUDGET_METRIC_BALANCE_FLOOR":
+      return BudgetMetric.BUDGET_METRIC_BALANCE_FLOOR;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -317,6 +327,8 @@ export function budgetMetricToJSON(object: BudgetMetric): string {
       return "BUDGET_METRIC_TOKENS";
     case BudgetMetric.BUDGET_METRIC_REQUESTS:
       return "BUDGET_METRIC_REQUESTS";
+    case BudgetMetric.BUDGET_METRIC_BALANCE_FLOOR:
+      return "BUDGET_METRIC_BALANCE_FLOOR";
     case BudgetMetric.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -821,7 +833,10 @@ export interface Budget {
     | undefined;
   /** COST, TOKENS or REQUESTS. */
   metric: BudgetMetric;
-  /** The limit: nanos for COST, tokens for TOKENS, requests for REQUESTS. */
+  /**
+   * The limit: nanos for COST and BALANCE_FLOOR, tokens for TOKENS, requests
+   * for REQUESTS.
+   */
   limit: string;
   /** Hard: AuthorizeUsage denies what would exceed it. Soft: it only warns. */
   hard: boolean;
