@@ -96,7 +96,8 @@ func (o Options) withDefaults() Options {
 // the caller's own context, which a server shutting down returns) with
 // exponential backoff and jitter. The request message is sent again
 // unchanged, so a retried RecordUsage or GrantCredits carries the same
-// request_id and the service records it exactly once. CreateAccount, AddPrice
+// request_id (a CorrectUsage the same correction_id, given or derived by the
+// service from the payload) and the service records it exactly once. CreateAccount, AddPrice
 // and RetirePrice are not retried: repeating them is not a no-op.
 //
 // Errors are *Error values (see FromError).
@@ -193,6 +194,22 @@ func (c *Client) RecordUsage(ctx context.Context, req *meteringv1.RecordUsageReq
 // its own result (FromRecordError converts a record's error).
 func (c *Client) RecordUsageBatch(ctx context.Context, req *meteringv1.RecordUsageBatchRequest) (*meteringv1.RecordUsageBatchResponse, error) {
 	return invoke(ctx, c, svcPrefix+"RecordUsageBatch", retried, req, c.svc.RecordUsageBatch)
+}
+
+// CorrectUsage supersedes a recorded call's usage (or cost) with a later,
+// authoritative figure: the call is named by account_id and the request_id
+// it was recorded under; usage (or response_json), an exact cost, reason and
+// correction_id are optional as the proto says. The difference is debited
+// (negative: credited back) and the call counts as USAGE_SOURCE_CORRECTED
+// from then on. It is idempotent per correction_id, which the service derives
+// from request_id and the payload when empty, so it is retried like
+// RecordUsage: a repeat of the same figure answers replayed = true and
+// changes nothing. Errors: NOT_FOUND (ReasonRecordNotFound,
+// ReasonAccountNotFound), ALREADY_EXISTS (ReasonRequestIDConflict: the
+// correction_id was used with another payload), INVALID_ARGUMENT,
+// FAILED_PRECONDITION.
+func (c *Client) CorrectUsage(ctx context.Context, req *meteringv1.CorrectUsageRequest) (*meteringv1.CorrectUsageResponse, error) {
+	return invoke(ctx, c, svcPrefix+"CorrectUsage", retried, req, c.svc.CorrectUsage)
 }
 
 // EstimateTokens counts the tokens of a text or raw request and prices them.

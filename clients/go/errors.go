@@ -20,6 +20,7 @@ const ErrorDomain = "metering.dev"
 const (
 	ReasonInvalidArgument      = "INVALID_ARGUMENT"
 	ReasonAccountNotFound      = "ACCOUNT_NOT_FOUND"
+	ReasonRecordNotFound       = "RECORD_NOT_FOUND"
 	ReasonAccountAlreadyExists = "ACCOUNT_ALREADY_EXISTS"
 	ReasonPriceNotFound        = "PRICE_NOT_FOUND"
 	ReasonRequestIDConflict    = "REQUEST_ID_CONFLICT"

@@ -16,6 +16,10 @@ import (
 // MaxResponseJSON is the largest response_json the service accepts (4 MiB).
 const MaxResponseJSON = 4 << 20
 
+// MaxEstimateText is the longest prompt_text or completion_text the service
+// accepts, in characters (runes).
+const MaxEstimateText = 1_000_000
+
 // DefaultTailBytes is the stream tail NewResponseTail keeps by default: far
 // more than the last few events that carry a stream's usage.
 const DefaultTailBytes = 64 << 10
@@ -45,6 +49,50 @@ type Call struct {
 	Batch bool
 	// Labels are free-form labels (copied).
 	Labels map[string]string
+
+	// For an estimate when the provider sent no usage (a stream without a
+	// usage chunk, or cut short): with these the service estimates the
+	// usage (usage_source ESTIMATED) instead of recording the call as
+	// MISSING. They are sent only by RecordFromResponse and by Record with
+	// nil usage; the service ignores them when the usage is known.
+	//
+	// RequestJSON is the raw request body the relay forwarded (copied;
+	// dropped when larger than MaxResponseJSON), RequestFormat its format
+	// (API_FORMAT_UNSPECIFIED: detect).
+	RequestJSON   []byte
+	RequestFormat meteringv1.ApiFormat
+	// PromptText is the prompt, instead of RequestJSON.
+	PromptText string
+	// CompletionText is the text the relay forwarded, e.g. the
+	// concatenated deltas of the stream.
+	// Both texts are cut to MaxEstimateText characters.
+	CompletionText string
+}
+
+// withEstimateInputs sets the estimate inputs of c on req.
+func (c Call) withEstimateInputs(req *meteringv1.RecordUsageRequest) *meteringv1.RecordUsageRequest {
+	if len(c.RequestJSON) > 0 && len(c.RequestJSON) <= MaxResponseJSON {
+		req.RequestJson = bytes.Clone(c.RequestJSON)
+		req.RequestFormat = c.RequestFormat
+	}
+	req.PromptText = cutRunes(c.PromptText, MaxEstimateText)
+	req.CompletionText = cutRunes(c.CompletionText, MaxEstimateText)
+	return req
+}
+
+// cutRunes returns the first n runes of s.
+func cutRunes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := 0
+	for j := range s {
+		if i == n {
+			return s[:j]
+		}
+		i++
+	}
+	return s
 }
 
 func (c Call) base() *meteringv1.RecordUsageRequest {
@@ -73,19 +121,26 @@ func (c Call) base() *meteringv1.RecordUsageRequest {
 // tokens, Gemini's thoughts and so on are its business, not the relay's).
 // format may be API_FORMAT_UNSPECIFIED to let the service detect it;
 // FormatForPath names it from the upstream path. A response without usage
-// (an OpenAI stream without stream_options.include_usage) is recorded as
-// one request with usage_source MISSING.
+// (an OpenAI stream without stream_options.include_usage) is estimated from
+// the Call's RequestJSON or PromptText and CompletionText when set
+// (usage_source ESTIMATED), and recorded as one request with usage_source
+// MISSING otherwise.
 func (c Call) RecordFromResponse(body []byte, format meteringv1.ApiFormat) *meteringv1.RecordUsageRequest {
-	req := c.base()
+	req := c.withEstimateInputs(c.base())
 	req.ResponseJson = bytes.Clone(body)
 	req.ResponseFormat = format
 	return req
 }
 
 // Record builds the RecordUsage of a call whose usage the relay already has
-// in normalized form; nil usage records the call with usage_source MISSING.
+// in normalized form. With nil usage the call is estimated from the Call's
+// RequestJSON or PromptText and CompletionText when set, and recorded with
+// usage_source MISSING otherwise.
 func (c Call) Record(usage *meteringv1.TokenUsage) *meteringv1.RecordUsageRequest {
 	req := c.base()
+	if usage == nil {
+		c.withEstimateInputs(req)
+	}
 	req.Usage = usage
 	return req
 }

@@ -9,7 +9,10 @@ For each call the relay
      as they arrive, keeping the last 64 KiB (the tail carries the usage),
   3. at stream end, records the usage: RecordUsage with response_json = the
      SSE tail (the service extracts the usage), request_id = the upstream's
-     completion id. With --spool, the record goes through a durable
+     completion id, plus the raw request body and the streamed text
+     (request_json, completion_text): when the stream carried no usage the
+     service estimates it from them (usage_source ESTIMATED) instead of
+     recording MISSING. With --spool, the record goes through a durable
      UsageReporter instead (batched, survives restarts of the relay).
 
 A fake upstream that streams canned chat.completion.chunk events (with a final
@@ -164,6 +167,7 @@ class Relay(BaseHTTPRequestHandler):
         streamed = bool(body.get("stream"))
         tail = bytearray()
         completion_id = ""
+        completion: list[str] = []  # the streamed deltas, for an estimate without usage
         with resp:
             self.send_response(resp.status)
             self.send_header("Content-Type", resp.headers.get("Content-Type", "text/plain"))
@@ -177,6 +181,8 @@ class Relay(BaseHTTPRequestHandler):
                 del tail[:-TAIL_BYTES]
                 if not completion_id and b'"id"' in line:
                     completion_id = _completion_id(line)
+                if streamed:
+                    completion.append(_delta_text(line))
         self.close_connection = True
 
         # 3. At stream end: record, with the raw tail; the service extracts the usage.
@@ -189,6 +195,10 @@ class Relay(BaseHTTPRequestHandler):
             provider="openai",
             streamed=streamed,
             service="example-relay",
+            # Ignored when the tail carries usage; estimated from otherwise.
+            request_json=raw,
+            request_format="OPENAI_CHAT_COMPLETIONS",
+            completion_text="".join(completion),
         )
         if self.server.reporter is not None:
             self.server.reporter.report(request)  # durable; sent in the background
@@ -206,6 +216,22 @@ def _completion_id(line: bytes) -> str:
     except ValueError:
         return ""
     return str(obj.get("id", "")) if isinstance(obj, dict) else ""
+
+
+def _delta_text(line: bytes) -> str:
+    """The text of one chat.completion.chunk SSE line ("" for anything else)."""
+    if not line.startswith(b"data: {"):
+        return ""
+    try:
+        obj = json.loads(line[6:])
+    except ValueError:
+        return ""
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    return "".join(
+        str((c.get("delta") or {}).get("content") or "")
+        for c in choices or ()
+        if isinstance(c, dict)
+    )
 
 
 class RelayServer(ThreadingHTTPServer):

@@ -9,6 +9,7 @@ import pytest
 from support import MeteringServer, nanos
 
 from metering_client import AlreadyExistsError, AsyncMeteringClient, NotFoundError
+from metering_client.v1.types_pb2 import USAGE_SOURCE_ESTIMATED
 
 
 async def test_async_round_trip(server: MeteringServer) -> None:
@@ -44,3 +45,37 @@ async def test_async_round_trip(server: MeteringServer) -> None:
         assert info.value.reason == "REQUEST_ID_CONFLICT"
         with pytest.raises(NotFoundError):
             await client.get_balance(account_id=account + "-nope")
+
+
+async def test_async_correct_usage_and_estimate(server: MeteringServer) -> None:
+    account = "aio-" + uuid.uuid4().hex[:10]
+    async with AsyncMeteringClient(server.address) as client:
+        await client.create_account(account_id=account, allow_negative_balance=True)
+        first = await client.record_usage(
+            account_id=account, request_id="c", model="gpt-4o-mini",
+            usage={"input_tokens": 1000, "output_tokens": 500},
+        )  # fmt: skip
+        assert nanos(first.cost) == 450_000
+        fixed = await client.correct_usage(
+            account_id=account, request_id="c", usage={"input_tokens": 1000, "output_tokens": 0}
+        )
+        assert nanos(fixed.cost_difference) == 150_000 - 450_000
+        assert nanos(fixed.balance) == -150_000
+        again = await client.correct_usage(
+            {"account_id": account, "request_id": "c",
+             "usage": {"input_tokens": 1000, "output_tokens": 0}}
+        )  # fmt: skip
+        assert again.replayed
+        assert nanos((await client.get_balance(account_id=account)).balance) == -150_000
+
+        est = await client.record_usage(
+            account_id=account, request_id="e", model="gpt-4o-mini",
+            completion_text="tiktoken is great!",
+        )  # fmt: skip
+        assert est.usage_source == USAGE_SOURCE_ESTIMATED
+        assert (est.usage.input_tokens, est.usage.output_tokens) == (0, 6)
+        with pytest.raises(NotFoundError) as info:
+            await client.correct_usage(
+                account_id=account, request_id="nope", usage={"input_tokens": 1}
+            )
+        assert info.value.reason == "RECORD_NOT_FOUND"

@@ -107,9 +107,17 @@ def test_stream_without_usage_chunk(relay_server: Any, client: MeteringClient, a
     status, _, body = call(relay_server.url, acct, chat(stream=True))
     assert status == 200 and content_of(body) == "Hello! How can I help?"
     record = relay_server.last_record
-    # No usage in the stream: recorded as one request, zero tokens, flagged MISSING.
-    assert record.usage_source == types_pb2.USAGE_SOURCE_MISSING
-    assert nanos(record.cost) == 0 and not record.replayed
+    # No usage in the stream: the relay sent the request body and the streamed
+    # text, so the service estimated the usage from them instead of MISSING.
+    assert record.usage_source == types_pb2.USAGE_SOURCE_ESTIMATED
+    expected = client.estimate_tokens(
+        model="gpt-4o-mini",
+        request_json=json.dumps(chat(stream=True)).encode(),
+        completion_text="Hello! How can I help?",
+    )
+    assert record.usage.output_tokens == expected.output_tokens > 0
+    assert record.usage.input_tokens == expected.input_tokens > 0
+    assert nanos(record.cost) > 0 and not record.replayed
 
 
 def test_non_streaming(relay_server: Any, acct: str) -> None:

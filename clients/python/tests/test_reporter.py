@@ -12,7 +12,7 @@ from support import MeteringServer, free_port, nanos
 
 from metering_client import MeteringClient, ReportOutcome, UsageReporter
 from metering_client.reporter import SpoolLockedError
-from metering_client.v1 import admin_service_pb2, prices_pb2
+from metering_client.v1 import admin_service_pb2, prices_pb2, types_pb2
 
 EVENT_TIME = {"seconds": int(dt.datetime.now(dt.UTC).timestamp()) - 60}
 
@@ -138,3 +138,28 @@ def test_spools_while_unreachable_and_replays_on_reopen(
         assert again.flush(10)
         assert again.stats.recorded == 30
         assert nanos(live.get_balance(account_id=account).balance) == 10 * 10**9 - 30 * 45_000
+
+
+def test_stream_without_usage_is_estimated_from_spooled_texts(
+    client: MeteringClient, account: str, tmp_path: Path
+) -> None:
+    """A record without usage carries the streamed text through the spool; the service estimates."""
+    seen: list[ReportOutcome] = []
+    with UsageReporter(client, tmp_path / "s.db", on_outcome=seen.append) as reporter:
+        reporter.report(
+            account_id=account,
+            request_id="no-usage",
+            model="gpt-4o-mini",
+            streamed=True,
+            response_json=b'data: {"id":"c","object":"chat.completion.chunk","choices":[]}\n\n'
+            b"data: [DONE]\n\n",
+            response_format="API_FORMAT_OPENAI_CHAT_COMPLETIONS",
+            prompt_text="tiktoken is great!",
+            completion_text="tiktoken is great!",
+        )
+        assert reporter.flush(10)
+    (outcome,) = seen
+    assert outcome.response is not None
+    assert outcome.response.usage_source == types_pb2.USAGE_SOURCE_ESTIMATED
+    assert (outcome.response.usage.input_tokens, outcome.response.usage.output_tokens) == (6, 6)
+    assert outcome.request.completion_text == "tiktoken is great!"

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
-from support import MeteringServer, free_port
+from support import MeteringServer, free_port, nanos
 
 from metering_client import (
     NO_RETRY,
@@ -57,6 +57,16 @@ class Flaky(metering_service_pb2_grpc.MeteringServiceServicer):
                 context.abort(self.code, f"attempt {attempt} fails")
         return metering_service_pb2.RecordUsageResponse(
             replayed=attempt > 1, record_id=request.request_id
+        )
+
+    def CorrectUsage(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.lock:
+            self.seen.append(request)
+            attempt = len(self.seen)
+        if attempt <= self.failures:
+            context.abort(self.code, f"attempt {attempt} fails")
+        return metering_service_pb2.CorrectUsageResponse(
+            replayed=attempt > 1, corrects_record_id=request.request_id
         )
 
 
@@ -235,3 +245,53 @@ def test_server_not_up_yet(tmp_path: Path) -> None:
     finally:
         starter.cancel()
         server.close()
+
+
+def test_correct_usage_is_retried_with_the_same_request(flaky_server: Any) -> None:
+    flaky = Flaky(2, grpc.StatusCode.UNAVAILABLE)
+    correction = metering_service_pb2.CorrectUsageRequest(
+        account_id="a", request_id="req-42", usage={"input_tokens": 2}
+    )
+    with MeteringClient(flaky_server(flaky), retry=FAST) as client:
+        resp = client.correct_usage(correction)
+    assert resp.replayed and resp.corrects_record_id == "req-42"
+    assert len(flaky.seen) == 3
+    assert {r.SerializeToString(deterministic=True) for r in flaky.seen} == {
+        correction.SerializeToString(deterministic=True)
+    }
+
+
+async def test_async_correct_usage_retries(flaky_server: Any) -> None:
+    flaky = Flaky(1, grpc.StatusCode.UNAVAILABLE)
+    async with AsyncMeteringClient(flaky_server(flaky), retry=FAST) as client:
+        resp = await client.correct_usage(account_id="a", request_id="r", correction_id="k")
+    assert resp.corrects_record_id == "r"
+    assert len(flaky.seen) == 2
+
+
+def test_correction_across_a_restart_is_applied_once(fresh_server: MeteringServer) -> None:
+    """A correction sent while the real server restarts lands once (derived correction_id)."""
+    policy = RetryPolicy(max_attempts=100, initial_backoff=0.05, max_backoff=0.3)
+    with MeteringClient(fresh_server.address, retry=policy) as client:
+        client.create_account(account_id="fix", allow_negative_balance=True)
+        client.record_usage(
+            account_id="fix", request_id="f-1", model="gpt-4o-mini",
+            usage={"input_tokens": 1000, "output_tokens": 500},
+        )  # fmt: skip
+        fresh_server.stop()
+        restart = threading.Timer(0.5, fresh_server.start)
+        restart.start()
+        try:
+            fixed = client.correct_usage(
+                account_id="fix", request_id="f-1",
+                usage={"input_tokens": 2000, "output_tokens": 1000},
+            )  # fmt: skip
+        finally:
+            restart.join()
+        assert nanos(fixed.cost_difference) == 900_000 - 450_000
+        again = client.correct_usage(
+            account_id="fix", request_id="f-1",
+            usage={"input_tokens": 2000, "output_tokens": 1000},
+        )  # fmt: skip
+        assert again.replayed
+        assert nanos(client.get_balance(account_id="fix").balance) == -900_000

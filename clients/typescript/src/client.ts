@@ -29,6 +29,8 @@ import {
   UpdateAccountResponse,
 } from "./gen/metering/v1/admin_service";
 import {
+  CorrectUsageRequest,
+  CorrectUsageResponse,
   EstimateTokensRequest,
   EstimateTokensResponse,
   GetBalanceRequest,
@@ -90,7 +92,8 @@ function rpc<Req, Res>(
 /**
  * Every RPC of metering.v1, keyed by "Service/Method". Idempotent ones are
  * retried: RecordUsage, RecordUsageBatch and GrantCredits through their
- * request_id, the reads trivially; CreateAccount, AddPrice and RetirePrice
+ * request_id, CorrectUsage through its correction_id (derived by the server
+ * from request_id and the payload when not given), the reads trivially; CreateAccount, AddPrice and RetirePrice
  * are not retried (a repeat is an error or a second version).
  */
 export const RPCS = {
@@ -102,6 +105,8 @@ export const RPCS = {
     "MeteringService", "EstimateTokens", MeteringServiceService.estimateTokens, EstimateTokensRequest, EstimateTokensResponse, true, 2_000),
   "MeteringService/GetBalance": rpc<GetBalanceRequest, GetBalanceResponse>(
     "MeteringService", "GetBalance", MeteringServiceService.getBalance, GetBalanceRequest, GetBalanceResponse, true, 2_000),
+  "MeteringService/CorrectUsage": rpc<CorrectUsageRequest, CorrectUsageResponse>(
+    "MeteringService", "CorrectUsage", MeteringServiceService.correctUsage, CorrectUsageRequest, CorrectUsageResponse, true, 5_000),
   "MeteringService/UsageSummary": rpc<UsageSummaryRequest, UsageSummaryResponse>(
     "MeteringService", "UsageSummary", MeteringServiceService.usageSummary, UsageSummaryRequest, UsageSummaryResponse, true, 30_000),
   "MeteringAdminService/CreateAccount": rpc<CreateAccountRequest, CreateAccountResponse>(
@@ -195,9 +200,32 @@ export class MeteringClient {
 
   // --- MeteringService -------------------------------------------------------
 
-  /** Records the usage of one LLM call. request_id is required (the idempotency key). */
+  /**
+   * Records the usage of one LLM call. request_id is required (the idempotency
+   * key). Without usage (and without usage in responseJson) the server
+   * estimates it from requestJson (or promptText) and completionText
+   * (usageSource ESTIMATED), else records it as MISSING (missingUsageFallback
+   * says what it was charged).
+   */
   recordUsage(req: DeepPartial<RecordUsageRequest>, opts?: CallOptions): Promise<RecordUsageResponse> {
     return this.call("MeteringService/RecordUsage", req, opts);
+  }
+
+  /**
+   * Supersedes a recorded call's usage (or cost) with a later, authoritative
+   * figure: accountId and the requestId it was recorded under, with usage
+   * (or responseJson), optionally an exact cost, a reason and a correctionId.
+   * The difference is debited (negative: credited back) and the call counts
+   * as USAGE_SOURCE_CORRECTED from then on. Idempotent per correctionId,
+   * which the server derives from requestId and the payload when empty: a
+   * repeat (or a retry) of the same figure answers replayed = true and
+   * changes nothing. Throws NotFoundError (RECORD_NOT_FOUND,
+   * ACCOUNT_NOT_FOUND), AlreadyExistsError (REQUEST_ID_CONFLICT: the
+   * correctionId was used with another payload), InvalidArgumentError,
+   * FailedPreconditionError.
+   */
+  correctUsage(req: DeepPartial<CorrectUsageRequest>, opts?: CallOptions): Promise<CorrectUsageResponse> {
+    return this.call("MeteringService/CorrectUsage", req, opts);
   }
 
   /** Records up to 1000 records; each gets its own result. */

@@ -8,6 +8,7 @@ export type { Durability, ReporterStats, UsageReporterEvents, UsageReporterOptio
 export { Spool, SpoolLockedError } from "./spool";
 export {
   MAX_RAW_BYTES,
+  MAX_TEXT_CHARS,
   SseTail,
   estimateFromRequest,
   recordUsageFromResponse,
@@ -16,9 +17,11 @@ export {
 } from "./usage";
 export type { ApiFormatName, RawUsageInput } from "./usage";
 export { status } from "@grpc/grpc-js";
-export { ApiFormat, BillingMode, Money, TokenUsage, UsageSource } from "./gen/metering/v1/types";
+export { ApiFormat, BillingMode, MissingUsageFallback, Money, TokenUsage, UsageSource } from "./gen/metering/v1/types";
 export { LongContextTier, PriceEntry, PriceFileFormat, RequestAsset, UnpricedPolicy } from "./gen/metering/v1/prices";
 export {
+  CorrectUsageRequest,
+  CorrectUsageResponse,
   EstimateMethod,
   Granularity,
   GroupBy,

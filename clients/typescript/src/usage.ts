@@ -5,6 +5,9 @@ import { ApiFormat, type TokenUsage } from "./gen/metering/v1/types";
 /** The largest response_json / request_json the service accepts. */
 export const MAX_RAW_BYTES = 4 * 1024 * 1024;
 
+/** The longest prompt_text / completion_text the service accepts, in characters. */
+export const MAX_TEXT_CHARS = 1_000_000;
+
 /** Short names of the provider wire formats (ApiFormat). */
 export type ApiFormatName =
   | "auto"
@@ -182,6 +185,22 @@ export interface RawUsageInput {
   batch?: boolean;
   /** When the call happened; default: now (so a later replay prices it at the same time). */
   eventTime?: Date;
+  /**
+   * For an estimate when the response carries no usage (a stream without a
+   * usage chunk, cut short ...): the raw request body the relay forwarded
+   * (bytes, string or parsed JSON). Dropped when larger than MAX_RAW_BYTES.
+   */
+  requestBody?: Uint8Array | string | object;
+  /** Its format; default "auto". */
+  requestFormat?: ApiFormat | ApiFormatName;
+  /** For an estimate, instead of requestBody: the prompt text. */
+  promptText?: string;
+  /**
+   * For an estimate: the text the relay forwarded, e.g. the concatenated
+   * deltas of the stream (cut to MAX_TEXT_CHARS). With requestBody or
+   * promptText, a call without usage is recorded as ESTIMATED, not MISSING.
+   */
+  completionText?: string;
 }
 
 /**
@@ -228,7 +247,29 @@ export function recordUsageFromResponse(input: RawUsageInput): RecordUsageReques
     batch: input.batch ?? false,
     responseJson: input.usage ? Buffer.alloc(0) : bytes,
     responseFormat: toApiFormat(input.format),
+    // The estimate inputs only matter without usage: not sent with it.
+    ...(input.usage ? {} : estimateInputs(input)),
   });
+}
+
+function estimateInputs(input: RawUsageInput): Partial<RecordUsageRequest> {
+  const out: Partial<RecordUsageRequest> = {};
+  if (input.requestBody !== undefined) {
+    const body = rawBytes(input.requestBody);
+    if (body.length <= MAX_RAW_BYTES) {
+      out.requestJson = body;
+      out.requestFormat = toApiFormat(input.requestFormat);
+    }
+  }
+  if (input.promptText) out.promptText = input.promptText.slice(0, MAX_TEXT_CHARS);
+  if (input.completionText) out.completionText = input.completionText.slice(0, MAX_TEXT_CHARS);
+  return out;
+}
+
+function rawBytes(body: Uint8Array | string | object): Buffer {
+  if (typeof body === "string") return Buffer.from(body, "utf8");
+  if (body instanceof Uint8Array) return Buffer.from(body);
+  return Buffer.from(JSON.stringify(body), "utf8");
 }
 
 function parseIdAndModel(bytes: Buffer): { id: string; model: string } {
@@ -256,12 +297,7 @@ export function estimateFromRequest(input: {
   format?: ApiFormat | ApiFormatName;
   maxOutputTokens?: number;
 }): EstimateTokensRequest {
-  const bytes =
-    typeof input.body === "string"
-      ? Buffer.from(input.body, "utf8")
-      : input.body instanceof Uint8Array
-        ? Buffer.from(input.body)
-        : Buffer.from(JSON.stringify(input.body), "utf8");
+  const bytes = rawBytes(input.body);
   let model = input.model ?? "";
   if (!model) {
     try {

@@ -36,6 +36,10 @@ function recordingInterceptor(sent: string[]): Interceptor {
 
 const usage = { inputTokens: "1000", outputTokens: "500" };
 
+function nanosOf(m: { units: string; nanos: number } | undefined): number {
+  return m ? Number(m.units) * 1e9 + m.nanos : NaN;
+}
+
 describe("MeteringClient", () => {
   let server: MeteringServer;
   let client: MeteringClient;
@@ -63,6 +67,63 @@ describe("MeteringClient", () => {
     assert.equal(again.recordId, first.recordId);
     const bal = await client.getBalance(acct);
     assert.deepEqual(bal.balance, { currencyCode: "USD", units: "9", nanos: 999550000 });
+  });
+
+  it("corrects a call: the balance moves by exactly the difference, and a repeat replays", async () => {
+    const first = await client.recordUsage({ accountId: acct, requestId: "fix-1", model: "gpt-4o-mini", provider: "openai", usage });
+    const before = nanosOf((await client.getBalance(acct)).balance);
+    // 2000 x 0.15 + 1000 x 0.60 USD per million tokens.
+    const correction = { accountId: acct, requestId: "fix-1", usage: { inputTokens: "2000", outputTokens: "1000" }, reason: "invoice" };
+    const fixed = await client.correctUsage(correction);
+    assert.equal(fixed.correctsRecordId, first.recordId);
+    assert.equal(fixed.replayed, false);
+    assert.ok(fixed.transactionId);
+    assert.equal(nanosOf(fixed.cost), 900_000);
+    assert.equal(nanosOf(fixed.costDifference), 900_000 - 450_000);
+    assert.deepEqual(fixed.usageDifference, {
+      inputTokens: "1000", outputTokens: "500", cacheReadTokens: "0", cacheWriteTokens: "0", cacheWrite1hTokens: "0", reasoningTokens: "0",
+    });
+    const after = nanosOf((await client.getBalance(acct)).balance);
+    assert.equal(after, before - 450_000);
+    assert.equal(nanosOf(fixed.balance), after);
+    const again = await client.correctUsage(correction);
+    assert.equal(again.replayed, true);
+    assert.equal(again.transactionId, fixed.transactionId);
+    assert.equal(nanosOf((await client.getBalance(acct)).balance), after);
+    // An exact cost under an explicit correctionId; the id reused with another payload conflicts.
+    const exact = await client.correctUsage({ ...correction, cost: { currencyCode: "USD", nanos: 500_000 }, correctionId: "inv-7" });
+    assert.equal(nanosOf(exact.costDifference), -400_000);
+    assert.equal(nanosOf((await client.getBalance(acct)).balance), after + 400_000);
+    await assert.rejects(
+      client.correctUsage({ ...correction, cost: { currencyCode: "USD", nanos: 600_000 }, correctionId: "inv-7" }),
+      (e: unknown) => e instanceof AlreadyExistsError && e.reason === "REQUEST_ID_CONFLICT" && e.rpc === "MeteringService/CorrectUsage",
+    );
+    const sum = await client.usageSummary({
+      accountId: acct,
+      startTime: new Date(Date.now() - 3600_000),
+      endTime: new Date(Date.now() + 3600_000),
+      usageSources: [UsageSource.USAGE_SOURCE_CORRECTED],
+    });
+    assert.equal(sum.totals?.requestCount, "1");
+    assert.equal(sum.totals?.inputTokens, "2000");
+  });
+
+  it("throws NotFoundError RECORD_NOT_FOUND for a correction of an unknown call", async () => {
+    await assert.rejects(
+      client.correctUsage({ accountId: acct, requestId: "never-recorded", usage }),
+      (e: unknown) => e instanceof NotFoundError && e.reason === "RECORD_NOT_FOUND",
+    );
+  });
+
+  it("records a call without usage as ESTIMATED from its texts", async () => {
+    // "tiktoken is great!" is 6 tokens with o200k_base.
+    const res = await client.recordUsage({
+      accountId: acct, requestId: "est-1", model: "gpt-4o-mini", promptText: "tiktoken is great!", completionText: "tiktoken is great!",
+    });
+    assert.equal(res.usageSource, UsageSource.USAGE_SOURCE_ESTIMATED);
+    assert.equal(res.usage?.inputTokens, "6");
+    assert.equal(res.usage?.outputTokens, "6");
+    assert.equal(nanosOf(res.cost), 6 * 150 + 6 * 600);
   });
 
   it("throws NotFoundError with reason ACCOUNT_NOT_FOUND", async () => {
@@ -213,6 +274,43 @@ describe("MeteringClient retries", () => {
       assert.ok(sent.every((id) => id === "chatcmpl-retry-1"), `request ids sent: ${sent.join(",")}`);
       const bal = await client.getBalance(acct);
       assert.deepEqual(bal.balance, { currencyCode: "USD", units: "0", nanos: -450000 });
+    } finally {
+      client.close();
+      await server.stop();
+    }
+  });
+
+  it("retries a CorrectUsage across a server restart with the same message, applied once", async () => {
+    const server = await MeteringServer.start();
+    const acct = runPrefix("fixretry");
+    const sent: Buffer[] = [];
+    const client = new MeteringClient({
+      address: server.address,
+      interceptors: [
+        (options, nextCall) =>
+          new InterceptingCall(nextCall(options), {
+            sendMessage(message: Buffer, next) {
+              if (options.method_definition.path.endsWith("/CorrectUsage")) sent.push(Buffer.from(message));
+              next(message);
+            },
+          }),
+      ],
+      retry: { maxAttempts: 30, initialBackoffMs: 50, maxBackoffMs: 300 },
+    });
+    try {
+      await client.createAccount({ accountId: acct, allowNegativeBalance: true });
+      await client.recordUsage({ accountId: acct, requestId: "fix-r", model: "gpt-4o-mini", usage });
+      await server.kill("SIGKILL");
+      // No correctionId: the server derives it from the payload, so the retry is safe.
+      const pending = client.correctUsage({ accountId: acct, requestId: "fix-r", usage: { inputTokens: "2000", outputTokens: "1000" } });
+      await new Promise((r) => setTimeout(r, 600));
+      await server.launch();
+      const res = await pending;
+      assert.ok(sent.length >= 2, `expected retries, saw ${sent.length} attempt(s)`);
+      assert.ok(sent.every((b) => b.equals(sent[0]!)), "every attempt sends the same bytes");
+      assert.equal(nanosOf(res.costDifference), 450_000);
+      const bal = await client.getBalance(acct);
+      assert.deepEqual(bal.balance, { currencyCode: "USD", units: "0", nanos: -900000 });
     } finally {
       client.close();
       await server.stop();

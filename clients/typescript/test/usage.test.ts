@@ -6,6 +6,7 @@ import {
   ApiFormat,
   EstimateMethod,
   MeteringClient,
+  MissingUsageFallback,
   RecordUsageRequest,
   SseTail,
   UsageSource,
@@ -165,6 +166,39 @@ describe("recordUsageFromResponse against the server", () => {
       usage: { inputTokens: "5", outputTokens: "6" },
       labels: { route: "a" },
     });
+  });
+
+  it("estimates a stream without usage from the request body and the streamed text", async () => {
+    const text = openaiStream("chatcmpl-ts-est-1", 3, false);
+    const requestBody = { model: "gpt-4o-mini", stream: true, messages: [{ role: "user", content: "count to three" }] };
+    const completionText = "token 0 token 1 token 2 ";
+    const req = recordUsageFromResponse({
+      accountId: acct, provider: "openai", response: feed(text), format: "openai-chat",
+      requestBody, requestFormat: "openai-chat", completionText,
+    });
+    assert.equal(req.requestFormat, ApiFormat.API_FORMAT_OPENAI_CHAT_COMPLETIONS);
+    assert.equal(req.completionText, completionText);
+    const res = await client.recordUsage(req);
+    const expected = await client.estimateTokens(
+      estimateFromRequest({ body: requestBody, format: "openai-chat" }),
+    );
+    const out = await client.estimateTokens({ model: "gpt-4o-mini", completionText });
+    assert.equal(res.usageSource, UsageSource.USAGE_SOURCE_ESTIMATED);
+    assert.equal(res.usage?.inputTokens, expected.inputTokens);
+    assert.equal(res.usage?.outputTokens, out.outputTokens);
+    assert.ok(Number(out.outputTokens) > 0);
+    // Without anything to estimate from: MISSING, with the fallback that priced it.
+    const missing = await client.recordUsage(
+      recordUsageFromResponse({ accountId: acct, response: feed(openaiStream("chatcmpl-ts-est-2", 3, false)), format: "openai-chat" }),
+    );
+    assert.equal(missing.usageSource, UsageSource.USAGE_SOURCE_MISSING);
+    assert.ok(MissingUsageFallback[missing.missingUsageFallback] !== undefined);
+    // Given usage wins: the estimate inputs are not sent.
+    const withUsage = recordUsageFromResponse({
+      accountId: acct, response: { id: "chatcmpl-x" }, usage: { inputTokens: "1" }, completionText: "x", requestBody,
+    });
+    assert.equal(withUsage.completionText, "");
+    assert.equal(withUsage.requestJson.length, 0);
   });
 
   it("estimates a raw chat request", async () => {

@@ -47,6 +47,8 @@ from metering_client.v1.admin_service_pb2 import (
     GrantCreditsResponse,
 )
 from metering_client.v1.metering_service_pb2 import (
+    CorrectUsageRequest,
+    CorrectUsageResponse,
     EstimateTokensRequest,
     EstimateTokensResponse,
     GetBalanceRequest,
@@ -58,7 +60,7 @@ from metering_client.v1.metering_service_pb2 import (
     UsageSummaryRequest,
     UsageSummaryResponse,
 )
-from metering_client.v1.types_pb2 import Money, TokenUsage
+from metering_client.v1.types_pb2 import MissingUsageFallback, Money, TokenUsage, UsageSource
 
 __all__ = [
     "NO_RETRY",
@@ -66,6 +68,8 @@ __all__ = [
     "ApiFormat",
     "AsyncMeteringClient",
     "CancelledError",
+    "CorrectUsageRequest",
+    "CorrectUsageResponse",
     "CreateAccountRequest",
     "CreateAccountResponse",
     "DeadlineExceededError",
@@ -81,6 +85,7 @@ __all__ = [
     "InvalidArgumentError",
     "MeteringClient",
     "MeteringError",
+    "MissingUsageFallback",
     "Money",
     "NotFoundError",
     "PermissionDeniedError",
@@ -95,6 +100,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UsageReporter",
+    "UsageSource",
     "UsageSummaryRequest",
     "UsageSummaryResponse",
     "__version__",

@@ -48,10 +48,11 @@ class AsyncMeteringClient:
 
     Calls are retried by the client's :class:`~metering_client.retry.RetryPolicy`
     on UNAVAILABLE and DEADLINE_EXCEEDED, resending the same message: a
-    RecordUsage or GrantCredits retry carries the same ``request_id``, which the
-    service records exactly once (a retry of a call that did succeed comes back
-    with ``replayed = true``). CreateAccount is not idempotent and is not
-    retried.
+    RecordUsage or GrantCredits retry carries the same ``request_id`` (a
+    CorrectUsage retry the same ``correction_id``, given or derived by the
+    service from the payload), which the service records exactly once (a retry
+    of a call that did succeed comes back with ``replayed = true``).
+    CreateAccount is not idempotent and is not retried.
 
     Share one client per event loop. Use it as an async context manager or
     await :meth:`close`.
@@ -220,6 +221,12 @@ class AsyncMeteringClient:
         Idempotent per (account, ``request_id``): retries and repeats return the
         stored response with ``replayed = true``.
 
+        Without ``usage`` (and without usage in ``response_json``) the service
+        estimates the usage from ``request_json`` (+ ``request_format``) or
+        ``prompt_text``, and ``completion_text`` (``usage_source`` ESTIMATED);
+        with none of them it records the call as MISSING and the response's
+        ``missing_usage_fallback`` says what it was charged.
+
         Raises:
             NotFoundError: ``ACCOUNT_NOT_FOUND``.
             FailedPreconditionError: ``PRICE_NOT_FOUND``.
@@ -243,7 +250,9 @@ class AsyncMeteringClient:
     ) -> pb.RecordUsageResponse:
         """Record usage from the provider's raw response body or SSE tail.
 
-        The service extracts the usage itself (``response_json``); see
+        The service extracts the usage itself (``response_json``); when the
+        response has none, it estimates it from ``request_json`` (or
+        ``prompt_text``) and ``completion_text`` if given. See
         :func:`~metering_client.responses.record_request_from_response`.
         """
         req = record_request_from_response(
@@ -272,6 +281,39 @@ class AsyncMeteringClient:
         """
         req = build_request(pb.RecordUsageBatchRequest, request, fields)
         return await self._invoke(self.stub.RecordUsageBatch, req, timeout, metadata, retry=True)
+
+    async def correct_usage(
+        self,
+        request: pb.CorrectUsageRequest | Mapping[str, Any] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        **fields: Any,
+    ) -> pb.CorrectUsageResponse:
+        """Supersede a recorded call's usage (or cost) with a later figure (CorrectUsage).
+
+        Names the call by ``account_id`` and the ``request_id`` it was recorded
+        under, with the authoritative ``usage`` (or ``response_json`` and
+        ``response_format``), optionally an exact ``cost``, a ``reason`` and a
+        ``correction_id``. The difference is debited (or credited back) and
+        the call counts as ``USAGE_SOURCE_CORRECTED`` from then on.
+
+        Idempotent per (account, ``correction_id``); without one the service
+        derives it from ``request_id`` and the payload, so retries and repeats
+        of the same figure return the stored response with ``replayed = true``
+        and change nothing. Hence retried like RecordUsage.
+
+        Raises:
+            NotFoundError: ``RECORD_NOT_FOUND`` (no call under ``request_id``) or
+                ``ACCOUNT_NOT_FOUND``.
+            AlreadyExistsError: ``REQUEST_ID_CONFLICT`` (``correction_id`` used with
+                another payload).
+            FailedPreconditionError: e.g. ``PRICE_NOT_FOUND``, ``CURRENCY_MISMATCH``.
+            InvalidArgumentError: see ``fields`` (e.g. ``usage``, ``response_json``).
+        """
+        req = build_request(pb.CorrectUsageRequest, request, fields)
+        return await self._invoke(self.stub.CorrectUsage, req, timeout, metadata, retry=True)
 
     async def estimate_tokens(
         self,

@@ -47,9 +47,16 @@ def record_request_from_response(
     request_id: str,
     model: str,
     response_format: int | str | None = None,
+    request_json: bytes | str | Mapping[str, Any] | None = None,
+    request_format: int | str | None = None,
     **fields: Any,
 ) -> pb.RecordUsageRequest:
     """A RecordUsageRequest whose usage the service extracts from the raw response.
+
+    When the response carries no usage (e.g. an OpenAI stream without
+    ``stream_options.include_usage``), the service estimates it from
+    ``request_json`` (or ``prompt_text``) and ``completion_text`` when given
+    (``usage_source`` ESTIMATED), and records the call as MISSING otherwise.
 
     Args:
         response_body: the provider's response body, or the tail of its SSE
@@ -59,10 +66,21 @@ def record_request_from_response(
         model: the model called.
         response_format: an ``ApiFormat`` value or name (``"OPENAI_CHAT_COMPLETIONS"``);
             ``None`` lets the service detect it.
+        request_json: for an estimate when the response has no usage: the raw
+            request body the relay forwarded (bytes, str or a parsed dict), at
+            most 4 MiB.
+        request_format: the ``ApiFormat`` of ``request_json``, value or name;
+            ``None`` lets the service detect it.
         **fields: other RecordUsageRequest fields (``provider``, ``api_key_id``,
-            ``service``, ``streamed``, ``labels``, ``event_time`` ...).
+            ``service``, ``streamed``, ``labels``, ``event_time``, and for an
+            estimate ``prompt_text`` and ``completion_text``: the text the
+            relay forwarded, e.g. a stream's concatenated deltas).
     """
     body = response_body.encode() if isinstance(response_body, str) else bytes(response_body)
+    if request_json is not None:
+        fields["request_json"] = _raw(request_json)
+    if request_format is not None:
+        fields["request_format"] = _format_value(request_format)
     return pb.RecordUsageRequest(
         account_id=account_id,
         request_id=request_id,

@@ -18,7 +18,8 @@ class RetryPolicy:
     DEADLINE_EXCEEDED by default: the service was not reached, or did not answer
     in time), with the *same* request message, hence the same ``request_id``;
     the service's idempotency makes that safe for RecordUsage,
-    RecordUsageBatch and GrantCredits. Errors that would fail again
+    RecordUsageBatch, GrantCredits and CorrectUsage (whose ``correction_id`` is
+    derived from the payload when not given). Errors that would fail again
     (INVALID_ARGUMENT, NOT_FOUND, REQUEST_ID_CONFLICT, PRICE_NOT_FOUND, ...)
     are never retried.
 
