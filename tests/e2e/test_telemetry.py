@@ -177,7 +177,7 @@ def test_prometheus_scrape_endpoint() -> None:
     exporting = telemetry.setup(prometheus_port=0, set_global=False)
     try:
         assert exporting.prometheus_port
-        telemetry.record_usage("REPORTED", "openai", 435_000, "USD")
+        telemetry.record_usage("REPORTED", "openai", 435_000, "USD", "openai/gpt-4o-mini")
         telemetry.record_reservation_event("opened")
         url = f"http://127.0.0.1:{exporting.prometheus_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -185,6 +185,9 @@ def test_prometheus_scrape_endpoint() -> None:
     finally:
         exporting.shutdown()
         telemetry.use()
-    assert 'metering_usage_records_total{metering_provider="openai"' in text, text
+    assert (
+        'metering_usage_records_total{metering_price_id="openai/gpt-4o-mini",'
+        'metering_provider="openai",metering_usage_source="REPORTED"'
+    ) in text, text
     assert "metering_usage_cost_nanos_total" in text, text
     assert "metering_reservations_opened_total" in text, text
