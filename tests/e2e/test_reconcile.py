@@ -225,3 +225,75 @@ def test_the_cli_reconciles_an_openai_usage_export_per_day_model_and_key(
     rerun = json.loads(again.stdout)
     assert (rerun["discrepancies"], rerun["applied"]) == (0, 0)
     assert verified.verify_ledger() == []
+
+
+def _anthropic_usage_export(day: datetime, key: str, output_tokens: int) -> bytes:
+    page = {
+        "data": [
+            {
+                "starting_at": day.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "ending_at": (day + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "results": [
+                    {
+                        "uncached_input_tokens": 1000,
+                        "cache_creation": {
+                            "ephemeral_1h_input_tokens": 100,
+                            "ephemeral_5m_input_tokens": 300,
+                        },
+                        "cache_read_input_tokens": 2000,
+                        "output_tokens": output_tokens,
+                        "server_tool_use": {"web_search_requests": 0},
+                        "api_key_id": key,
+                        "workspace_id": None,
+                        "model": "claude-sonnet-4-5-20250929",
+                        "service_tier": "standard",
+                        "context_window": "0-200k",
+                    }
+                ],
+            }
+        ],
+        "has_more": False,
+        "next_page": None,
+    }
+    return json.dumps(page).encode()
+
+
+def test_an_anthropic_usage_report_meets_the_normalized_local_usage(verified: Live) -> None:
+    """Anthropic counts uncached input apart from cache reads and writes; metering's input
+    is the whole prompt. The same call must match, and a lower local output must not."""
+    account = verified.new_account(units=10)
+    key = f"apikey_{account}"
+    day = _day(1)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(day + timedelta(hours=3))
+    verified.metering.RecordUsage(
+        pb.RecordUsageRequest(
+            account_id=account,
+            request_id="claude-1",
+            model="claude-sonnet-4-5",
+            provider="anthropic",
+            api_key_id=key,
+            event_time=stamp,
+            usage=types_pb2.TokenUsage(
+                input_tokens=1000 + 400 + 2000,
+                cache_read_tokens=2000,
+                cache_write_tokens=400,
+                cache_write_1h_tokens=100,
+                output_tokens=500,
+            ),
+        ),
+        timeout=T,
+    )
+    same = verified.admin.Reconcile(
+        admin_pb.ReconcileRequest(export_data=_anthropic_usage_export(day, key, 500)), timeout=T
+    )
+    assert [(line.kind, line.account_id) for line in same.discrepancies] == [
+        (KINDS.DISCREPANCY_KIND_MATCHED, account)
+    ]
+    more = verified.admin.Reconcile(
+        admin_pb.ReconcileRequest(export_data=_anthropic_usage_export(day, key, 800)), timeout=T
+    )
+    (line,) = more.discrepancies
+    assert line.kind == KINDS.DISCREPANCY_KIND_TOKENS
+    # 300 more output tokens at $15 per million, priced at that day's price.
+    assert _nanos(line.cost_difference) == 300 * 15_000
