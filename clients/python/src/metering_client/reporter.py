@@ -535,11 +535,6 @@ class UsageReporter:
                     self._db.execute("ROLLBACK")
                     raise
             self.stats.dead += len(dead)
-            with self._cond:
-                self._pending = max(0, self._pending - len(done) - len(dead))
-                if self._pending == 0:
-                    self._oldest = None
-                self._cond.notify_all()
         for _, req, err in dead:
             log.warning(
                 "usage reporter: record %s/%s rejected (kept as dead letter): %s",
@@ -547,10 +542,18 @@ class UsageReporter:
                 req.request_id,
                 err,
             )
+        # Outcomes before the pending count drops: flush() returns only after the callback
+        # has seen every record it waited for.
         if self._on_outcome is not None:
             for outcome in final:
                 try:
                     self._on_outcome(outcome)
                 except Exception:
                     log.exception("usage reporter: on_outcome raised")
+        if done or dead:
+            with self._cond:
+                self._pending = max(0, self._pending - len(done) - len(dead))
+                if self._pending == 0:
+                    self._oldest = None
+                self._cond.notify_all()
         return kept == 0
