@@ -550,6 +550,7 @@ _RECORD_COLUMNS = (
     "unpriced",
     "streamed",
     "record_time",
+    "transaction_id",
     "labels",
 )
 _SUMMARY_COLUMNS = (
@@ -599,6 +600,7 @@ def _record_fields(view: RecordView) -> dict[str, Any]:
         "unpriced": record.unpriced,
         "streamed": record.streamed,
         "record_time": _time_rfc3339(record.record_time_us),
+        "transaction_id": record.transaction_id,
         "labels": record.labels,
     }
 

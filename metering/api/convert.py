@@ -629,6 +629,7 @@ def record_view_pb(view: RecordView) -> types_pb2.UsageRecordView:
         labels=record.labels,
         streamed=record.streamed,
         unpriced=record.unpriced,
+        transaction_id=record.transaction_id,
     )
 
 

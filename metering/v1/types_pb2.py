@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17metering/v1/types.proto\x12\x0bmetering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"\xa9\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63\x61\x63he_read_tokens\x18\x03 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x04 \x01(\x03\x12\x1d\n\x15\x63\x61\x63he_write_1h_tokens\x18\x05 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x06 \x01(\x03\"\x97\x05\n\x0fUsageRecordView\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecord_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x12\n\napi_key_id\x18\x08 \x01(\t\x12\x0f\n\x07service\x18\t \x01(\t\x12.\n\x0cusage_source\x18\n \x01(\x0e\x32\x18.metering.v1.UsageSource\x12&\n\x05usage\x18\x0b \x01(\x0b\x32\x17.metering.v1.TokenUsage\x12 \n\x04\x63ost\x18\x0c \x01(\x0b\x32\x12.metering.v1.Money\x12\x17\n\x0frequest_credits\x18\r \x01(\x03\x12\x10\n\x08price_id\x18\x0e \x01(\t\x12\x15\n\rprice_version\x18\x0f \x01(\x03\x12\x13\n\x0brecord_kind\x18\x10 \x01(\t\x12\x1a\n\x12\x63orrects_record_id\x18\x11 \x01(\t\x12\x15\n\rrequest_count\x18\x12 \x01(\x03\x12\x11\n\tcorrected\x18\x13 \x01(\x08\x12\x38\n\x06labels\x18\x14 \x03(\x0b\x32(.metering.v1.UsageRecordView.LabelsEntry\x12\x10\n\x08streamed\x18\x15 \x01(\x08\x12\x10\n\x08unpriced\x18\x16 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x98\x01\n\x0bUsageSource\x12\x1c\n\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n\x15USAGE_SOURCE_REPORTED\x10\x01\x12\x1a\n\x16USAGE_SOURCE_ESTIMATED\x10\x02\x12\x18\n\x14USAGE_SOURCE_MISSING\x10\x03\x12\x1a\n\x16USAGE_SOURCE_CORRECTED\x10\x04*\xac\x01\n\x14MissingUsageFallback\x12&\n\"MISSING_USAGE_FALLBACK_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMISSING_USAGE_FALLBACK_NONE\x10\x01\x12#\n\x1fMISSING_USAGE_FALLBACK_FLAT_FEE\x10\x02\x12&\n\"MISSING_USAGE_FALLBACK_RESERVATION\x10\x03*v\n\x0b\x42illingMode\x12\x1c\n\x18\x42ILLING_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42ILLING_MODE_TOKEN\x10\x01\x12\x18\n\x14\x42ILLING_MODE_REQUEST\x10\x02\x12\x17\n\x13\x42ILLING_MODE_HYBRID\x10\x03*\xeb\x01\n\tApiFormat\x12\x1a\n\x16\x41PI_FORMAT_UNSPECIFIED\x10\x00\x12&\n\"API_FORMAT_OPENAI_CHAT_COMPLETIONS\x10\x01\x12\x1f\n\x1b\x41PI_FORMAT_OPENAI_RESPONSES\x10\x02\x12!\n\x1d\x41PI_FORMAT_ANTHROPIC_MESSAGES\x10\x03\x12&\n\"API_FORMAT_GEMINI_GENERATE_CONTENT\x10\x04\x12\x19\n\x15\x41PI_FORMAT_WORKERS_AI\x10\x05\x12\x13\n\x0f\x41PI_FORMAT_DIFY\x10\x06*\x92\x01\n\x17ReservationExpiryPolicy\x12)\n%RESERVATION_EXPIRY_POLICY_UNSPECIFIED\x10\x00\x12%\n!RESERVATION_EXPIRY_POLICY_RELEASE\x10\x01\x12%\n!RESERVATION_EXPIRY_POLICY_CAPTURE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17metering/v1/types.proto\x12\x0bmetering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x05Money\x12\x15\n\rcurrency_code\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x03\x12\r\n\x05nanos\x18\x03 \x01(\x05\"\xa9\x01\n\nTokenUsage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x19\n\x11\x63\x61\x63he_read_tokens\x18\x03 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x04 \x01(\x03\x12\x1d\n\x15\x63\x61\x63he_write_1h_tokens\x18\x05 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x06 \x01(\x03\"\xaf\x05\n\x0fUsageRecordView\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecord_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x12\n\napi_key_id\x18\x08 \x01(\t\x12\x0f\n\x07service\x18\t \x01(\t\x12.\n\x0cusage_source\x18\n \x01(\x0e\x32\x18.metering.v1.UsageSource\x12&\n\x05usage\x18\x0b \x01(\x0b\x32\x17.metering.v1.TokenUsage\x12 \n\x04\x63ost\x18\x0c \x01(\x0b\x32\x12.metering.v1.Money\x12\x17\n\x0frequest_credits\x18\r \x01(\x03\x12\x10\n\x08price_id\x18\x0e \x01(\t\x12\x15\n\rprice_version\x18\x0f \x01(\x03\x12\x13\n\x0brecord_kind\x18\x10 \x01(\t\x12\x1a\n\x12\x63orrects_record_id\x18\x11 \x01(\t\x12\x15\n\rrequest_count\x18\x12 \x01(\x03\x12\x11\n\tcorrected\x18\x13 \x01(\x08\x12\x38\n\x06labels\x18\x14 \x03(\x0b\x32(.metering.v1.UsageRecordView.LabelsEntry\x12\x10\n\x08streamed\x18\x15 \x01(\x08\x12\x10\n\x08unpriced\x18\x16 \x01(\x08\x12\x16\n\x0etransaction_id\x18\x17 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x98\x01\n\x0bUsageSource\x12\x1c\n\x18USAGE_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n\x15USAGE_SOURCE_REPORTED\x10\x01\x12\x1a\n\x16USAGE_SOURCE_ESTIMATED\x10\x02\x12\x18\n\x14USAGE_SOURCE_MISSING\x10\x03\x12\x1a\n\x16USAGE_SOURCE_CORRECTED\x10\x04*\xac\x01\n\x14MissingUsageFallback\x12&\n\"MISSING_USAGE_FALLBACK_UNSPECIFIED\x10\x00\x12\x1f\n\x1bMISSING_USAGE_FALLBACK_NONE\x10\x01\x12#\n\x1fMISSING_USAGE_FALLBACK_FLAT_FEE\x10\x02\x12&\n\"MISSING_USAGE_FALLBACK_RESERVATION\x10\x03*v\n\x0b\x42illingMode\x12\x1c\n\x18\x42ILLING_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42ILLING_MODE_TOKEN\x10\x01\x12\x18\n\x14\x42ILLING_MODE_REQUEST\x10\x02\x12\x17\n\x13\x42ILLING_MODE_HYBRID\x10\x03*\xeb\x01\n\tApiFormat\x12\x1a\n\x16\x41PI_FORMAT_UNSPECIFIED\x10\x00\x12&\n\"API_FORMAT_OPENAI_CHAT_COMPLETIONS\x10\x01\x12\x1f\n\x1b\x41PI_FORMAT_OPENAI_RESPONSES\x10\x02\x12!\n\x1d\x41PI_FORMAT_ANTHROPIC_MESSAGES\x10\x03\x12&\n\"API_FORMAT_GEMINI_GENERATE_CONTENT\x10\x04\x12\x19\n\x15\x41PI_FORMAT_WORKERS_AI\x10\x05\x12\x13\n\x0f\x41PI_FORMAT_DIFY\x10\x06*\x92\x01\n\x17ReservationExpiryPolicy\x12)\n%RESERVATION_EXPIRY_POLICY_UNSPECIFIED\x10\x00\x12%\n!RESERVATION_EXPIRY_POLICY_RELEASE\x10\x01\x12%\n!RESERVATION_EXPIRY_POLICY_CAPTURE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGERECORDVIEW_LABELSENTRY']._loaded_options = None
   _globals['_USAGERECORDVIEW_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_USAGESOURCE']._serialized_start=974
-  _globals['_USAGESOURCE']._serialized_end=1126
-  _globals['_MISSINGUSAGEFALLBACK']._serialized_start=1129
-  _globals['_MISSINGUSAGEFALLBACK']._serialized_end=1301
-  _globals['_BILLINGMODE']._serialized_start=1303
-  _globals['_BILLINGMODE']._serialized_end=1421
-  _globals['_APIFORMAT']._serialized_start=1424
-  _globals['_APIFORMAT']._serialized_end=1659
-  _globals['_RESERVATIONEXPIRYPOLICY']._serialized_start=1662
-  _globals['_RESERVATIONEXPIRYPOLICY']._serialized_end=1808
+  _globals['_USAGESOURCE']._serialized_start=998
+  _globals['_USAGESOURCE']._serialized_end=1150
+  _globals['_MISSINGUSAGEFALLBACK']._serialized_start=1153
+  _globals['_MISSINGUSAGEFALLBACK']._serialized_end=1325
+  _globals['_BILLINGMODE']._serialized_start=1327
+  _globals['_BILLINGMODE']._serialized_end=1445
+  _globals['_APIFORMAT']._serialized_start=1448
+  _globals['_APIFORMAT']._serialized_end=1683
+  _globals['_RESERVATIONEXPIRYPOLICY']._serialized_start=1686
+  _globals['_RESERVATIONEXPIRYPOLICY']._serialized_end=1832
   _globals['_MONEY']._serialized_start=73
   _globals['_MONEY']._serialized_end=133
   _globals['_TOKENUSAGE']._serialized_start=136
   _globals['_TOKENUSAGE']._serialized_end=305
   _globals['_USAGERECORDVIEW']._serialized_start=308
-  _globals['_USAGERECORDVIEW']._serialized_end=971
-  _globals['_USAGERECORDVIEW_LABELSENTRY']._serialized_start=926
-  _globals['_USAGERECORDVIEW_LABELSENTRY']._serialized_end=971
+  _globals['_USAGERECORDVIEW']._serialized_end=995
+  _globals['_USAGERECORDVIEW_LABELSENTRY']._serialized_start=950
+  _globals['_USAGERECORDVIEW_LABELSENTRY']._serialized_end=995
 # @@protoc_insertion_point(module_scope)

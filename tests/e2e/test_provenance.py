@@ -300,6 +300,23 @@ def test_a_correction_appends_exactly_the_difference_linked_to_the_original(
         verified, account, usage_sources=[types_pb2.USAGE_SOURCE_CORRECTED]
     ).totals
     assert only_corrected.request_count == 1
+    # An export shows both rows under the correction's one ledger transaction.
+    now = datetime.now(UTC)
+    window = {
+        "start_time": timestamp_pb2.Timestamp(seconds=int((now - timedelta(days=1)).timestamp())),
+        "end_time": timestamp_pb2.Timestamp(seconds=int((now + timedelta(days=1)).timestamp())),
+    }
+    exported = [
+        message.record
+        for message in verified.admin.ExportUsage(
+            admin_pb.ExportUsageRequest(account_id=account, **window),  # type: ignore[arg-type]
+            timeout=T,
+        )
+        if message.HasField("record")
+    ]
+    adjustments = [r for r in exported if r.record_kind == "ADJUSTMENT"]
+    assert {r.transaction_id for r in adjustments} == {corrected.transaction_id}
+    assert [r.corrected for r in exported if r.record_kind == "USAGE"] == [True]
     # The same correction again changes nothing.
     before = verified.row_counts()
     again = verified.metering.CorrectUsage(request, timeout=T)

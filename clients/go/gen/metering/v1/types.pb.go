@@ -554,7 +554,10 @@ type UsageRecordView struct {
 	// Whether the call was streamed.
 	Streamed bool `protobuf:"varint,21,opt,name=streamed,proto3" json:"streamed,omitempty"`
 	// Recorded without a price.
-	Unpriced      bool `protobuf:"varint,22,opt,name=unpriced,proto3" json:"unpriced,omitempty"`
+	Unpriced bool `protobuf:"varint,22,opt,name=unpriced,proto3" json:"unpriced,omitempty"`
+	// The ledger transaction that moved this row's cost (a correction's two
+	// rows share one).
+	TransactionId string `protobuf:"bytes,23,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -743,6 +746,13 @@ func (x *UsageRecordView) GetUnpriced() bool {
 	return false
 }
 
+func (x *UsageRecordView) GetTransactionId() string {
+	if x != nil {
+		return x.TransactionId
+	}
+	return ""
+}
+
 var File_metering_v1_types_proto protoreflect.FileDescriptor
 
 const file_metering_v1_types_proto_rawDesc = "" +
@@ -759,7 +769,7 @@ const file_metering_v1_types_proto_rawDesc = "" +
 	"\x11cache_read_tokens\x18\x03 \x01(\x03R\x0fcacheReadTokens\x12,\n" +
 	"\x12cache_write_tokens\x18\x04 \x01(\x03R\x10cacheWriteTokens\x121\n" +
 	"\x15cache_write_1h_tokens\x18\x05 \x01(\x03R\x12cacheWrite1hTokens\x12)\n" +
-	"\x10reasoning_tokens\x18\x06 \x01(\x03R\x0freasoningTokens\"\x92\a\n" +
+	"\x10reasoning_tokens\x18\x06 \x01(\x03R\x0freasoningTokens\"\xb9\a\n" +
 	"\x0fUsageRecordView\x12\x1b\n" +
 	"\trecord_id\x18\x01 \x01(\tR\brecordId\x12\x1d\n" +
 	"\n" +
@@ -789,7 +799,8 @@ const file_metering_v1_types_proto_rawDesc = "" +
 	"\tcorrected\x18\x13 \x01(\bR\tcorrected\x12@\n" +
 	"\x06labels\x18\x14 \x03(\v2(.metering.v1.UsageRecordView.LabelsEntryR\x06labels\x12\x1a\n" +
 	"\bstreamed\x18\x15 \x01(\bR\bstreamed\x12\x1a\n" +
-	"\bunpriced\x18\x16 \x01(\bR\bunpriced\x1a9\n" +
+	"\bunpriced\x18\x16 \x01(\bR\bunpriced\x12%\n" +
+	"\x0etransaction_id\x18\x17 \x01(\tR\rtransactionId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x98\x01\n" +

@@ -98,7 +98,7 @@ class TokenUsage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_read_tokens: _Optional[int] = ..., cache_write_tokens: _Optional[int] = ..., cache_write_1h_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class UsageRecordView(_message.Message):
-    __slots__ = ("record_id", "account_id", "request_id", "event_time", "record_time", "provider", "model", "api_key_id", "service", "usage_source", "usage", "cost", "request_credits", "price_id", "price_version", "record_kind", "corrects_record_id", "request_count", "corrected", "labels", "streamed", "unpriced")
+    __slots__ = ("record_id", "account_id", "request_id", "event_time", "record_time", "provider", "model", "api_key_id", "service", "usage_source", "usage", "cost", "request_credits", "price_id", "price_version", "record_kind", "corrects_record_id", "request_count", "corrected", "labels", "streamed", "unpriced", "transaction_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class UsageRecordView(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     STREAMED_FIELD_NUMBER: _ClassVar[int]
     UNPRICED_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     account_id: str
     request_id: str
@@ -150,4 +151,5 @@ class UsageRecordView(_message.Message):
     labels: _containers.ScalarMap[str, str]
     streamed: bool
     unpriced: bool
-    def __init__(self, record_id: _Optional[str] = ..., account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., usage_source: _Optional[_Union[UsageSource, str]] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., cost: _Optional[_Union[Money, _Mapping]] = ..., request_credits: _Optional[int] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., record_kind: _Optional[str] = ..., corrects_record_id: _Optional[str] = ..., request_count: _Optional[int] = ..., corrected: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., streamed: _Optional[bool] = ..., unpriced: _Optional[bool] = ...) -> None: ...
+    transaction_id: str
+    def __init__(self, record_id: _Optional[str] = ..., account_id: _Optional[str] = ..., request_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., record_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., api_key_id: _Optional[str] = ..., service: _Optional[str] = ..., usage_source: _Optional[_Union[UsageSource, str]] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., cost: _Optional[_Union[Money, _Mapping]] = ..., request_credits: _Optional[int] = ..., price_id: _Optional[str] = ..., price_version: _Optional[int] = ..., record_kind: _Optional[str] = ..., corrects_record_id: _Optional[str] = ..., request_count: _Optional[int] = ..., corrected: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., streamed: _Optional[bool] = ..., unpriced: _Optional[bool] = ..., transaction_id: _Optional[str] = ...) -> None: ...

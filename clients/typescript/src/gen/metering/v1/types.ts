@@ -419,6 +419,11 @@ export interface UsageRecordView {
   streamed: boolean;
   /** Recorded without a price. */
   unpriced: boolean;
+  /**
+   * The ledger transaction that moved this row's cost (a correction's two
+   * rows share one).
+   */
+  transactionId: string;
 }
 
 export interface UsageRecordView_LabelsEntry {
@@ -735,6 +740,7 @@ function createBaseUsageRecordView(): UsageRecordView {
     labels: {},
     streamed: false,
     unpriced: false,
+    transactionId: "",
   };
 }
 
@@ -805,6 +811,9 @@ export const UsageRecordView: MessageFns<UsageRecordView> = {
     }
     if (message.unpriced !== false) {
       writer.uint32(176).bool(message.unpriced);
+    }
+    if (message.transactionId !== "") {
+      writer.uint32(186).string(message.transactionId);
     }
     return writer;
   },
@@ -1001,6 +1010,14 @@ export const UsageRecordView: MessageFns<UsageRecordView> = {
             message.unpriced = reader.bool();
             continue;
           }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.transactionId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1102,6 +1119,11 @@ export const UsageRecordView: MessageFns<UsageRecordView> = {
         : {},
       streamed: isSet(object.streamed) ? globalThis.Boolean(object.streamed) : false,
       unpriced: isSet(object.unpriced) ? globalThis.Boolean(object.unpriced) : false,
+      transactionId: isSet(object.transactionId)
+        ? globalThis.String(object.transactionId)
+        : isSet(object.transaction_id)
+        ? globalThis.String(object.transaction_id)
+        : "",
     };
   },
 
@@ -1179,6 +1201,9 @@ export const UsageRecordView: MessageFns<UsageRecordView> = {
     if (message.unpriced !== false) {
       obj.unpriced = message.unpriced;
     }
+    if (message.transactionId !== "") {
+      obj.transactionId = message.transactionId;
+    }
     return obj;
   },
 
@@ -1219,6 +1244,7 @@ export const UsageRecordView: MessageFns<UsageRecordView> = {
     );
     message.streamed = object.streamed ?? false;
     message.unpriced = object.unpriced ?? false;
+    message.transactionId = object.transactionId ?? "";
     return message;
   },
 };
