@@ -35,6 +35,7 @@ from metering.domain.budgets import Budget, BudgetMetric, BudgetPeriod
 from metering.domain.catalogue import CatalogueError
 from metering.domain.errors import InvalidArgument, MeteringError
 from metering.domain.exports import ExportTotals, RecordView
+from metering.domain.missing import DEFAULT_POLICY, Fallback, MissingUsagePolicy
 from metering.domain.money import decimal_text, parse_decimal_to_nanos
 from metering.domain.reconcile import Line, Tally
 from metering.domain.summary import Aggregate
@@ -119,6 +120,30 @@ def _parser() -> argparse.ArgumentParser:
     revoked = tokens_commands.add_parser("revoke", help="revoke a token (within a second)")
     revoked.add_argument("token_id")
     database_flag(revoked)
+
+    policies = commands.add_parser(
+        "policies", help="how calls without usage are recorded and charged (missing usage)"
+    )
+    policy_commands = policies.add_subparsers(dest="policies_command", required=True)
+    policy_set = policy_commands.add_parser("set", help="create or replace a scope's policy")
+    policy_set.add_argument("--account", default="", help="scope: this account (default any)")
+    policy_set.add_argument("--provider", default="", help="scope: this provider (default any)")
+    policy_set.add_argument("--model", default="", help="scope: this model (default any)")
+    policy_set.add_argument(
+        "--fallback", choices=["none", "flat_fee", "reservation"], default="reservation"
+    )
+    policy_set.add_argument("--fee", default="", help="flat fee per call in units, e.g. 0.002")
+    policy_set.add_argument("--currency", default="USD", help="the fee's currency")
+    policy_set.add_argument(
+        "--no-estimate", action="store_true", help="record MISSING even when texts were sent"
+    )
+    database_flag(policy_set)
+    database_flag(policy_commands.add_parser("list", help="every policy, most specific first"))
+    policy_delete = policy_commands.add_parser("delete", help="remove a scope's policy")
+    policy_delete.add_argument("--account", default="")
+    policy_delete.add_argument("--provider", default="")
+    policy_delete.add_argument("--model", default="")
+    database_flag(policy_delete)
 
     budgets = commands.add_parser("budgets", help="usage limits per account, API key and model")
     budget_commands = budgets.add_subparsers(dest="budgets_command", required=True)
@@ -257,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tokens(settings, args)
         if args.command == "prices":
             return _prices(settings, args)
+        if args.command == "policies":
+            return _policies(settings, args)
         if args.command == "budgets":
             return _budgets(settings, args)
         if args.command == "reconcile":
@@ -816,6 +843,46 @@ def _budgets(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         app.close()
     return 0
+
+
+def _policies(settings: Settings, args: argparse.Namespace) -> int:
+    app = build_app(settings)
+    try:
+        command = args.policies_command
+        if command == "set":
+            policy = app.metering.set_missing_usage_policy(
+                MissingUsagePolicy(
+                    account_id=args.account,
+                    provider=args.provider,
+                    model=args.model,
+                    estimate_disabled=args.no_estimate,
+                    fallback=Fallback(args.fallback.upper()),
+                    flat_fee_nanos=parse_decimal_to_nanos(args.fee) if args.fee else 0,
+                    currency_code=args.currency.upper(),
+                )
+            )
+            print(f"set {_describe_policy(policy)}")
+        elif command == "list":
+            for policy in app.metering.list_missing_usage_policies():
+                print(_describe_policy(policy))
+            print(f"default: {_describe_policy(DEFAULT_POLICY)}")
+        else:
+            app.metering.delete_missing_usage_policy(args.account, args.provider, args.model)
+            print("deleted")
+    finally:
+        app.close()
+    return 0
+
+
+def _describe_policy(policy: MissingUsagePolicy) -> str:
+    scope = "/".join(part or "*" for part in policy.scope)
+    fee = (
+        f" {decimal_text(policy.flat_fee_nanos)} {policy.currency_code}"
+        if policy.fallback is Fallback.FLAT_FEE
+        else ""
+    )
+    estimate = "never estimate" if policy.estimate_disabled else "estimate from texts"
+    return f"{scope}: {estimate}; missing -> {policy.fallback.value.lower()}{fee}"
 
 
 def _describe(budget: Budget) -> str:

@@ -335,3 +335,52 @@ def test_budgets_cli_sets_and_lists(tmp_path: Path) -> None:
         env=prices,
     )
     assert bad.returncode == 2 and "rolling_window" in bad.stderr
+
+
+def test_missing_usage_policies_cli_sets_lists_and_deletes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    prices = {"METERING_PRICES_FILE": str(Path(__file__).parents[1] / "data" / "prices.json")}
+    common = ("--database-url", url)
+    set_fee = _metering(
+        "policies",
+        "set",
+        "--model",
+        "gpt-4o-mini",
+        "--fallback",
+        "flat_fee",
+        "--fee",
+        "0.002",
+        *common,
+        env=prices,
+    )
+    assert set_fee.returncode == 0, set_fee.stderr
+    set_any = _metering(
+        "policies",
+        "set",
+        "--provider",
+        "openai",
+        "--fallback",
+        "none",
+        "--no-estimate",
+        *common,
+        env=prices,
+    )
+    assert set_any.returncode == 0, set_any.stderr
+    listed = _metering("policies", "list", *common, env=prices)
+    assert listed.stdout.splitlines() == [
+        "*/openai/*: never estimate; missing -> none",
+        "*/*/gpt-4o-mini: estimate from texts; missing -> flat_fee 0.002000000 USD",
+        "default: */*/*: estimate from texts; missing -> reservation",
+    ]
+    # A flat fee without a fee is refused, naming the field; an unknown account too.
+    bad = _metering("policies", "set", "--fallback", "flat_fee", *common, env=prices)
+    assert bad.returncode == 2 and "policy.flat_fee" in bad.stderr
+    unknown = _metering("policies", "set", "--account", "nobody", *common, env=prices)
+    assert unknown.returncode == 2 and "nobody" in unknown.stderr
+    deleted = _metering("policies", "delete", "--model", "gpt-4o-mini", *common, env=prices)
+    assert deleted.returncode == 0, deleted.stderr
+    again = _metering("policies", "delete", "--model", "gpt-4o-mini", *common, env=prices)
+    assert again.returncode == 2
+    assert (
+        "no missing-usage policy for account '', provider '', model 'gpt-4o-mini'" in again.stderr
+    )
