@@ -96,6 +96,8 @@ RULES: dict[str, MethodRule] = {
     _METERING + "ReleaseReservation": MethodRule(_RELAY, _account_id),
     _METERING + "GetBalance": MethodRule(_RELAY_READER, _account_id),
     _METERING + "UsageSummary": MethodRule(_READER, _summary_accounts),
+    # The relay that recorded a call learns its real usage later and corrects it.
+    _METERING + "CorrectUsage": MethodRule(_RELAY, _account_id),
     _ADMIN + "CreateAccount": MethodRule(
         _ADMIN_ONLY, _no_accounts, tenant=lambda request: request.tenant_id
     ),

@@ -267,6 +267,17 @@ def test_a_relay_records_for_its_tenants_account(secured: Secured) -> None:
     secured.metering.RecordUsage(
         _record(account, "r-2"), metadata=_auth(secured.tokens["relay"]), timeout=10
     )
+    # The relay corrects its own tenant's call; a reader may not.
+    correction = pb.CorrectUsageRequest(
+        account_id=account, request_id="r-1", usage=types_pb2.TokenUsage(input_tokens=2000)
+    )
+    corrected = secured.metering.CorrectUsage(correction, metadata=relay, timeout=10)
+    assert corrected.cost_difference.nanos == 2000 * 150 - 450_000
+    reader = _auth(secured.tokens["reader-a"])
+    assert _refused(secured.metering.CorrectUsage, correction, metadata=reader) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ROLE_NOT_ALLOWED",
+    )
 
 
 def test_cross_tenant_calls_are_refused_and_write_nothing(secured: Secured) -> None:
@@ -279,6 +290,10 @@ def test_cross_tenant_calls_are_refused_and_write_nothing(secured: Secured) -> N
     before = secured.row_counts()
     for account in (other, untenanted, "no-such-account"):
         assert _refused(secured.metering.RecordUsage, _record(account), metadata=relay) == mismatch
+        correction = pb.CorrectUsageRequest(
+            account_id=account, request_id="r-1", usage=types_pb2.TokenUsage(input_tokens=1)
+        )
+        assert _refused(secured.metering.CorrectUsage, correction, metadata=relay) == mismatch
         balance = pb.GetBalanceRequest(account_id=account)
         assert _refused(secured.metering.GetBalance, balance, metadata=reader) == mismatch
         grant = admin_pb.GrantCreditsRequest(
