@@ -513,6 +513,9 @@ class Metering:
         if cmd.usage is not None:
             return cmd.usage, UsageSource.REPORTED, cmd.streamed, None
         streamed = cmd.streamed
+        # Without a completion text, the output is known only from a response that shows
+        # none; a prompt alone would estimate a call that produced text as free output.
+        completion_known = bool(cmd.completion_text)
         if cmd.response_json:
             fmt = ResponseFormat(cmd.response_format) if cmd.response_format else None
             extracted = extract_usage(cmd.response_json, fmt, field="response_json")
@@ -521,11 +524,12 @@ class Metering:
                 extracted.usage == TokenUsage() and extracted.has_completion
             ):
                 return extracted.usage, UsageSource.REPORTED, streamed, None
+            completion_known = completion_known or not extracted.has_completion
         with self._db.read() as store:
             policies = store.missing_usage_policies(cmd.account_id)
         policy = policy_for(policies, cmd.account_id, cmd.provider, cmd.model)
-        has_texts = bool(cmd.request_json or cmd.prompt_text or cmd.completion_text)
-        if has_texts and not policy.estimate_disabled:
+        prompt_known = bool(cmd.request_json or cmd.prompt_text)
+        if prompt_known and completion_known and not policy.estimate_disabled:
             return self._estimated_usage(cmd), UsageSource.ESTIMATED, streamed, None
         return TokenUsage(), UsageSource.MISSING, streamed, policy
 

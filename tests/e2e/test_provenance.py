@@ -134,6 +134,17 @@ def test_a_stream_without_usage_is_recorded_as_estimated_with_the_right_estimate
     )
     assert plain.usage_source == types_pb2.USAGE_SOURCE_ESTIMATED
     assert plain.usage.input_tokens == _tokens(QUESTION)
+    # Half the call is not an estimate: without the completion (a stream that produced text
+    # the relay did not keep), or without the prompt, the call is MISSING for review.
+    for request_id, halves in (
+        (
+            "half-1",
+            {"request_json": _request_body(), "response_json": _stream_tail_without_usage()},
+        ),
+        ("half-2", {"completion_text": COMPLETION}),
+    ):
+        half = _record(verified, account, request_id=request_id, **halves)
+        assert half.usage_source == types_pb2.USAGE_SOURCE_MISSING, request_id
 
 
 def test_a_zero_usage_response_with_a_completion_is_missing_not_free(verified: Live) -> None:
