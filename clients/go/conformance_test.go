@@ -75,6 +75,7 @@ func rpcs(c *metering.Client) map[string]func(context.Context, proto.Message) (p
 		"MeteringService/EstimateTokens":            wrap(c.EstimateTokens),
 		"MeteringService/GetBalance":                wrap(c.GetBalance),
 		"MeteringService/UsageSummary":              wrap(c.UsageSummary),
+		"MeteringService/CorrectUsage":              wrap(c.CorrectUsage),
 	}
 }
 

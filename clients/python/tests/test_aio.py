@@ -70,10 +70,10 @@ async def test_async_correct_usage_and_estimate(server: MeteringServer) -> None:
 
         est = await client.record_usage(
             account_id=account, request_id="e", model="gpt-4o-mini",
-            completion_text="tiktoken is great!",
+            prompt_text="tiktoken is great!", completion_text="tiktoken is great!",
         )  # fmt: skip
         assert est.usage_source == USAGE_SOURCE_ESTIMATED
-        assert (est.usage.input_tokens, est.usage.output_tokens) == (0, 6)
+        assert (est.usage.input_tokens, est.usage.output_tokens) == (6, 6)
         with pytest.raises(NotFoundError) as info:
             await client.correct_usage(
                 account_id=account, request_id="nope", usage={"input_tokens": 1}

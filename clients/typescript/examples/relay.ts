@@ -5,14 +5,18 @@
 // the balance, forwards the call upstream, streams the answer back and, at
 // stream end, hands the raw SSE tail to the UsageReporter (RecordUsage via
 // RecordUsageBatch; the server extracts the usage; spooled if metering is
-// down).
+// down), with the request body it forwarded and the text it streamed: when
+// the stream carried no usage the server estimates it from them
+// (USAGE_SOURCE_ESTIMATED) instead of recording MISSING.
 //
 //   METERING_ADDRESS=127.0.0.1:50051 API_KEYS=sk-test=acme npx tsx examples/relay.ts
 //   (without UPSTREAM_URL it starts the fake upstream of fake-upstream.ts)
 import { randomUUID } from "node:crypto";
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
+import { StringDecoder } from "node:string_decoder";
 import {
+  MAX_TEXT_CHARS,
   MeteringClient,
   SseTail,
   UsageReporter,
@@ -98,6 +102,7 @@ async function handle(opts: RelayOptions, req: http.IncomingMessage, res: http.S
   const callerAskedUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
   if (streamed && !callerAskedUsage) body.stream_options = { ...(body.stream_options as object), include_usage: true };
 
+  const upstreamBody = JSON.stringify(body);
   const upstream = await new Promise<http.IncomingMessage>((resolve, reject) => {
     const u = new URL("/v1/chat/completions", opts.upstreamUrl);
     const up = http.request(u, {
@@ -110,10 +115,14 @@ async function handle(opts: RelayOptions, req: http.IncomingMessage, res: http.S
     up.on("response", resolve);
     up.on("error", reject);
     res.on("close", () => up.destroy()); // the caller went away: stop the upstream call
-    up.end(JSON.stringify(body));
+    up.end(upstreamBody);
   });
 
-  const record = { accountId, model, provider: opts.provider ?? "openai", apiKeyId: apiKeyIdOf(apiKey), service: opts.service ?? "example-relay" };
+  const record = {
+    accountId, model, provider: opts.provider ?? "openai", apiKeyId: apiKeyIdOf(apiKey), service: opts.service ?? "example-relay",
+    // For an estimate when the response carries no usage; ignored when it does.
+    requestBody: upstreamBody, requestFormat: "openai-chat" as const,
+  };
 
   if (upstream.statusCode !== 200) {
     // Provider errors are not billed: pass them through, record nothing.
@@ -134,16 +143,20 @@ async function handle(opts: RelayOptions, req: http.IncomingMessage, res: http.S
 
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", ...headers });
   const tail = new SseTail(); // keeps the last events (the usage chunk) for metering
+  const text = new StreamText(); // the streamed deltas, for an estimate without usage
   let pending = "";
   let reported = false;
   const report = () => {
     if (reported) return;
     reported = true;
     // ---- the metering call at stream end: one line ----
-    void opts.reporter.report(recordUsageFromResponse({ ...record, response: tail, format: "openai-chat" }));
+    void opts.reporter.report(
+      recordUsageFromResponse({ ...record, response: tail, format: "openai-chat", completionText: text.value() }),
+    );
   };
   upstream.on("data", (c: Buffer) => {
     tail.push(c);
+    text.push(c);
     if (callerAskedUsage) {
       res.write(c);
       return;
@@ -165,6 +178,46 @@ async function handle(opts: RelayOptions, req: http.IncomingMessage, res: http.S
   // A caller that disconnects mid-stream is still metered with what the upstream produced.
   upstream.on("close", report);
   upstream.on("error", report);
+}
+
+/**
+ * Collects the text of a chat.completion.chunk stream as it is relayed: the
+ * choices' delta contents, in order (bounded by MAX_TEXT_CHARS characters).
+ */
+export class StreamText {
+  private decoder = new StringDecoder("utf8");
+  private line = "";
+  private parts: string[] = [];
+  private length = 0;
+
+  push(chunk: Buffer | string): void {
+    const lines = (this.line + (typeof chunk === "string" ? chunk : this.decoder.write(chunk))).split("\n");
+    this.line = lines.pop()!;
+    if (this.line.length > MAX_BODY) this.line = ""; // no event is this long: not SSE
+    for (const l of lines) this.add(l);
+  }
+
+  private add(line: string): void {
+    const data = /^data:\s*(\{.*)$/.exec(line.replace(/\r$/, ""))?.[1];
+    if (!data || this.length >= MAX_TEXT_CHARS) return;
+    try {
+      const o = JSON.parse(data) as { choices?: { delta?: { content?: unknown } }[] };
+      for (const c of Array.isArray(o.choices) ? o.choices : []) {
+        const content = c?.delta?.content;
+        if (typeof content === "string" && content) {
+          this.parts.push(content);
+          this.length += content.length;
+        }
+      }
+    } catch {
+      // not JSON: ignore
+    }
+  }
+
+  /** The text so far. */
+  value(): string {
+    return this.parts.join("");
+  }
 }
 
 function isUsageOnlyChunk(event: string): boolean {

@@ -6,9 +6,9 @@ import type { AddressInfo } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createRelay } from "../examples/relay";
+import { StreamText, createRelay } from "../examples/relay";
 import { CANNED_TEXT, startFakeUpstream, type FakeUpstream } from "../examples/fake-upstream";
-import { MeteringClient, UsageReporter, UsageSource, type RecordUsageResponse } from "../src";
+import { ApiFormat, MeteringClient, UsageReporter, UsageSource, type RecordUsageResponse } from "../src";
 import { MeteringServer, eventually, runPrefix } from "./helpers/server";
 
 // 1000 uncached x 0.15 + 200 cached x 0.075 + 300 x 0.60 per million.
@@ -115,18 +115,33 @@ describe("example relay", () => {
     assert.equal(nanosOf((await wait).cost), COST);
   });
 
-  it("records a stream without a usage chunk as MISSING, at zero cost", async () => {
+  it("records a stream without a usage chunk as ESTIMATED from the request body and the streamed text", async () => {
     upstream.options.usage = "never";
     try {
       const before = nanosOf((await client.getBalance(acct)).balance);
       const wait = nextRecord();
       const { res, text } = await chat({ model: "gpt-4o-mini", stream: true, messages });
       assert.equal(res.status, 200);
-      assert.ok(text.includes("world"));
+      const events = sseData(text) as { choices: { delta: { content?: string } }[]; usage?: unknown }[];
+      assert.ok(events.every((e) => !e.usage), "no usage in the stream");
+      const streamed = events.map((e) => e.choices[0]?.delta.content ?? "").join("");
+      assert.equal(streamed, CANNED_TEXT.join(""));
       const rec = await wait;
-      assert.equal(rec.usageSource, UsageSource.USAGE_SOURCE_MISSING);
-      assert.equal(nanosOf(rec.cost), 0);
-      assert.equal(nanosOf((await client.getBalance(acct)).balance), before);
+      // The relay sent the body it forwarded upstream and the text it streamed:
+      // the service counted them as EstimateTokens does.
+      assert.equal(rec.usageSource, UsageSource.USAGE_SOURCE_ESTIMATED);
+      const expected = await client.estimateTokens({
+        model: "gpt-4o-mini",
+        requestJson: Buffer.from(JSON.stringify(upstream.requests.at(-1))),
+        requestFormat: ApiFormat.API_FORMAT_OPENAI_CHAT_COMPLETIONS,
+        completionText: streamed,
+      });
+      assert.ok(Number(expected.outputTokens) > 0 && Number(expected.inputTokens) > 0, JSON.stringify(expected));
+      assert.equal(rec.usage?.outputTokens, expected.outputTokens);
+      assert.equal(rec.usage?.inputTokens, expected.inputTokens);
+      assert.ok(nanosOf(rec.cost) > 0 && !rec.replayed);
+      assert.equal(nanosOf(rec.cost), nanosOf(expected.estimatedCost));
+      assert.equal(nanosOf((await client.getBalance(acct)).balance), before - nanosOf(rec.cost));
     } finally {
       upstream.options.usage = "when-asked";
     }
@@ -164,6 +179,23 @@ describe("example relay", () => {
     });
     assert.equal(sum.totals?.requestCount, "4");
     const bySource = Object.fromEntries(sum.rows.map((r) => [r.usageSource, r.requestCount]));
-    assert.deepEqual(bySource, { [UsageSource.USAGE_SOURCE_REPORTED]: "3", [UsageSource.USAGE_SOURCE_MISSING]: "1" });
+    assert.deepEqual(bySource, { [UsageSource.USAGE_SOURCE_REPORTED]: "3", [UsageSource.USAGE_SOURCE_ESTIMATED]: "1" });
+  });
+
+  it("collects the streamed text from chunks cut anywhere", () => {
+    const stream =
+      'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n' +
+      'data: {"choices":[{"delta":{"content":"Héllo"}}]}\r\n\r\n' +
+      ": a comment\n\n" +
+      'data: {"choices":[{"delta":{"content":null}}]}\n\n' +
+      'data: {"choices":[{"delta":{"content":", world"}}]}\n\n' +
+      'data: {"choices":[],"usage":{"prompt_tokens":3}}\n\n' +
+      "data: [DONE]\n\n";
+    const bytes = Buffer.from(stream, "utf8");
+    for (const size of [1, 2, 7, 64, bytes.length]) {
+      const t = new StreamText();
+      for (let i = 0; i < bytes.length; i += size) t.push(bytes.subarray(i, i + size));
+      assert.equal(t.value(), "Héllo, world", `pieces of ${size} bytes`);
+    }
   });
 });

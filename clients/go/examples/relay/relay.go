@@ -24,7 +24,11 @@ const maxRequestBytes = 4 << 20
 // Relay is a minimal OpenAI-compatible relay: it forwards
 // POST /v1/chat/completions to an upstream, streaming the response back
 // as it arrives, and meters every call: EstimateTokens before, RecordUsage
-// (through a Reporter) at stream end.
+// (through a Reporter) at stream end. The record carries the response's
+// tail (the service extracts the usage from it) and, for a stream that
+// ends without usage (no stream_options.include_usage), the request body
+// and the streamed text, from which the service estimates the usage
+// (usage_source ESTIMATED) instead of recording it as MISSING.
 type Relay struct {
 	// Upstream is the provider's base URL, e.g. "https://api.openai.com".
 	Upstream string
@@ -134,7 +138,13 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tailBytes = metering.DefaultTailBytes
 	}
 	tail := metering.NewResponseTail(tailBytes)
-	copyErr := copyFlushing(io.MultiWriter(w, tail), resp.Body, w)
+	var sink io.Writer = io.MultiWriter(w, tail)
+	var text *streamText // the streamed deltas, for an estimate without usage
+	if head.Stream {
+		text = &streamText{}
+		sink = io.MultiWriter(w, tail, text)
+	}
+	copyErr := copyFlushing(sink, resp.Body, w)
 	if resp.StatusCode/100 != 2 {
 		return // the provider refused the call: nothing to bill
 	}
@@ -144,8 +154,14 @@ func (rl *Relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// After: record what the provider says it used. The service extracts
 	// the usage from the tail; Report returns at once (batched, spooled to
-	// disk if the service is down).
-	rec := call.RecordFromResponse(tail.Bytes(), metering.FormatForPath(r.URL.Path))
+	// disk if the service is down). The request body and the streamed text
+	// are ignored when the tail carries usage, and estimated from otherwise.
+	format := metering.FormatForPath(r.URL.Path)
+	call.RequestJSON, call.RequestFormat = body, format
+	if text != nil {
+		call.CompletionText = text.String()
+	}
+	rec := call.RecordFromResponse(tail.Bytes(), format)
 	if err := rl.Reporter.Report(rec); err != nil {
 		rl.Log.Error("usage not recorded", "request_id", call.RequestID, "err", err)
 	}
@@ -174,6 +190,63 @@ func copyFlushing(dst io.Writer, src io.Reader, w http.ResponseWriter) error {
 		}
 	}
 }
+
+// maxStreamText bounds the completion text a streamText keeps, in bytes:
+// room for metering.MaxEstimateText characters of any width.
+const maxStreamText = 4 * metering.MaxEstimateText
+
+// streamText is an io.Writer that collects the text of a relayed
+// chat.completion.chunk stream: the choices' delta contents, in order.
+// Not safe for concurrent writes.
+type streamText struct {
+	line []byte // the unfinished last line
+	text strings.Builder
+}
+
+// Write consumes whole lines ("data: {...}") as they complete. It never fails.
+func (s *streamText) Write(p []byte) (int, error) {
+	s.line = append(s.line, p...)
+	start := 0
+	for {
+		i := bytes.IndexByte(s.line[start:], '\n')
+		if i < 0 {
+			break
+		}
+		s.add(s.line[start : start+i])
+		start += i + 1
+	}
+	switch {
+	case len(s.line)-start > maxRequestBytes: // no event is this long: not SSE
+		s.line = s.line[:0]
+	case start > 0: // keep the unfinished line only
+		s.line = s.line[:copy(s.line, s.line[start:])]
+	}
+	return len(p), nil
+}
+
+func (s *streamText) add(line []byte) {
+	data, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r"), []byte("data:"))
+	data = bytes.TrimSpace(data)
+	if !ok || len(data) == 0 || data[0] != '{' || s.text.Len() >= maxStreamText {
+		return
+	}
+	var chunk struct {
+		Choices []struct {
+			Delta struct {
+				Content string `json:"content"`
+			} `json:"delta"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(data, &chunk) != nil {
+		return
+	}
+	for _, c := range chunk.Choices {
+		s.text.WriteString(c.Delta.Content)
+	}
+}
+
+// String returns the text collected so far.
+func (s *streamText) String() string { return s.text.String() }
 
 // keyID is what the relay records as api_key_id: a digest of the key,
 // never the secret itself.

@@ -128,14 +128,52 @@ func TestRelayEndToEnd(t *testing.T) {
 		}
 	})
 
+	// The stream without usage is estimated from the request body the relay
+	// forwarded and the text it streamed: what EstimateTokens counts for them.
+	var estimated *meteringv1.EstimateTokensResponse
 	t.Run("stream without usage chunk", func(t *testing.T) {
-		resp := post(`{"model":"gpt-4o-mini","stream":true,`+messages+`}`, "sk-test")
+		request := `{"model":"gpt-4o-mini","stream":true,` + messages + `}`
+		resp := post(request, "sk-test")
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.HasSuffix(string(body), "data: [DONE]\n\n") || strings.Contains(string(body), `"usage"`) {
 			t.Fatalf("status %d body %s", resp.StatusCode, body)
 		}
+		text := ""
+		for _, line := range strings.Split(string(body), "\n") {
+			data, ok := strings.CutPrefix(line, "data: {")
+			if !ok {
+				continue
+			}
+			var chunk struct {
+				Choices []struct{ Delta struct{ Content string } }
+			}
+			if err := json.Unmarshal([]byte("{"+data), &chunk); err != nil {
+				t.Fatalf("event %q: %v", line, err)
+			}
+			for _, c := range chunk.Choices {
+				text += c.Delta.Content
+			}
+		}
+		if text != "Hello from the fake upstream" {
+			t.Fatalf("streamed text %q", text)
+		}
+		var err error
+		estimated, err = client.EstimateTokens(ctx, &meteringv1.EstimateTokensRequest{
+			Model: "gpt-4o-mini", RequestJson: []byte(request),
+			RequestFormat:  meteringv1.ApiFormat_API_FORMAT_OPENAI_CHAT_COMPLETIONS,
+			CompletionText: text,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if estimated.GetInputTokens() <= 0 || estimated.GetOutputTokens() <= 0 || estimated.GetEstimatedCost() == nil {
+			t.Fatalf("estimate %v", estimated)
+		}
 	})
+	if estimated == nil {
+		t.FailNow()
+	}
 
 	t.Run("json response", func(t *testing.T) {
 		resp := post(`{"model":"gpt-4o-mini",`+messages+`}`, "sk-test")
@@ -183,20 +221,51 @@ func TestRelayEndToEnd(t *testing.T) {
 		bySource[row.GetUsageSource()] = row
 	}
 	// Two calls with usage (the stream's usage chunk, the JSON body):
-	// 2 × 435000 nanos; the stream without usage is recorded as missing.
-	rep, miss := bySource[meteringv1.UsageSource_USAGE_SOURCE_REPORTED], bySource[meteringv1.UsageSource_USAGE_SOURCE_MISSING]
+	// 2 × 435000 nanos; the stream without usage is estimated from the
+	// request body and the streamed text, not recorded as missing.
+	rep, est := bySource[meteringv1.UsageSource_USAGE_SOURCE_REPORTED], bySource[meteringv1.UsageSource_USAGE_SOURCE_ESTIMATED]
 	if rep.GetRequestCount() != 2 || rep.GetInputTokens() != 2000 || rep.GetCacheReadTokens() != 400 ||
 		rep.GetOutputTokens() != 1000 || rep.GetCost().GetNanos() != 870000 {
 		t.Errorf("reported usage row %v", rep)
 	}
-	if miss.GetRequestCount() != 1 || miss.GetInputTokens() != 0 || miss.GetCost().GetNanos() != 0 {
-		t.Errorf("missing usage row %v", miss)
+	estCost := estimated.GetEstimatedCost()
+	if est.GetRequestCount() != 1 || est.GetInputTokens() != estimated.GetInputTokens() ||
+		est.GetOutputTokens() != estimated.GetOutputTokens() ||
+		est.GetCost().GetUnits() != estCost.GetUnits() || est.GetCost().GetNanos() != estCost.GetNanos() {
+		t.Errorf("estimated usage row %v, want the estimate %v", est, estimated)
+	}
+	if miss, ok := bySource[meteringv1.UsageSource_USAGE_SOURCE_MISSING]; ok {
+		t.Errorf("missing usage row %v: the stream without usage should be estimated", miss)
 	}
 	bal, err := client.GetBalance(ctx, &meteringv1.GetBalanceRequest{AccountId: account})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := bal.GetBalance(); b.GetUnits() != 0 || b.GetNanos() != 1_000_000_000-870000 {
-		t.Errorf("balance %v, want 1 USD - 870000 nanos", b)
+	want := int64(1_000_000_000) - 870000 - (estCost.GetUnits()*1_000_000_000 + int64(estCost.GetNanos()))
+	if b := bal.GetBalance(); b.GetUnits()*1_000_000_000+int64(b.GetNanos()) != want {
+		t.Errorf("balance %v, want 1 USD - 870000 - %v nanos", b, estCost)
+	}
+}
+
+// TestStreamText feeds a chat.completion.chunk stream to streamText in
+// pieces that cut its lines anywhere.
+func TestStreamText(t *testing.T) {
+	stream := "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n" +
+		"data: {\"choices\":[{\"delta\":{\"content\":\"Héllo\"}}]}\r\n\r\n" +
+		": a comment\n\n" +
+		"data: {\"choices\":[{\"delta\":{\"content\":null}}]}\n\n" +
+		"data: {\"choices\":[{\"delta\":{\"content\":\", world\"}}]}\n\n" +
+		"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\n\n" +
+		"data: [DONE]\n\n"
+	for _, size := range []int{1, 2, 7, 64, len(stream)} {
+		var s streamText
+		for i := 0; i < len(stream); i += size {
+			if _, err := s.Write([]byte(stream[i:min(i+size, len(stream))])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := s.String(); got != "Héllo, world" {
+			t.Errorf("pieces of %d bytes: %q", size, got)
+		}
 	}
 }
