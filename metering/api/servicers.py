@@ -376,7 +376,10 @@ def _next_messages(run: ExportRun) -> list[admin_pb.ExportUsageResponse] | None:
     if page is None:
         return None
     messages = [
-        admin_pb.ExportUsageResponse(record=convert.record_view_pb(view)) for view in page.records
+        admin_pb.ExportUsageResponse(
+            record=convert.record_view_pb(view), resume_token=run.resume_token(view)
+        )
+        for view in page.records
     ]
     messages += [
         admin_pb.ExportUsageResponse(row=convert.export_row_pb(row, SUMMARY_GROUP_BY))
@@ -434,6 +437,7 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
             account_id=request.account_id,
             kind=kind,
             time_zone=request.time_zone,
+            page_token=request.page_token,
         )
         run = await self.run(lambda: self._exports.export(query))
         while (messages := await self.run(lambda: _next_messages(run))) is not None:

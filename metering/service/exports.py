@@ -51,6 +51,8 @@ class ExportQuery:
     account_id: str = ""
     kind: ExportKind = ExportKind.RECORDS
     time_zone: str = ""
+    # RECORDS only: resume after the record this token names.
+    page_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,15 @@ class ExportRun:
     kind: ExportKind
     pages: Iterator[ExportPage]
     totals: ExportTotals
+    # Binds resume tokens to the query they resume.
+    fingerprint: str = ""
+
+    def resume_token(self, view: RecordView) -> str:
+        """A token that resumes this export after ``view``."""
+        record = view.record
+        return _encode_key(
+            (record.event_time_us, record.account_id, record.record_id), self.fingerprint
+        )
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,20 @@ class UsageExports:
         if query.account_id:
             val.check_account_id(v, query.account_id)
         zone = _check_zone(v, query.time_zone)
+        fingerprint = _payload_sha256(
+            {
+                "start_us": query.start_us,
+                "end_us": query.end_us,
+                "account_id": query.account_id,
+                "kind": query.kind.value,
+            }
+        )[:16]
+        after: tuple[int, str, str] | None = None
+        if query.page_token:
+            if query.kind is not ExportKind.RECORDS:
+                v.add("page_token", "only a RECORDS export resumes")
+            else:
+                after = _decode_key(query.page_token, fingerprint, v)
         v.raise_if_any()
         assert query.start_us is not None and query.end_us is not None and zone is not None
         account_id = query.account_id or None
@@ -108,13 +133,23 @@ class UsageExports:
         if query.kind is ExportKind.SUMMARY:
             pages = self._summary_pages(query.start_us, query.end_us, account_id, zone, totals)
         else:
-            pages = self._record_pages(query.start_us, query.end_us, account_id, totals)
-        return ExportRun(query.kind, pages, totals)
+            pages = self._record_pages(
+                query.start_us,
+                query.end_us,
+                account_id,
+                totals,
+                after or (query.start_us - 1, "", ""),
+            )
+        return ExportRun(query.kind, pages, totals, fingerprint)
 
     def _record_pages(
-        self, start_us: int, end_us: int, account_id: str | None, totals: ExportTotals
+        self,
+        start_us: int,
+        end_us: int,
+        account_id: str | None,
+        totals: ExportTotals,
+        after: tuple[int, str, str],
     ) -> Iterator[ExportPage]:
-        after: tuple[int, str, str] = (start_us - 1, "", "")
         while True:
             # The transaction ends before the page is handed out: a slow reader holds none.
             with self._db.read() as store:

@@ -157,18 +157,20 @@ class ListReviewRecordsResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[_types_pb2.UsageRecordView, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ExportUsageRequest(_message.Message):
-    __slots__ = ("account_id", "start_time", "end_time", "kind", "time_zone")
+    __slots__ = ("account_id", "start_time", "end_time", "kind", "time_zone", "page_token")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     kind: ExportKind
     time_zone: str
-    def __init__(self, account_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[ExportKind, str]] = ..., time_zone: _Optional[str] = ...) -> None: ...
+    page_token: str
+    def __init__(self, account_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[ExportKind, str]] = ..., time_zone: _Optional[str] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ExportTotals(_message.Message):
     __slots__ = ("row_count", "request_count", "cost", "request_credits", "usage")
@@ -185,14 +187,16 @@ class ExportTotals(_message.Message):
     def __init__(self, row_count: _Optional[int] = ..., request_count: _Optional[int] = ..., cost: _Optional[_Iterable[_Union[_types_pb2.Money, _Mapping]]] = ..., request_credits: _Optional[int] = ..., usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ...) -> None: ...
 
 class ExportUsageResponse(_message.Message):
-    __slots__ = ("record", "row", "totals")
+    __slots__ = ("record", "row", "totals", "resume_token")
     RECORD_FIELD_NUMBER: _ClassVar[int]
     ROW_FIELD_NUMBER: _ClassVar[int]
     TOTALS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     record: _types_pb2.UsageRecordView
     row: _metering_service_pb2.UsageSummaryRow
     totals: ExportTotals
-    def __init__(self, record: _Optional[_Union[_types_pb2.UsageRecordView, _Mapping]] = ..., row: _Optional[_Union[_metering_service_pb2.UsageSummaryRow, _Mapping]] = ..., totals: _Optional[_Union[ExportTotals, _Mapping]] = ...) -> None: ...
+    resume_token: str
+    def __init__(self, record: _Optional[_Union[_types_pb2.UsageRecordView, _Mapping]] = ..., row: _Optional[_Union[_metering_service_pb2.UsageSummaryRow, _Mapping]] = ..., totals: _Optional[_Union[ExportTotals, _Mapping]] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class Discrepancy(_message.Message):
     __slots__ = ("kind", "day", "model", "api_key_id", "request_id", "account_id", "local_request_count", "upstream_request_count", "local_usage", "upstream_usage", "local_cost", "upstream_cost", "cost_difference", "applied", "problem")

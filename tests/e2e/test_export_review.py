@@ -275,6 +275,25 @@ def test_export_streams_more_rows_than_one_read_in_key_order(verified: Live) -> 
     assert [_nanos(m) for m in totals.cost] == [100_000_000_000 - _nanos(balance.balance)]
     assert totals.usage.input_tokens == 100 * count
 
+    # An interrupted export resumes after the last record it delivered, across reads.
+    window = {"start_time": _ts("2025-06-15T00:00:00Z"), "end_time": _ts("2025-06-16T00:00:00Z")}
+    cut = EXPORT_RECORDS_PER_READ - 10
+    rest, rest_totals = _export(verified, page_token=rows[cut - 1].resume_token, **window)
+    assert [m.record.record_id for m in rest] == ids[cut:]
+    assert rest_totals.row_count == count - cut  # the totals of this call's rows
+    # A token resumes only the query it came from, and only a RECORDS export.
+    token = rows[0].resume_token
+    summary = admin_pb.EXPORT_KIND_SUMMARY
+    for fields in (
+        {"page_token": "garbage", **window},
+        {"page_token": token, "account_id": account, **window},
+        {"page_token": token, "kind": summary, **window},
+    ):
+        with pytest.raises(grpc.RpcError) as bad:
+            _export(verified, **fields)
+        assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in details_of(bad.value).fields
+
 
 def test_export_flags_corrected_calls_and_summary_counts_them_as_corrected(
     verified: Live,

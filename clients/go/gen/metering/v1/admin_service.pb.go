@@ -863,7 +863,11 @@ type ExportUsageRequest struct {
 	// Records or summary rows.
 	Kind ExportKind `protobuf:"varint,4,opt,name=kind,proto3,enum=metering.v1.ExportKind" json:"kind,omitempty"`
 	// IANA time zone of the summary's days; default UTC.
-	TimeZone      string `protobuf:"bytes,5,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	TimeZone string `protobuf:"bytes,5,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// RECORDS only: resume an interrupted export after the record whose
+	// resume_token this is (the other fields must be the same). The totals then
+	// cover the rows of this call only.
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -929,6 +933,13 @@ func (x *ExportUsageRequest) GetKind() ExportKind {
 func (x *ExportUsageRequest) GetTimeZone() string {
 	if x != nil {
 		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *ExportUsageRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
 	}
 	return ""
 }
@@ -1024,7 +1035,9 @@ type ExportUsageResponse struct {
 	// A summary row (kind SUMMARY), grouped by account, model and source.
 	Row *UsageSummaryRow `protobuf:"bytes,2,opt,name=row,proto3" json:"row,omitempty"`
 	// Set on the last message only.
-	Totals        *ExportTotals `protobuf:"bytes,3,opt,name=totals,proto3" json:"totals,omitempty"`
+	Totals *ExportTotals `protobuf:"bytes,3,opt,name=totals,proto3" json:"totals,omitempty"`
+	// With a record: pass as page_token to resume after it.
+	ResumeToken   string `protobuf:"bytes,4,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1078,6 +1091,13 @@ func (x *ExportUsageResponse) GetTotals() *ExportTotals {
 		return x.Totals
 	}
 	return nil
+}
+
+func (x *ExportUsageResponse) GetResumeToken() string {
+	if x != nil {
+		return x.ResumeToken
+	}
+	return ""
 }
 
 // One line of a reconciliation report: a day x model x key (or one request).
@@ -3364,7 +3384,7 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"page_token\x18\x06 \x01(\tR\tpageToken\"{\n" +
 	"\x19ListReviewRecordsResponse\x126\n" +
 	"\arecords\x18\x01 \x03(\v2\x1c.metering.v1.UsageRecordViewR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xef\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8e\x02\n" +
 	"\x12ExportUsageRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x129\n" +
@@ -3372,17 +3392,20 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12+\n" +
 	"\x04kind\x18\x04 \x01(\x0e2\x17.metering.v1.ExportKindR\x04kind\x12\x1b\n" +
-	"\ttime_zone\x18\x05 \x01(\tR\btimeZone\"\xd0\x01\n" +
+	"\ttime_zone\x18\x05 \x01(\tR\btimeZone\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\"\xd0\x01\n" +
 	"\fExportTotals\x12\x1b\n" +
 	"\trow_count\x18\x01 \x01(\x03R\browCount\x12#\n" +
 	"\rrequest_count\x18\x02 \x01(\x03R\frequestCount\x12&\n" +
 	"\x04cost\x18\x03 \x03(\v2\x12.metering.v1.MoneyR\x04cost\x12'\n" +
 	"\x0frequest_credits\x18\x04 \x01(\x03R\x0erequestCredits\x12-\n" +
-	"\x05usage\x18\x05 \x01(\v2\x17.metering.v1.TokenUsageR\x05usage\"\xae\x01\n" +
+	"\x05usage\x18\x05 \x01(\v2\x17.metering.v1.TokenUsageR\x05usage\"\xd1\x01\n" +
 	"\x13ExportUsageResponse\x124\n" +
 	"\x06record\x18\x01 \x01(\v2\x1c.metering.v1.UsageRecordViewR\x06record\x12.\n" +
 	"\x03row\x18\x02 \x01(\v2\x1c.metering.v1.UsageSummaryRowR\x03row\x121\n" +
-	"\x06totals\x18\x03 \x01(\v2\x19.metering.v1.ExportTotalsR\x06totals\"\x80\x05\n" +
+	"\x06totals\x18\x03 \x01(\v2\x19.metering.v1.ExportTotalsR\x06totals\x12!\n" +
+	"\fresume_token\x18\x04 \x01(\tR\vresumeToken\"\x80\x05\n" +
 	"\vDiscrepancy\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.metering.v1.DiscrepancyKindR\x04kind\x12\x10\n" +
 	"\x03day\x18\x02 \x01(\tR\x03day\x12\x14\n" +

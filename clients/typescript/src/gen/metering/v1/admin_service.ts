@@ -443,6 +443,12 @@ export interface ExportUsageRequest {
   kind: ExportKind;
   /** IANA time zone of the summary's days; default UTC. */
   timeZone: string;
+  /**
+   * RECORDS only: resume an interrupted export after the record whose
+   * resume_token this is (the other fields must be the same). The totals then
+   * cover the rows of this call only.
+   */
+  pageToken: string;
 }
 
 /** The sums of an export, per currency. */
@@ -473,7 +479,11 @@ export interface ExportUsageResponse {
     | UsageSummaryRow
     | undefined;
   /** Set on the last message only. */
-  totals?: ExportTotals | undefined;
+  totals?:
+    | ExportTotals
+    | undefined;
+  /** With a record: pass as page_token to resume after it. */
+  resumeToken: string;
 }
 
 /** One line of a reconciliation report: a day x model x key (or one request). */
@@ -1813,7 +1823,7 @@ export const ListReviewRecordsResponse: MessageFns<ListReviewRecordsResponse> = 
 };
 
 function createBaseExportUsageRequest(): ExportUsageRequest {
-  return { accountId: "", startTime: undefined, endTime: undefined, kind: 0, timeZone: "" };
+  return { accountId: "", startTime: undefined, endTime: undefined, kind: 0, timeZone: "", pageToken: "" };
 }
 
 export const ExportUsageRequest: MessageFns<ExportUsageRequest> = {
@@ -1832,6 +1842,9 @@ export const ExportUsageRequest: MessageFns<ExportUsageRequest> = {
     }
     if (message.timeZone !== "") {
       writer.uint32(42).string(message.timeZone);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(50).string(message.pageToken);
     }
     return writer;
   },
@@ -1889,6 +1902,14 @@ export const ExportUsageRequest: MessageFns<ExportUsageRequest> = {
             message.timeZone = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1924,6 +1945,11 @@ export const ExportUsageRequest: MessageFns<ExportUsageRequest> = {
         : isSet(object.time_zone)
         ? globalThis.String(object.time_zone)
         : "",
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -1944,6 +1970,9 @@ export const ExportUsageRequest: MessageFns<ExportUsageRequest> = {
     if (message.timeZone !== "") {
       obj.timeZone = message.timeZone;
     }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
@@ -1957,6 +1986,7 @@ export const ExportUsageRequest: MessageFns<ExportUsageRequest> = {
     message.endTime = object.endTime ?? undefined;
     message.kind = object.kind ?? 0;
     message.timeZone = object.timeZone ?? "";
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
@@ -2109,7 +2139,7 @@ export const ExportTotals: MessageFns<ExportTotals> = {
 };
 
 function createBaseExportUsageResponse(): ExportUsageResponse {
-  return { record: undefined, row: undefined, totals: undefined };
+  return { record: undefined, row: undefined, totals: undefined, resumeToken: "" };
 }
 
 export const ExportUsageResponse: MessageFns<ExportUsageResponse> = {
@@ -2122,6 +2152,9 @@ export const ExportUsageResponse: MessageFns<ExportUsageResponse> = {
     }
     if (message.totals !== undefined) {
       ExportTotals.encode(message.totals, writer.uint32(26).fork()).join();
+    }
+    if (message.resumeToken !== "") {
+      writer.uint32(34).string(message.resumeToken);
     }
     return writer;
   },
@@ -2163,6 +2196,14 @@ export const ExportUsageResponse: MessageFns<ExportUsageResponse> = {
             message.totals = ExportTotals.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.resumeToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2180,6 +2221,11 @@ export const ExportUsageResponse: MessageFns<ExportUsageResponse> = {
       record: isSet(object.record) ? UsageRecordView.fromJSON(object.record) : undefined,
       row: isSet(object.row) ? UsageSummaryRow.fromJSON(object.row) : undefined,
       totals: isSet(object.totals) ? ExportTotals.fromJSON(object.totals) : undefined,
+      resumeToken: isSet(object.resumeToken)
+        ? globalThis.String(object.resumeToken)
+        : isSet(object.resume_token)
+        ? globalThis.String(object.resume_token)
+        : "",
     };
   },
 
@@ -2193,6 +2239,9 @@ export const ExportUsageResponse: MessageFns<ExportUsageResponse> = {
     }
     if (message.totals !== undefined) {
       obj.totals = ExportTotals.toJSON(message.totals);
+    }
+    if (message.resumeToken !== "") {
+      obj.resumeToken = message.resumeToken;
     }
     return obj;
   },
@@ -2211,6 +2260,7 @@ export const ExportUsageResponse: MessageFns<ExportUsageResponse> = {
     message.totals = (object.totals !== undefined && object.totals !== null)
       ? ExportTotals.fromPartial(object.totals)
       : undefined;
+    message.resumeToken = object.resumeToken ?? "";
     return message;
   },
 };
