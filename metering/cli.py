@@ -198,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--output", choices=("table", "csv", "json"), default="table", help="report format"
     )
+    reconcile.add_argument(
+        "--tokens-only",
+        action="store_true",
+        help="compare tokens and calls, not cost (accounts billed with a markup)",
+    )
     reconcile.add_argument("--apply", action="store_true", help="write the corrections")
     database_flag(reconcile)
     usage = commands.add_parser("usage", help="recorded usage")
@@ -485,6 +490,7 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         apply=args.apply,
         start_day=args.start_day,
         end_day=args.end_day,
+        tokens_only=args.tokens_only,
     )
     data = Path(args.file).read_bytes()
     fmt = UpstreamFormat(args.format.upper()) if args.format else None

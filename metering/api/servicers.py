@@ -595,6 +595,7 @@ class MeteringAdminServicer(admin_grpc.MeteringAdminServiceServicer, _Blocking):
             apply=request.apply,
             start_day=request.start_day,
             end_day=request.end_day,
+            tokens_only=request.tokens_only,
         )
         report = await self.run(
             lambda: self._reconciler.reconcile(request.export_data, fmt, options)

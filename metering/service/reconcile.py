@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from metering.domain.accounts import BillingMode, charge_for
@@ -56,6 +56,8 @@ class ReconcileOptions:
     apply: bool = False
     start_day: str = ""
     end_day: str = ""
+    # Compare tokens and calls only: the account's charge includes a markup.
+    tokens_only: bool = False
 
 
 @dataclass
@@ -111,9 +113,11 @@ class Reconciler:
         book = self._prices()
         canonical = _Canonical(book, provider)
         compare_tokens = any(r.usage != TokenUsage() for r in rows)
-        compare_cost = any(r.cost_nanos is not None for r in rows)
+        compare_cost = not options.tokens_only and any(r.cost_nanos is not None for r in rows)
         upstream: dict[LineKey, tuple[Tally, str]] = {}
         per_request_cells: set[LineKey] = set()
+        if options.tokens_only:
+            rows = [replace(row, cost_nanos=None, currency_code=None) for row in rows]
         for row in rows:
             key_id = options.key_map.get(row.key, row.key)
             line_key = LineKey(row.day, canonical(row.model), key_id, row.request_id)

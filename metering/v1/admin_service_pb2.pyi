@@ -233,7 +233,7 @@ class Discrepancy(_message.Message):
     def __init__(self, kind: _Optional[_Union[DiscrepancyKind, str]] = ..., day: _Optional[str] = ..., model: _Optional[str] = ..., api_key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., account_id: _Optional[str] = ..., local_request_count: _Optional[int] = ..., upstream_request_count: _Optional[int] = ..., local_usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., upstream_usage: _Optional[_Union[_types_pb2.TokenUsage, _Mapping]] = ..., local_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., upstream_cost: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., cost_difference: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., applied: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...
 
 class ReconcileRequest(_message.Message):
-    __slots__ = ("export_data", "format", "provider", "account_id", "key_map", "token_tolerance", "cost_tolerance_nanos", "apply", "start_day", "end_day")
+    __slots__ = ("export_data", "format", "provider", "account_id", "key_map", "token_tolerance", "cost_tolerance_nanos", "apply", "start_day", "end_day", "tokens_only")
     class KeyMapEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +251,7 @@ class ReconcileRequest(_message.Message):
     APPLY_FIELD_NUMBER: _ClassVar[int]
     START_DAY_FIELD_NUMBER: _ClassVar[int]
     END_DAY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_ONLY_FIELD_NUMBER: _ClassVar[int]
     export_data: bytes
     format: UpstreamFormat
     provider: str
@@ -261,7 +262,8 @@ class ReconcileRequest(_message.Message):
     apply: bool
     start_day: str
     end_day: str
-    def __init__(self, export_data: _Optional[bytes] = ..., format: _Optional[_Union[UpstreamFormat, str]] = ..., provider: _Optional[str] = ..., account_id: _Optional[str] = ..., key_map: _Optional[_Mapping[str, str]] = ..., token_tolerance: _Optional[int] = ..., cost_tolerance_nanos: _Optional[int] = ..., apply: _Optional[bool] = ..., start_day: _Optional[str] = ..., end_day: _Optional[str] = ...) -> None: ...
+    tokens_only: bool
+    def __init__(self, export_data: _Optional[bytes] = ..., format: _Optional[_Union[UpstreamFormat, str]] = ..., provider: _Optional[str] = ..., account_id: _Optional[str] = ..., key_map: _Optional[_Mapping[str, str]] = ..., token_tolerance: _Optional[int] = ..., cost_tolerance_nanos: _Optional[int] = ..., apply: _Optional[bool] = ..., start_day: _Optional[str] = ..., end_day: _Optional[str] = ..., tokens_only: _Optional[bool] = ...) -> None: ...
 
 class ReconcileResponse(_message.Message):
     __slots__ = ("import_id", "discrepancies", "matched_count", "discrepancy_count", "applied_count", "upstream_row_count")

@@ -120,6 +120,16 @@ def test_reconciliation_finds_applies_and_then_is_a_no_op(verified: Live) -> Non
     assert by_id["req-2"].upstream_usage.input_tokens == 800
     assert by_id["req-2"].local_usage.input_tokens == 500
 
+    # Tokens only (an account billed with a markup): the price difference is not one.
+    tokens_only = verified.admin.Reconcile(
+        admin_pb.ReconcileRequest(export_data=export, account_id=account, tokens_only=True),
+        timeout=T,
+    )
+    assert _kinds(tokens_only)["req-3"] == KINDS.DISCREPANCY_KIND_MATCHED
+    assert _kinds(tokens_only)["req-2"] == KINDS.DISCREPANCY_KIND_TOKENS
+    assert not any(line.HasField("upstream_cost") for line in tokens_only.discrepancies)
+    assert verified.row_counts() == before
+
     # Applied: each difference becomes a correction; the account pays what upstream billed.
     applied = verified.admin.Reconcile(
         admin_pb.ReconcileRequest(export_data=export, account_id=account, apply=True), timeout=T

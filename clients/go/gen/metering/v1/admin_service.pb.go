@@ -1296,7 +1296,11 @@ type ReconcileRequest struct {
 	// Compare only days from this one (YYYY-MM-DD, UTC); default: the export's.
 	StartDay string `protobuf:"bytes,9,opt,name=start_day,json=startDay,proto3" json:"start_day,omitempty"`
 	// Compare only days before this one (YYYY-MM-DD, UTC); default: the export's.
-	EndDay        string `protobuf:"bytes,10,opt,name=end_day,json=endDay,proto3" json:"end_day,omitempty"`
+	EndDay string `protobuf:"bytes,10,opt,name=end_day,json=endDay,proto3" json:"end_day,omitempty"`
+	// Compare tokens and calls only, not cost: for accounts billed with a markup
+	// (what they pay is not what upstream billed). Differences are then priced
+	// at the account's prices.
+	TokensOnly    bool `protobuf:"varint,11,opt,name=tokens_only,json=tokensOnly,proto3" json:"tokens_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1399,6 +1403,13 @@ func (x *ReconcileRequest) GetEndDay() string {
 		return x.EndDay
 	}
 	return ""
+}
+
+func (x *ReconcileRequest) GetTokensOnly() bool {
+	if x != nil {
+		return x.TokensOnly
+	}
+	return false
 }
 
 // Response of MeteringAdminService.Reconcile.
@@ -3427,7 +3438,7 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\rupstream_cost\x18\f \x01(\v2\x12.metering.v1.MoneyR\fupstreamCost\x12;\n" +
 	"\x0fcost_difference\x18\r \x01(\v2\x12.metering.v1.MoneyR\x0ecostDifference\x12\x18\n" +
 	"\aapplied\x18\x0e \x01(\bR\aapplied\x12\x18\n" +
-	"\aproblem\x18\x0f \x01(\tR\aproblem\"\xc9\x03\n" +
+	"\aproblem\x18\x0f \x01(\tR\aproblem\"\xea\x03\n" +
 	"\x10ReconcileRequest\x12\x1f\n" +
 	"\vexport_data\x18\x01 \x01(\fR\n" +
 	"exportData\x123\n" +
@@ -3441,7 +3452,9 @@ const file_metering_v1_admin_service_proto_rawDesc = "" +
 	"\x05apply\x18\b \x01(\bR\x05apply\x12\x1b\n" +
 	"\tstart_day\x18\t \x01(\tR\bstartDay\x12\x17\n" +
 	"\aend_day\x18\n" +
-	" \x01(\tR\x06endDay\x1a9\n" +
+	" \x01(\tR\x06endDay\x12\x1f\n" +
+	"\vtokens_only\x18\v \x01(\bR\n" +
+	"tokensOnly\x1a9\n" +
 	"\vKeyMapEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x02\n" +

@@ -558,6 +558,12 @@ export interface ReconcileRequest {
   startDay: string;
   /** Compare only days before this one (YYYY-MM-DD, UTC); default: the export's. */
   endDay: string;
+  /**
+   * Compare tokens and calls only, not cost: for accounts billed with a markup
+   * (what they pay is not what upstream billed). Differences are then priced
+   * at the account's prices.
+   */
+  tokensOnly: boolean;
 }
 
 export interface ReconcileRequest_KeyMapEntry {
@@ -2636,6 +2642,7 @@ function createBaseReconcileRequest(): ReconcileRequest {
     apply: false,
     startDay: "",
     endDay: "",
+    tokensOnly: false,
   };
 }
 
@@ -2670,6 +2677,9 @@ export const ReconcileRequest: MessageFns<ReconcileRequest> = {
     }
     if (message.endDay !== "") {
       writer.uint32(82).string(message.endDay);
+    }
+    if (message.tokensOnly !== false) {
+      writer.uint32(88).bool(message.tokensOnly);
     }
     return writer;
   },
@@ -2770,6 +2780,14 @@ export const ReconcileRequest: MessageFns<ReconcileRequest> = {
             message.endDay = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.tokensOnly = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2844,6 +2862,11 @@ export const ReconcileRequest: MessageFns<ReconcileRequest> = {
         : isSet(object.end_day)
         ? globalThis.String(object.end_day)
         : "",
+      tokensOnly: isSet(object.tokensOnly)
+        ? globalThis.Boolean(object.tokensOnly)
+        : isSet(object.tokens_only)
+        ? globalThis.Boolean(object.tokens_only)
+        : false,
     };
   },
 
@@ -2885,6 +2908,9 @@ export const ReconcileRequest: MessageFns<ReconcileRequest> = {
     if (message.endDay !== "") {
       obj.endDay = message.endDay;
     }
+    if (message.tokensOnly !== false) {
+      obj.tokensOnly = message.tokensOnly;
+    }
     return obj;
   },
 
@@ -2911,6 +2937,7 @@ export const ReconcileRequest: MessageFns<ReconcileRequest> = {
     message.apply = object.apply ?? false;
     message.startDay = object.startDay ?? "";
     message.endDay = object.endDay ?? "";
+    message.tokensOnly = object.tokensOnly ?? false;
     return message;
   },
 };
