@@ -7,6 +7,7 @@ exception. The service layer decides where transactions begin and end.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -19,7 +20,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
-    bindparam,
     case,
     delete,
     func,
@@ -66,6 +66,109 @@ class LedgerReport:
     system_balances: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+# --- The write path's statements as driver SQL -----------------------------------------
+# A usage batch runs the same few statements every time; building them as SQLAlchemy
+# constructs and compiling (or cache-looking-up) them per execution, then building
+# every row's parameters through the compiled statement, cost more than the database
+# work. These are plain SQL strings made once per dialect and shape, run with
+# ``exec_driver_sql`` (SQLAlchemy still wraps errors, so DuplicateKey and
+# disconnects are detected as before) on rows given as tuples in column order.
+# SQLite runs an executemany of a one-row statement (prepared once, in C).
+# PostgreSQL gets one statement per table whatever the number of rows: an array
+# per column, unnested (``INSERT ... SELECT * FROM unnest(...)``, ``= ANY(...)``),
+# so the SQL text stays short and the same (psycopg parses and caches it once;
+# a multi-row VALUES with thousands of placeholders is parsed on every call).
+
+_LEDGER_TRANSACTION_COLUMNS = (
+    "account_id",
+    "transaction_id",
+    "kind",
+    "request_id",
+    "reason",
+    "create_time_us",
+    "corrects_transaction_id",
+)
+_LEDGER_ENTRY_COLUMNS = ("account_id", "transaction_id", "seq", "ledger_account", "asset", "amount")
+_IDEMPOTENCY_COLUMNS = (
+    "account_id",
+    "request_id",
+    "operation",
+    "payload_sha256",
+    "result_json",
+    "create_time_us",
+)
+_USAGE_COLUMNS = (
+    "account_id",
+    "record_id",
+    "request_id",
+    "event_time_us",
+    "record_time_us",
+    "provider",
+    "model",
+    "api_key_id",
+    "service",
+    "streamed",
+    "usage_source",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "currency_code",
+    "cost_nanos",
+    "request_credits",
+    "price_id",
+    "price_version",
+    "transaction_id",
+    "labels_json",
+    "record_kind",
+    "request_count",
+    "corrects_record_id",
+    "billing_mode",
+    "unpriced",
+    "batch",
+)
+_ACCOUNT_COLUMNS = tuple(column.name for column in t.accounts.columns)
+_NO_LABELS_JSON = "{}"
+
+
+def _pg_array_type(table: str, column: str) -> str:
+    python_type = t.metadata.tables[table].c[column].type.python_type
+    if python_type is bool:
+        return "boolean[]"
+    return "bigint[]" if python_type is int else "text[]"
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(
+    dialect: str, table: str, columns: tuple[str, ...], conflict: tuple[str, ...] = ()
+) -> str:
+    """The INSERT of rows: SQLite one row (run as an executemany), PostgreSQL an
+    array per column.
+
+    With ``conflict`` (the key columns): an upsert adding the ROLLUP_SUMS of the
+    new row to the existing one.
+    """
+    if dialect == "sqlite":
+        values = "VALUES (" + ", ".join(["?"] * len(columns)) + ")"
+    else:
+        arrays = ", ".join(f"%s::{_pg_array_type(table, column)}" for column in columns)
+        values = f"SELECT * FROM unnest({arrays})"  # noqa: S608 (types, no values)
+    # Only this module's table and column names are ever formatted in; values are bound.
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) {values}"
+    if conflict:
+        sums = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in t.ROLLUP_SUMS)
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sums}"
+    return sql
+
+
+@functools.lru_cache(maxsize=256)
+def _in_sql(template: str, *counts: int) -> str:
+    """SQLite: ``template`` with each ``{}`` replaced by that many placeholders."""
+    return template.format(*(", ".join(["?"] * count) for count in counts))
+
+
 def _account(row: Any) -> Account:
     return Account(
         account_id=row.account_id,
@@ -96,40 +199,42 @@ def _settings(account: Account) -> dict[str, Any]:
     }
 
 
-def _usage_row(record: UsageRecord) -> dict[str, Any]:
+def _usage_values(record: UsageRecord) -> tuple[Any, ...]:
+    """A usage record's row, in _USAGE_COLUMNS order."""
     usage = record.usage
-    return {
-        "account_id": record.account_id,
-        "record_id": record.record_id,
-        "request_id": record.request_id,
-        "event_time_us": record.event_time_us,
-        "record_time_us": record.record_time_us,
-        "provider": record.provider,
-        "model": record.model,
-        "api_key_id": record.api_key_id,
-        "service": record.service,
-        "streamed": record.streamed,
-        "usage_source": record.usage_source.value,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_read_tokens": usage.cache_read_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "currency_code": record.currency_code,
-        "cost_nanos": record.cost_nanos,
-        "request_credits": record.request_credits,
-        "price_id": record.price_id,
-        "price_version": record.price_version,
-        "transaction_id": record.transaction_id,
-        "labels_json": json.dumps(record.labels, sort_keys=True, separators=(",", ":")),
-        "record_kind": record.record_kind,
-        "request_count": record.request_count,
-        "corrects_record_id": record.corrects_record_id,
-        "billing_mode": record.billing_mode,
-        "unpriced": record.unpriced,
-        "batch": record.batch,
-    }
+    labels = record.labels
+    return (
+        record.account_id,
+        record.record_id,
+        record.request_id,
+        record.event_time_us,
+        record.record_time_us,
+        record.provider,
+        record.model,
+        record.api_key_id,
+        record.service,
+        record.streamed,
+        record.usage_source.value,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+        usage.reasoning_tokens,
+        record.currency_code,
+        record.cost_nanos,
+        record.request_credits,
+        record.price_id,
+        record.price_version,
+        record.transaction_id,
+        json.dumps(labels, sort_keys=True, separators=(",", ":")) if labels else _NO_LABELS_JSON,
+        record.record_kind,
+        record.request_count,
+        record.corrects_record_id,
+        record.billing_mode,
+        record.unpriced,
+        record.batch,
+    )
 
 
 def _usage_record(row: Any) -> UsageRecord:
@@ -174,6 +279,23 @@ class SqlStore:
 
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+        self._dialect: str = connection.dialect.name
+
+    def _insert_many(
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        rows: list[tuple[Any, ...]],
+        conflict: tuple[str, ...] = (),
+    ) -> None:
+        """Insert rows (tuples in ``columns`` order) with the write path's driver SQL."""
+        if not rows:
+            return
+        sql = _insert_sql(self._dialect, table, columns, conflict)
+        if self._dialect == "sqlite":
+            self._c.exec_driver_sql(sql, rows)
+        else:
+            self._c.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows, strict=True)))
 
     # Accounts -----------------------------------------------------------
 
@@ -269,13 +391,16 @@ class SqlStore:
         """Lock these accounts' rows in id order (no deadlocks between batches); read them."""
         if not account_ids:
             return {}
-        a = t.accounts.c
-        rows = self._c.execute(
-            select(t.accounts)
-            .where(a.account_id.in_(account_ids))
-            .order_by(a.account_id)
-            .with_for_update()
-        )
+        select_accounts = f"SELECT {', '.join(_ACCOUNT_COLUMNS)} FROM accounts"  # noqa: S608
+        if self._dialect == "sqlite":
+            # No row locks: SQLite's write transactions (BEGIN IMMEDIATE) are exclusive.
+            sql = _in_sql(
+                select_accounts + " WHERE account_id IN ({}) ORDER BY account_id", len(account_ids)
+            )
+            rows = self._c.exec_driver_sql(sql, tuple(account_ids))
+        else:
+            sql = select_accounts + " WHERE account_id = ANY(%s) ORDER BY account_id FOR UPDATE"
+            rows = self._c.exec_driver_sql(sql, (list(account_ids),))
         return {
             row.account_id: (_account(row), int(row.balance_nanos), int(row.request_credits))
             for row in rows
@@ -285,15 +410,18 @@ class SqlStore:
         """Write several accounts' cached balances in one statement."""
         if not balances:
             return
-        a = t.accounts.c
-        self._c.execute(
-            update(t.accounts)
-            .where(a.account_id == bindparam("target"))
-            .values(balance_nanos=bindparam("balance"), request_credits=bindparam("credits")),
-            [
-                {"target": account_id, "balance": balance, "credits": credits}
-                for account_id, balance, credits in balances
-            ],
+        if self._dialect == "sqlite":
+            self._c.exec_driver_sql(
+                "UPDATE accounts SET balance_nanos = ?, request_credits = ? WHERE account_id = ?",
+                [(balance, credits, account_id) for account_id, balance, credits in balances],
+            )
+            return
+        # PostgreSQL: one statement for all of them (an executemany is a statement each).
+        self._c.exec_driver_sql(
+            "UPDATE accounts SET balance_nanos = v.balance, request_credits = v.credits"
+            " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS v (target, balance, credits)"
+            " WHERE accounts.account_id = v.target",
+            tuple(list(column) for column in zip(*balances, strict=True)),
         )
 
     def set_balances(self, account_id: str, balance_nanos: int, request_credits: int) -> None:
@@ -335,19 +463,11 @@ class SqlStore:
         )
 
     def store_results(self, results: list[NewResult]) -> None:
-        if not results:
-            return
-        self._c.execute(
-            insert(t.idempotency_keys),
+        self._insert_many(
+            "idempotency_keys",
+            _IDEMPOTENCY_COLUMNS,
             [
-                {
-                    "account_id": r.account_id,
-                    "request_id": r.request_id,
-                    "operation": r.operation,
-                    "payload_sha256": r.payload_sha256,
-                    "result_json": r.result_json,
-                    "create_time_us": r.now_us,
-                }
+                (r.account_id, r.request_id, r.operation, r.payload_sha256, r.result_json, r.now_us)
                 for r in results
             ],
         )
@@ -362,14 +482,23 @@ class SqlStore:
         """
         if not keys:
             return {}
-        k = t.idempotency_keys.c
         wanted = set(keys)
-        rows = self._c.execute(
-            select(k.account_id, k.request_id, k.operation, k.payload_sha256, k.result_json).where(
-                k.account_id.in_(sorted({a for a, _ in keys})),
-                k.request_id.in_(sorted({r for _, r in keys})),
-            )
+        account_ids = sorted({a for a, _ in keys})
+        request_ids = sorted({r for _, r in keys})
+        select_keys = (
+            "SELECT account_id, request_id, operation, payload_sha256, result_json"
+            " FROM idempotency_keys"
         )
+        if self._dialect == "sqlite":
+            sql = _in_sql(
+                select_keys + " WHERE account_id IN ({}) AND request_id IN ({})",
+                len(account_ids),
+                len(request_ids),
+            )
+            rows = self._c.exec_driver_sql(sql, (*account_ids, *request_ids))
+        else:
+            sql = select_keys + " WHERE account_id = ANY(%s) AND request_id = ANY(%s)"
+            rows = self._c.exec_driver_sql(sql, (account_ids, request_ids))
         return {
             (row.account_id, row.request_id): StoredResult(
                 row.operation, row.payload_sha256, row.result_json
@@ -409,37 +538,38 @@ class SqlStore:
 
     def append_transactions(self, transactions: list[NewTransaction]) -> None:
         """Insert transactions and their entries, each table in one statement."""
-        if not transactions:
-            return
-        self._c.execute(
-            insert(t.ledger_transactions),
+        self._insert_many(
+            "ledger_transactions",
+            _LEDGER_TRANSACTION_COLUMNS,
             [
-                {
-                    "account_id": tx.account_id,
-                    "transaction_id": tx.transaction_id,
-                    "kind": tx.kind.value,
-                    "request_id": tx.request_id,
-                    "reason": tx.reason,
-                    "create_time_us": tx.now_us,
-                    "corrects_transaction_id": tx.corrects_transaction_id,
-                }
+                (
+                    tx.account_id,
+                    tx.transaction_id,
+                    tx.kind.value,
+                    tx.request_id,
+                    tx.reason,
+                    tx.now_us,
+                    tx.corrects_transaction_id,
+                )
                 for tx in transactions
             ],
         )
-        entries = [
-            {
-                "account_id": tx.account_id,
-                "transaction_id": tx.transaction_id,
-                "seq": seq,
-                "ledger_account": entry.ledger_account,
-                "asset": entry.asset,
-                "amount": entry.amount,
-            }
-            for tx in transactions
-            for seq, entry in enumerate(tx.entries)
-        ]
-        if entries:
-            self._c.execute(insert(t.ledger_entries), entries)
+        self._insert_many(
+            "ledger_entries",
+            _LEDGER_ENTRY_COLUMNS,
+            [
+                (
+                    tx.account_id,
+                    tx.transaction_id,
+                    seq,
+                    entry.ledger_account,
+                    entry.asset,
+                    entry.amount,
+                )
+                for tx in transactions
+                for seq, entry in enumerate(tx.entries)
+            ],
+        )
 
     def insert_usage_record(self, record: UsageRecord) -> None:
         self.insert_usage_records([record])
@@ -448,7 +578,7 @@ class SqlStore:
         """Insert usage records in one statement."""
         if not records:
             return
-        self._c.execute(insert(t.usage_records), [_usage_row(record) for record in records])
+        self._insert_many("usage_records", _USAGE_COLUMNS, [_usage_values(r) for r in records])
         self.add_to_rollups(records)
 
     def get_usage_record(self, account_id: str, record_id: str) -> UsageRecord | None:
@@ -629,16 +759,13 @@ class SqlStore:
 
     def _upsert_sums(self, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
         """Insert rows, or add their sums to the rows with the same keys."""
-        dialect = self._c.dialect.name
-        upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table)
-        statement = upsert.on_conflict_do_update(
-            index_elements=keys,
-            set_={
-                name: getattr(table.c, name) + getattr(upsert.excluded, name)
-                for name in t.ROLLUP_SUMS
-            },
+        columns = (*keys, *t.ROLLUP_SUMS)
+        self._insert_many(
+            table.name,
+            columns,
+            [tuple(row[name] for name in columns) for row in rows],
+            conflict=tuple(keys),
         )
-        self._c.execute(statement, rows)
 
     # Prices ---------------------------------------------------------------
 
