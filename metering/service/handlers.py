@@ -382,6 +382,7 @@ class Metering:
         self, cmds: Sequence[RecordUsage | MeteringError]
     ) -> list[PendingRecord | MeteringError]:
         """Prepare each call; an entry that is or becomes an error stays in its place."""
+        self._load_snapshots(cmds)
         prepared: list[PendingRecord | MeteringError] = []
         for cmd in cmds:
             if isinstance(cmd, MeteringError):
@@ -456,6 +457,32 @@ class Metering:
             mode = store.get_api_key_mode(account_id, api_key_id) if api_key_id else None
         self._remember(account, {key: mode})
         return account, mode
+
+    def _load_snapshots(self, cmds: Sequence[RecordUsage | MeteringError]) -> None:
+        """Read the account snapshots that several calls lack in one transaction, not
+        one each (prepare_record reads what is still missing, and reports its errors)."""
+        pairs = {
+            (cmd.account_id, cmd.api_key_id)
+            for cmd in cmds
+            if not isinstance(cmd, MeteringError)
+            and (
+                cmd.account_id not in self._account_cache
+                or (cmd.account_id, cmd.api_key_id) not in self._key_mode_cache
+            )
+        }
+        if len(pairs) < 2:
+            return
+        try:
+            with self._db.read() as store:
+                accounts = store.get_accounts(sorted({account_id for account_id, _ in pairs}))
+                modes = store.get_api_key_modes(sorted(pair for pair in pairs if pair[1]))
+        except MeteringError:
+            return
+        for account in accounts.values():
+            self._remember(account, {})
+        self._key_mode_cache.update(
+            {pair: modes.get(pair) for pair in pairs if pair[0] in accounts}
+        )
 
     def _remember(
         self, account: Account, key_modes: dict[tuple[str, str], BillingMode | None]

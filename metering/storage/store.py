@@ -306,6 +306,19 @@ class SqlStore:
         row = self._c.execute(query).first()
         return _account(row) if row else None
 
+    def get_accounts(self, account_ids: list[str]) -> dict[str, Account]:
+        """The existing accounts among these, in one query (no locks)."""
+        if not account_ids:
+            return {}
+        select_accounts = f"SELECT {', '.join(_ACCOUNT_COLUMNS)} FROM accounts"  # noqa: S608
+        if self._dialect == "sqlite":
+            sql = _in_sql(select_accounts + " WHERE account_id IN ({})", len(account_ids))
+            rows = self._c.exec_driver_sql(sql, tuple(account_ids))
+        else:
+            sql = select_accounts + " WHERE account_id = ANY(%s)"
+            rows = self._c.exec_driver_sql(sql, (list(account_ids),))
+        return {row.account_id: _account(row) for row in rows}
+
     def insert_account(self, account: Account) -> None:
         self._c.execute(
             insert(t.accounts).values(
