@@ -141,6 +141,12 @@ class PendingRecord:
     price_revision: int = 0
 
 
+# Values that are never dataclasses: _shallow skips the (slow, failing) attribute lookup.
+_SCALARS = frozenset({str, int, bool, float, bytes, type(None)})
+# json.dumps(sort_keys=True, separators=(",", ":"), default=str), one encoder for every call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _shallow(value: Any) -> dict[str, Any]:
     """A dataclass as a dict, nested dataclasses (token usage) as dicts too.
 
@@ -150,7 +156,7 @@ def _shallow(value: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in value.__dataclass_fields__:
         item = getattr(value, name)
-        if hasattr(item, "__dataclass_fields__"):
+        if type(item) not in _SCALARS and hasattr(item, "__dataclass_fields__"):
             item = {n: getattr(item, n) for n in item.__dataclass_fields__}
         out[name] = item
     return out
@@ -164,7 +170,7 @@ def _payload_sha256(payload: dict[str, Any]) -> str:
     of a request recorded before the upgrade into a conflict.
     """
     present = {k: v for k, v in payload.items() if v not in (None, False, "", 0, {}, [], ())}
-    canonical = json.dumps(present, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = _CANONICAL_JSON.encode(present)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

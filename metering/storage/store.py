@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,6 +131,27 @@ _USAGE_COLUMNS = (
     "batch",
 )
 _ACCOUNT_COLUMNS = tuple(column.name for column in t.accounts.columns)
+_BUDGET_COLUMNS = tuple(column.name for column in t.budgets.columns)
+_ROLLUP_KEY_COLUMNS = ("account_id", "slice", *t.ROLLUP_KEYS)
+_ROLLUP_COLUMNS = (*_ROLLUP_KEY_COLUMNS, *t.ROLLUP_SUMS)
+_GLOBAL_ROLLUP_KEY_COLUMNS = ("slice", *t.GLOBAL_ROLLUP_KEYS)
+_GLOBAL_ROLLUP_COLUMNS = (*_GLOBAL_ROLLUP_KEY_COLUMNS, *t.ROLLUP_SUMS)
+# Where each global rollup key sits in a per-account rollup key.
+_GLOBAL_KEY_INDEXES = tuple(_ROLLUP_KEY_COLUMNS.index(name) for name in _GLOBAL_ROLLUP_KEY_COLUMNS)
+# add_to_rollups builds its sums in this order.
+if t.ROLLUP_SUMS != (
+    "request_count",
+    "unpriced_request_count",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "request_credits",
+):
+    raise AssertionError("schema.ROLLUP_SUMS changed: update SqlStore.add_to_rollups")
 _NO_LABELS_JSON = "{}"
 
 
@@ -169,7 +191,32 @@ def _in_sql(template: str, *counts: int) -> str:
     return template.format(*(", ".join(["?"] * count) for count in counts))
 
 
+# Account snapshots by their settings' row values: a batch reads (and locks) every
+# account it touches, and building the same immutable Account again was a visible
+# part of a record's cost. Bounded; a race only builds an equal value twice.
+# Rows of every accounts query here have the table's columns in _ACCOUNT_COLUMNS order.
+_account_settings_of = operator.itemgetter(
+    *(
+        index
+        for index, name in enumerate(_ACCOUNT_COLUMNS)
+        if name not in ("balance_nanos", "request_credits", "held_nanos", "held_credits")
+    )
+)
+_ACCOUNTS_BY_ROW: dict[tuple[Any, ...], Account] = {}
+_ACCOUNTS_BY_ROW_MAX = 100_000
+
+
 def _account(row: Any) -> Account:
+    key = _account_settings_of(row)
+    account = _ACCOUNTS_BY_ROW.get(key)
+    if account is None:
+        if len(_ACCOUNTS_BY_ROW) >= _ACCOUNTS_BY_ROW_MAX:
+            _ACCOUNTS_BY_ROW.clear()
+        account = _ACCOUNTS_BY_ROW[key] = _new_account(row)
+    return account
+
+
+def _new_account(row: Any) -> Account:
     return Account(
         account_id=row.account_id,
         currency_code=row.currency_code,
@@ -719,9 +766,13 @@ class SqlStore:
         return result
 
     def add_to_rollups(self, records: list[UsageRecord]) -> None:
-        """Add records to their slices' sums: one upsert per distinct slice and keys."""
-        sums: dict[tuple[Any, ...], dict[str, int]] = {}
+        """Add records to their slices' sums: one upsert per distinct slice and keys.
+
+        Rows are upserted in key order (concurrent batches lock them in the same order).
+        """
+        sums: dict[tuple[Any, ...], list[int]] = {}
         for record in records:
+            usage = record.usage
             key = (
                 record.account_id,
                 record.event_time_us // SLICE_US,
@@ -732,52 +783,45 @@ class SqlStore:
                 record.usage_source.value,
                 record.currency_code,
             )
-            usage = record.usage
-            values = {
-                "request_count": record.request_count,
-                "unpriced_request_count": record.request_count if record.unpriced else 0,
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_read_tokens": usage.cache_read_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-                "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
-                "cost_nanos": record.cost_nanos,
-                "request_credits": record.request_credits,
-            }
-            total = sums.setdefault(key, dict.fromkeys(t.ROLLUP_SUMS, 0))
-            for name, value in values.items():
-                total[name] += value
+            values = (  # in ROLLUP_SUMS order
+                record.request_count,
+                record.request_count if record.unpriced else 0,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+                usage.cache_write_1h_tokens,
+                usage.reasoning_tokens,
+                record.cost_nanos,
+                record.request_credits,
+            )
+            total = sums.get(key)
+            if total is None:
+                sums[key] = list(values)
+            else:
+                total[:] = map(operator.add, total, values)
         if not sums:
             return
-        rows = [
-            dict(zip(("account_id", "slice", *t.ROLLUP_KEYS), key, strict=True), **total)
-            for key, total in sorted(sums.items())
-        ]
-        self._upsert_sums(t.usage_rollups, ["account_id", "slice", *t.ROLLUP_KEYS], rows)
-        totals: dict[tuple[Any, ...], dict[str, int]] = {}
-        for row in rows:
-            key = (row["slice"], *(row[name] for name in t.GLOBAL_ROLLUP_KEYS))
-            total = totals.setdefault(key, dict.fromkeys(t.ROLLUP_SUMS, 0))
-            for name in t.ROLLUP_SUMS:
-                total[name] += row[name]
-        self._upsert_sums(
-            t.usage_rollups_global,
-            ["slice", *t.GLOBAL_ROLLUP_KEYS],
-            [
-                dict(zip(("slice", *t.GLOBAL_ROLLUP_KEYS), key, strict=True), **total)
-                for key, total in sorted(totals.items())
-            ],
-        )
-
-    def _upsert_sums(self, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
-        """Insert rows, or add their sums to the rows with the same keys."""
-        columns = (*keys, *t.ROLLUP_SUMS)
+        rows = sorted(sums.items())
         self._insert_many(
-            table.name,
-            columns,
-            [tuple(row[name] for name in columns) for row in rows],
-            conflict=tuple(keys),
+            "usage_rollups",
+            _ROLLUP_COLUMNS,
+            [(*key, *total) for key, total in rows],
+            conflict=_ROLLUP_KEY_COLUMNS,
+        )
+        totals: dict[tuple[Any, ...], list[int]] = {}
+        for key, total in rows:
+            global_key = tuple(key[index] for index in _GLOBAL_KEY_INDEXES)
+            found = totals.get(global_key)
+            if found is None:
+                totals[global_key] = list(total)
+            else:
+                found[:] = map(operator.add, found, total)
+        self._insert_many(
+            "usage_rollups_global",
+            _GLOBAL_ROLLUP_COLUMNS,
+            [(*key, *total) for key, total in sorted(totals.items())],
+            conflict=_GLOBAL_ROLLUP_KEY_COLUMNS,
         )
 
     # Prices ---------------------------------------------------------------
@@ -1046,12 +1090,17 @@ class SqlStore:
 
     def budgets_for_accounts(self, account_ids: list[str]) -> dict[str, list[Budget]]:
         """The budgets of these accounts, in one query (most accounts have none)."""
-        b = t.budgets.c
-        rows = self._c.execute(
-            select(t.budgets)
-            .where(b.account_id.in_(account_ids))
-            .order_by(b.account_id, b.budget_id)
-        )
+        if not account_ids:
+            return {}
+        # Driver SQL: this runs in every usage batch (see _insert_sql).
+        select_budgets = f"SELECT {', '.join(_BUDGET_COLUMNS)} FROM budgets"  # noqa: S608
+        order = " ORDER BY account_id, budget_id"
+        if self._dialect == "sqlite":
+            sql = _in_sql(select_budgets + " WHERE account_id IN ({})" + order, len(account_ids))
+            rows = self._c.exec_driver_sql(sql, tuple(account_ids))
+        else:
+            sql = select_budgets + " WHERE account_id = ANY(%s)" + order
+            rows = self._c.exec_driver_sql(sql, (list(account_ids),))
         found: dict[str, list[Budget]] = {}
         for budget in (
             Budget(
