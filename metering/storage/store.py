@@ -186,6 +186,12 @@ def _insert_sql(
 
 
 @functools.lru_cache(maxsize=256)
+def _values_sql(template: str, rows: int) -> str:
+    """SQLite: ``template`` with ``{}`` replaced by that many ``(?, ?)`` rows."""
+    return template.format(", ".join(["(?, ?)"] * rows))
+
+
+@functools.lru_cache(maxsize=256)
 def _in_sql(template: str, *counts: int) -> str:
     """SQLite: ``template`` with each ``{}`` replaced by that many placeholders."""
     return template.format(*(", ".join(["?"] * count) for count in counts))
@@ -537,28 +543,29 @@ class SqlStore:
     ) -> dict[tuple[str, str], StoredResult]:
         """The stored results of these (account, request id) keys, in one query.
 
-        SQLite cannot compare row values with a list, so the query selects
-        by account and by request id separately and the exact pairs are kept.
+        The exact pairs are joined to the table, so each is one primary-key probe
+        (an IN list per column would probe every account with every request id).
         """
         if not keys:
             return {}
-        wanted = set(keys)
-        account_ids = sorted({a for a, _ in keys})
-        request_ids = sorted({r for _, r in keys})
-        select_keys = (
-            "SELECT account_id, request_id, operation, payload_sha256, result_json"
-            " FROM idempotency_keys"
-        )
+        pairs = sorted(set(keys))
+        columns = "k.account_id, k.request_id, k.operation, k.payload_sha256, k.result_json"
         if self._dialect == "sqlite":
-            sql = _in_sql(
-                select_keys + " WHERE account_id IN ({}) AND request_id IN ({})",
-                len(account_ids),
-                len(request_ids),
+            sql = _values_sql(
+                f"SELECT {columns} FROM (VALUES {{}}) AS v JOIN idempotency_keys AS k"  # noqa: S608
+                " ON k.account_id = v.column1 AND k.request_id = v.column2",
+                len(pairs),
             )
-            rows = self._c.exec_driver_sql(sql, (*account_ids, *request_ids))
+            rows = self._c.exec_driver_sql(sql, tuple(value for pair in pairs for value in pair))
         else:
-            sql = select_keys + " WHERE account_id = ANY(%s) AND request_id = ANY(%s)"
+            sql = (
+                f"SELECT {columns} FROM unnest(%s::text[], %s::text[])"  # noqa: S608
+                " AS v (account_id, request_id) JOIN idempotency_keys AS k"
+                " ON k.account_id = v.account_id AND k.request_id = v.request_id"
+            )
+            account_ids, request_ids = ([a for a, _ in pairs], [r for _, r in pairs])
             rows = self._c.exec_driver_sql(sql, (account_ids, request_ids))
+        wanted = set(pairs)
         return {
             (row.account_id, row.request_id): StoredResult(
                 row.operation, row.payload_sha256, row.result_json
