@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
 import random
 import sys
 import tempfile
@@ -100,7 +101,9 @@ def run(args: argparse.Namespace, url: str) -> None:
     work = [batch(n) for n in range(args.batches)]
     profiler = cProfile.Profile() if args.profile else None
     prepare_s = write_s = 0.0
+    batch_ms: list[float] = []
     cpu_started = time.process_time()
+    times_started = os.times()
     if profiler is not None:
         profiler.enable()
     for cmds in work:
@@ -113,10 +116,14 @@ def run(args: argparse.Namespace, url: str) -> None:
         assert len(results) == len(cmds) and all(not isinstance(r, Exception) for r in results)
         prepare_s += t1 - t0
         write_s += t2 - t1
+        batch_ms.append((t2 - t0) * 1000)
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     cpu_s = time.process_time() - cpu_started
+    times = os.times()
+    user_s = times.user - times_started.user
+    print(f"user {user_s:.2f} s, system {times.system - times_started.system:.2f} s")
     records = args.batch * args.batches
     total = prepare_s + write_s
     print(
@@ -124,6 +131,12 @@ def run(args: argparse.Namespace, url: str) -> None:
         f" (prepare {prepare_s / records * 1e6:.1f} us/record,"
         f" write {write_s / records * 1e6:.1f} us/record;"
         f" CPU {cpu_s / records * 1e6:.1f} us/record)"
+    )
+    batch_ms.sort()
+    print(
+        f"per batch: p50 {batch_ms[len(batch_ms) // 2]:.1f} ms,"
+        f" p99 {batch_ms[min(len(batch_ms) - 1, len(batch_ms) * 99 // 100)]:.1f} ms,"
+        f" max {batch_ms[-1]:.1f} ms"
     )
     engine.dispose()
 

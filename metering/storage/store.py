@@ -872,10 +872,13 @@ class SqlStore:
         )
 
     def get_revision(self, name: str) -> int:
-        row = self._c.execute(
-            select(t.revisions.c.revision).where(t.revisions.c.name == name)
+        # Driver SQL: every usage batch reads the price revision (see _insert_sql).
+        mark = "?" if self._dialect == "sqlite" else "%s"
+        row = self._c.exec_driver_sql(
+            f"SELECT revision FROM revisions WHERE name = {mark}",  # noqa: S608
+            (name,),
         ).first()
-        return int(row.revision) if row else 0
+        return int(row[0]) if row else 0
 
     def bump_revision(self, name: str) -> None:
         """Tell every process that ``name`` changed (they compare revisions)."""
