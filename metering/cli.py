@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import gc
 import json
 import logging
 import os
@@ -1111,6 +1112,18 @@ def _rate_limit(settings: Settings) -> Any:
     return RateLimitInterceptor(RateLimiter(limits, settings.rate_limit_max_callers))
 
 
+def _freeze_heap(_done: object) -> None:
+    """Move every object alive after start-up to the collector's permanent generation.
+
+    Modules, protobuf descriptors, SQLAlchemy metadata, price books and
+    vocabularies live as long as the process; leaving them tracked made each
+    full collection scan them: pauses of 45-70 ms every few seconds under load,
+    which were the p99 of RecordUsage (measured with gc.callbacks).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _serve(settings: Settings) -> int:
     from metering.api.server import start_server  # grpc only for the serving command
 
@@ -1138,8 +1151,9 @@ def _serve(settings: Settings) -> int:
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        # Off the request path: the vocabularies load while the server already answers.
-        loop.run_in_executor(app.executor, warm_up)
+        # Off the request path: the vocabularies load while the server already answers;
+        # then what start-up built is left out of garbage collection (_freeze_heap).
+        loop.run_in_executor(app.executor, warm_up).add_done_callback(_freeze_heap)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         host = settings.listen.rsplit(":", 1)[0]

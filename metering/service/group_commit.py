@@ -1,10 +1,11 @@
 """Group commit: concurrent RecordUsage calls share one durable transaction.
 
-Each call is validated and priced on the worker pool (its own errors are
-its own), then queued. One writer task per process takes everything queued
-(up to ``batch_records_max``), waiting at most ``linger_seconds`` for more
-once the first record arrived, and writes it with
-:meth:`Metering.write_usage_batch` in one transaction. Every caller is
+Each call is queued as it came. One writer task per process takes everything
+queued (up to ``batch_records_max``), waiting at most ``linger_seconds`` for
+more once the first record arrived, and on its own thread validates and
+prices the whole batch (:meth:`Metering.prepare_many`: a record's errors are
+its own) and writes it with :meth:`Metering.write_usage_batch` in one
+transaction: one thread hop per batch, not one per call. Every caller is
 answered only after that transaction committed. While a transaction is in
 flight new records queue up, so batches grow with load without adding
 latency when the service is idle.
@@ -50,11 +51,13 @@ class GroupCommitStats:
             self.batch_sizes.append(size)
 
 
-_Item = tuple[PendingRecord, "asyncio.Future[RecordResult | MeteringError]"]
+_Item = tuple[RecordUsage, "asyncio.Future[RecordResult | MeteringError]"]
+# What the writer thread did with a record: prepared (None if that failed) and the outcome.
+_Written = tuple[PendingRecord | None, RecordResult | MeteringError]
 
 
 class GroupCommitter:
-    """Funnels prepared records into shared transactions; one writer per process."""
+    """Funnels records into shared transactions; one writer per process."""
 
     def __init__(
         self,
@@ -64,9 +67,10 @@ class GroupCommitter:
         batch_records_max: int = BATCH_RECORDS_MAX_DEFAULT,
     ) -> None:
         self._metering = metering
+        # The shared pool (kept in the signature) is no longer used here: the
+        # writer prepares and writes each batch on a thread of its own, so the
+        # shared pool's calls never wait behind a commit.
         self._executor = executor
-        # The writer gets a thread of its own so that preparing records on the
-        # shared pool never waits behind a commit.
         self._write_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metering-wr")
         self._linger_seconds = linger_seconds
         self._batch_records_max = batch_records_max
@@ -91,23 +95,20 @@ class GroupCommitter:
     ) -> list[RecordResult | MeteringError]:
         """Record several calls; a result or an error per call, in order."""
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(
-            self._executor, self._metering.prepare_many, list(cmds)
-        )
         futures: list[asyncio.Future[RecordResult | MeteringError] | None] = []
-        for item in prepared:
-            if isinstance(item, MeteringError):
+        for cmd in cmds:
+            if isinstance(cmd, MeteringError):
                 futures.append(None)
                 continue
             future: asyncio.Future[RecordResult | MeteringError] = loop.create_future()
-            self._queue.append((item, future))
+            self._queue.append((cmd, future))
             futures.append(future)
         self._wake.set()
         results: list[RecordResult | MeteringError] = []
-        for item, waiting in zip(prepared, futures, strict=True):
+        for cmd, waiting in zip(cmds, futures, strict=True):
             if waiting is None:
-                assert isinstance(item, MeteringError)
-                results.append(item)
+                assert isinstance(cmd, MeteringError)
+                results.append(cmd)
             else:
                 results.append(await waiting)
         return results
@@ -132,32 +133,45 @@ class GroupCommitter:
             telemetry.observe_group_commit(len(batch), time.monotonic() - waiting_since)
             await self._write(loop, batch)
 
+    def _prepare_and_write(self, cmds: list[RecordUsage]) -> list[_Written]:
+        """On the writer thread: prepare the batch, write what was prepared in one transaction."""
+        prepared = self._metering.prepare_many(cmds)
+        pending = [item for item in prepared if isinstance(item, PendingRecord)]
+        written = iter(self._metering.write_usage_batch(pending) if pending else [])
+        return [
+            (None, item) if isinstance(item, MeteringError) else (item, next(written))
+            for item in prepared
+        ]
+
     async def _write(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        pending = [item for item, _ in batch]
+        cmds = [cmd for cmd, _ in batch]
         write_started = time.monotonic()  # telemetry: commit duration
         try:
-            outcomes = await loop.run_in_executor(
-                self._write_executor, self._metering.write_usage_batch, pending
+            written = await loop.run_in_executor(
+                self._write_executor, self._prepare_and_write, cmds
             )
         except Exception:  # the transaction failed as a whole: retry record by record
             log.warning("group commit of %d records failed; writing them one by one", len(batch))
             self.stats.fallbacks += 1
-            outcomes = []
-            for item in pending:
+            written = []
+            for cmd in cmds:
                 try:
                     single = await loop.run_in_executor(
-                        self._write_executor, self._metering.write_usage_batch, [item]
+                        self._write_executor, self._prepare_and_write, [cmd]
                     )
-                    outcomes.append(single[0])
+                    written.append(single[0])
                 except MeteringError as exc:
-                    outcomes.append(exc)
+                    written.append((None, exc))
                 except Exception:
                     log.exception("writing a usage record failed")
-                    outcomes.append(
-                        Unavailable("DATABASE_ERROR", "the record could not be written; retry")
+                    written.append(
+                        (
+                            None,
+                            Unavailable("DATABASE_ERROR", "the record could not be written; retry"),
+                        )
                     )
-        _record_telemetry(pending, outcomes, time.monotonic() - write_started)  # telemetry
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        _record_telemetry(written, time.monotonic() - write_started)  # telemetry
+        for (_, future), (_, outcome) in zip(batch, written, strict=True):
             if not future.done():
                 future.set_result(outcome)
 
@@ -171,11 +185,7 @@ class GroupCommitter:
 
 
 # --- telemetry (metering.telemetry): what a group-commit write wrote ---------------------
-def _record_telemetry(
-    pending: Sequence[PendingRecord],
-    outcomes: Sequence[RecordResult | MeteringError],
-    write_seconds: float,
-) -> None:
+def _record_telemetry(written: Sequence[_Written], write_seconds: float) -> None:
     """Records and cost written, by usage source, price-book provider and currency.
 
     Replays wrote nothing and are not counted; the provider is the price's (a
@@ -183,8 +193,8 @@ def _record_telemetry(
     """
     try:
         telemetry.observe_group_commit_write(write_seconds)
-        for item, outcome in zip(pending, outcomes, strict=True):
-            if isinstance(outcome, RecordResult) and not outcome.replayed:
+        for item, outcome in written:
+            if item is not None and isinstance(outcome, RecordResult) and not outcome.replayed:
                 telemetry.record_usage(
                     outcome.usage_source.value,
                     item.price.provider if item.price is not None else "",

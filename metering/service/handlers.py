@@ -156,6 +156,12 @@ class PendingRecord:
     price_revision: int = 0
 
 
+# Values that are never dataclasses: _shallow skips the (slow, failing) attribute lookup.
+_SCALARS = frozenset({str, int, bool, float, bytes, type(None)})
+# json.dumps(sort_keys=True, separators=(",", ":"), default=str), one encoder for every call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _shallow(value: Any) -> dict[str, Any]:
     """A dataclass as a dict, nested dataclasses (token usage) as dicts too.
 
@@ -165,7 +171,7 @@ def _shallow(value: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in value.__dataclass_fields__:
         item = getattr(value, name)
-        if hasattr(item, "__dataclass_fields__"):
+        if type(item) not in _SCALARS and hasattr(item, "__dataclass_fields__"):
             item = {n: getattr(item, n) for n in item.__dataclass_fields__}
         out[name] = item
     return out
@@ -179,7 +185,7 @@ def _payload_sha256(payload: dict[str, Any]) -> str:
     of a request recorded before the upgrade into a conflict.
     """
     present = {k: v for k, v in payload.items() if v not in (None, False, "", 0, {}, [], ())}
-    canonical = json.dumps(present, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = _CANONICAL_JSON.encode(present)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -410,6 +416,7 @@ class Metering:
         self, cmds: Sequence[RecordUsage | MeteringError]
     ) -> list[PendingRecord | MeteringError]:
         """Prepare each call; an entry that is or becomes an error stays in its place."""
+        self._load_snapshots(cmds)
         prepared: list[PendingRecord | MeteringError] = []
         for cmd in cmds:
             if isinstance(cmd, MeteringError):
@@ -487,6 +494,32 @@ class Metering:
             mode = store.get_api_key_mode(account_id, api_key_id) if api_key_id else None
         self._remember(account, {key: mode})
         return account, mode
+
+    def _load_snapshots(self, cmds: Sequence[RecordUsage | MeteringError]) -> None:
+        """Read the account snapshots that several calls lack in one transaction, not
+        one each (prepare_record reads what is still missing, and reports its errors)."""
+        pairs = {
+            (cmd.account_id, cmd.api_key_id)
+            for cmd in cmds
+            if not isinstance(cmd, MeteringError)
+            and (
+                cmd.account_id not in self._account_cache
+                or (cmd.account_id, cmd.api_key_id) not in self._key_mode_cache
+            )
+        }
+        if len(pairs) < 2:
+            return
+        try:
+            with self._db.read() as store:
+                accounts = store.get_accounts(sorted({account_id for account_id, _ in pairs}))
+                modes = store.get_api_key_modes(sorted(pair for pair in pairs if pair[1]))
+        except MeteringError:
+            return
+        for account in accounts.values():
+            self._remember(account, {})
+        self._key_mode_cache.update(
+            {pair: modes.get(pair) for pair in pairs if pair[0] in accounts}
+        )
 
     def _remember(
         self, account: Account, key_modes: dict[tuple[str, str], BillingMode | None]

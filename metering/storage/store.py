@@ -7,8 +7,10 @@ exception. The service layer decides where transactions begin and end.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import operator
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +21,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
-    bindparam,
     case,
     delete,
     exists,
@@ -71,7 +72,162 @@ class LedgerReport:
     system_balances: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+# --- The write path's statements as driver SQL -----------------------------------------
+# A usage batch runs the same few statements every time; building them as SQLAlchemy
+# constructs and compiling (or cache-looking-up) them per execution, then building
+# every row's parameters through the compiled statement, cost more than the database
+# work. These are plain SQL strings made once per dialect and shape, run with
+# ``exec_driver_sql`` (SQLAlchemy still wraps errors, so DuplicateKey and
+# disconnects are detected as before) on rows given as tuples in column order.
+# SQLite runs an executemany of a one-row statement (prepared once, in C).
+# PostgreSQL gets one statement per table whatever the number of rows: an array
+# per column, unnested (``INSERT ... SELECT * FROM unnest(...)``, ``= ANY(...)``),
+# so the SQL text stays short and the same (psycopg parses and caches it once;
+# a multi-row VALUES with thousands of placeholders is parsed on every call).
+
+_LEDGER_TRANSACTION_COLUMNS = (
+    "account_id",
+    "transaction_id",
+    "kind",
+    "request_id",
+    "reason",
+    "create_time_us",
+    "corrects_transaction_id",
+)
+_LEDGER_ENTRY_COLUMNS = ("account_id", "transaction_id", "seq", "ledger_account", "asset", "amount")
+_IDEMPOTENCY_COLUMNS = (
+    "account_id",
+    "request_id",
+    "operation",
+    "payload_sha256",
+    "result_json",
+    "create_time_us",
+)
+_USAGE_COLUMNS = (
+    "account_id",
+    "record_id",
+    "request_id",
+    "event_time_us",
+    "record_time_us",
+    "provider",
+    "model",
+    "api_key_id",
+    "service",
+    "streamed",
+    "usage_source",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "currency_code",
+    "cost_nanos",
+    "request_credits",
+    "price_id",
+    "price_version",
+    "transaction_id",
+    "labels_json",
+    "record_kind",
+    "request_count",
+    "corrects_record_id",
+    "billing_mode",
+    "unpriced",
+    "batch",
+)
+_ACCOUNT_COLUMNS = tuple(column.name for column in t.accounts.columns)
+_BUDGET_COLUMNS = tuple(column.name for column in t.budgets.columns)
+_ROLLUP_KEY_COLUMNS = ("account_id", "slice", *t.ROLLUP_KEYS)
+_ROLLUP_COLUMNS = (*_ROLLUP_KEY_COLUMNS, *t.ROLLUP_SUMS)
+_GLOBAL_ROLLUP_KEY_COLUMNS = ("slice", *t.GLOBAL_ROLLUP_KEYS)
+_GLOBAL_ROLLUP_COLUMNS = (*_GLOBAL_ROLLUP_KEY_COLUMNS, *t.ROLLUP_SUMS)
+# Where each global rollup key sits in a per-account rollup key.
+_GLOBAL_KEY_INDEXES = tuple(_ROLLUP_KEY_COLUMNS.index(name) for name in _GLOBAL_ROLLUP_KEY_COLUMNS)
+# add_to_rollups builds its sums in this order.
+if t.ROLLUP_SUMS != (
+    "request_count",
+    "unpriced_request_count",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "request_credits",
+):
+    raise AssertionError("schema.ROLLUP_SUMS changed: update SqlStore.add_to_rollups")
+_NO_LABELS_JSON = "{}"
+
+
+def _pg_array_type(table: str, column: str) -> str:
+    python_type = t.metadata.tables[table].c[column].type.python_type
+    if python_type is bool:
+        return "boolean[]"
+    return "bigint[]" if python_type is int else "text[]"
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(
+    dialect: str, table: str, columns: tuple[str, ...], conflict: tuple[str, ...] = ()
+) -> str:
+    """The INSERT of rows: SQLite one row (run as an executemany), PostgreSQL an
+    array per column.
+
+    With ``conflict`` (the key columns): an upsert adding the ROLLUP_SUMS of the
+    new row to the existing one.
+    """
+    if dialect == "sqlite":
+        values = "VALUES (" + ", ".join(["?"] * len(columns)) + ")"
+    else:
+        arrays = ", ".join(f"%s::{_pg_array_type(table, column)}" for column in columns)
+        values = f"SELECT * FROM unnest({arrays})"  # noqa: S608 (types, no values)
+    # Only this module's table and column names are ever formatted in; values are bound.
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) {values}"
+    if conflict:
+        sums = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in t.ROLLUP_SUMS)
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {sums}"
+    return sql
+
+
+@functools.lru_cache(maxsize=256)
+def _values_sql(template: str, rows: int) -> str:
+    """SQLite: ``template`` with ``{}`` replaced by that many ``(?, ?)`` rows."""
+    return template.format(", ".join(["(?, ?)"] * rows))
+
+
+@functools.lru_cache(maxsize=256)
+def _in_sql(template: str, *counts: int) -> str:
+    """SQLite: ``template`` with each ``{}`` replaced by that many placeholders."""
+    return template.format(*(", ".join(["?"] * count) for count in counts))
+
+
+# Account snapshots by their settings' row values: a batch reads (and locks) every
+# account it touches, and building the same immutable Account again was a visible
+# part of a record's cost. Bounded; a race only builds an equal value twice.
+# Rows of every accounts query here have the table's columns in _ACCOUNT_COLUMNS order.
+_account_settings_of = operator.itemgetter(
+    *(
+        index
+        for index, name in enumerate(_ACCOUNT_COLUMNS)
+        if name not in ("balance_nanos", "request_credits", "held_nanos", "held_credits")
+    )
+)
+_ACCOUNTS_BY_ROW: dict[tuple[Any, ...], Account] = {}
+_ACCOUNTS_BY_ROW_MAX = 100_000
+
+
 def _account(row: Any) -> Account:
+    key = _account_settings_of(row)
+    account = _ACCOUNTS_BY_ROW.get(key)
+    if account is None:
+        if len(_ACCOUNTS_BY_ROW) >= _ACCOUNTS_BY_ROW_MAX:
+            _ACCOUNTS_BY_ROW.clear()
+        account = _ACCOUNTS_BY_ROW[key] = _new_account(row)
+    return account
+
+
+def _new_account(row: Any) -> Account:
     return Account(
         account_id=row.account_id,
         currency_code=row.currency_code,
@@ -101,40 +257,42 @@ def _settings(account: Account) -> dict[str, Any]:
     }
 
 
-def _usage_row(record: UsageRecord) -> dict[str, Any]:
+def _usage_values(record: UsageRecord) -> tuple[Any, ...]:
+    """A usage record's row, in _USAGE_COLUMNS order."""
     usage = record.usage
-    return {
-        "account_id": record.account_id,
-        "record_id": record.record_id,
-        "request_id": record.request_id,
-        "event_time_us": record.event_time_us,
-        "record_time_us": record.record_time_us,
-        "provider": record.provider,
-        "model": record.model,
-        "api_key_id": record.api_key_id,
-        "service": record.service,
-        "streamed": record.streamed,
-        "usage_source": record.usage_source.value,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_read_tokens": usage.cache_read_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "currency_code": record.currency_code,
-        "cost_nanos": record.cost_nanos,
-        "request_credits": record.request_credits,
-        "price_id": record.price_id,
-        "price_version": record.price_version,
-        "transaction_id": record.transaction_id,
-        "labels_json": json.dumps(record.labels, sort_keys=True, separators=(",", ":")),
-        "record_kind": record.record_kind,
-        "request_count": record.request_count,
-        "corrects_record_id": record.corrects_record_id,
-        "billing_mode": record.billing_mode,
-        "unpriced": record.unpriced,
-        "batch": record.batch,
-    }
+    labels = record.labels
+    return (
+        record.account_id,
+        record.record_id,
+        record.request_id,
+        record.event_time_us,
+        record.record_time_us,
+        record.provider,
+        record.model,
+        record.api_key_id,
+        record.service,
+        record.streamed,
+        record.usage_source.value,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+        usage.reasoning_tokens,
+        record.currency_code,
+        record.cost_nanos,
+        record.request_credits,
+        record.price_id,
+        record.price_version,
+        record.transaction_id,
+        json.dumps(labels, sort_keys=True, separators=(",", ":")) if labels else _NO_LABELS_JSON,
+        record.record_kind,
+        record.request_count,
+        record.corrects_record_id,
+        record.billing_mode,
+        record.unpriced,
+        record.batch,
+    )
 
 
 def _usage_record(row: Any) -> UsageRecord:
@@ -179,6 +337,23 @@ class SqlStore:
 
     def __init__(self, connection: Connection) -> None:
         self._c = connection
+        self._dialect: str = connection.dialect.name
+
+    def _insert_many(
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        rows: list[tuple[Any, ...]],
+        conflict: tuple[str, ...] = (),
+    ) -> None:
+        """Insert rows (tuples in ``columns`` order) with the write path's driver SQL."""
+        if not rows:
+            return
+        sql = _insert_sql(self._dialect, table, columns, conflict)
+        if self._dialect == "sqlite":
+            self._c.exec_driver_sql(sql, rows)
+        else:
+            self._c.exec_driver_sql(sql, tuple(list(column) for column in zip(*rows, strict=True)))
 
     # Accounts -----------------------------------------------------------
 
@@ -188,6 +363,19 @@ class SqlStore:
             query = query.with_for_update()
         row = self._c.execute(query).first()
         return _account(row) if row else None
+
+    def get_accounts(self, account_ids: list[str]) -> dict[str, Account]:
+        """The existing accounts among these, in one query (no locks)."""
+        if not account_ids:
+            return {}
+        select_accounts = f"SELECT {', '.join(_ACCOUNT_COLUMNS)} FROM accounts"  # noqa: S608
+        if self._dialect == "sqlite":
+            sql = _in_sql(select_accounts + " WHERE account_id IN ({})", len(account_ids))
+            rows = self._c.exec_driver_sql(sql, tuple(account_ids))
+        else:
+            sql = select_accounts + " WHERE account_id = ANY(%s)"
+            rows = self._c.exec_driver_sql(sql, (list(account_ids),))
+        return {row.account_id: _account(row) for row in rows}
 
     def insert_account(self, account: Account) -> None:
         self._c.execute(
@@ -274,13 +462,16 @@ class SqlStore:
         """Lock these accounts' rows in id order (no deadlocks between batches); read them."""
         if not account_ids:
             return {}
-        a = t.accounts.c
-        rows = self._c.execute(
-            select(t.accounts)
-            .where(a.account_id.in_(account_ids))
-            .order_by(a.account_id)
-            .with_for_update()
-        )
+        select_accounts = f"SELECT {', '.join(_ACCOUNT_COLUMNS)} FROM accounts"  # noqa: S608
+        if self._dialect == "sqlite":
+            # No row locks: SQLite's write transactions (BEGIN IMMEDIATE) are exclusive.
+            sql = _in_sql(
+                select_accounts + " WHERE account_id IN ({}) ORDER BY account_id", len(account_ids)
+            )
+            rows = self._c.exec_driver_sql(sql, tuple(account_ids))
+        else:
+            sql = select_accounts + " WHERE account_id = ANY(%s) ORDER BY account_id FOR UPDATE"
+            rows = self._c.exec_driver_sql(sql, (list(account_ids),))
         return {
             row.account_id: (_account(row), int(row.balance_nanos), int(row.request_credits))
             for row in rows
@@ -290,15 +481,18 @@ class SqlStore:
         """Write several accounts' cached balances in one statement."""
         if not balances:
             return
-        a = t.accounts.c
-        self._c.execute(
-            update(t.accounts)
-            .where(a.account_id == bindparam("target"))
-            .values(balance_nanos=bindparam("balance"), request_credits=bindparam("credits")),
-            [
-                {"target": account_id, "balance": balance, "credits": credits}
-                for account_id, balance, credits in balances
-            ],
+        if self._dialect == "sqlite":
+            self._c.exec_driver_sql(
+                "UPDATE accounts SET balance_nanos = ?, request_credits = ? WHERE account_id = ?",
+                [(balance, credits, account_id) for account_id, balance, credits in balances],
+            )
+            return
+        # PostgreSQL: one statement for all of them (an executemany is a statement each).
+        self._c.exec_driver_sql(
+            "UPDATE accounts SET balance_nanos = v.balance, request_credits = v.credits"
+            " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS v (target, balance, credits)"
+            " WHERE accounts.account_id = v.target",
+            tuple(list(column) for column in zip(*balances, strict=True)),
         )
 
     def set_balances(self, account_id: str, balance_nanos: int, request_credits: int) -> None:
@@ -340,19 +534,11 @@ class SqlStore:
         )
 
     def store_results(self, results: list[NewResult]) -> None:
-        if not results:
-            return
-        self._c.execute(
-            insert(t.idempotency_keys),
+        self._insert_many(
+            "idempotency_keys",
+            _IDEMPOTENCY_COLUMNS,
             [
-                {
-                    "account_id": r.account_id,
-                    "request_id": r.request_id,
-                    "operation": r.operation,
-                    "payload_sha256": r.payload_sha256,
-                    "result_json": r.result_json,
-                    "create_time_us": r.now_us,
-                }
+                (r.account_id, r.request_id, r.operation, r.payload_sha256, r.result_json, r.now_us)
                 for r in results
             ],
         )
@@ -362,19 +548,29 @@ class SqlStore:
     ) -> dict[tuple[str, str], StoredResult]:
         """The stored results of these (account, request id) keys, in one query.
 
-        SQLite cannot compare row values with a list, so the query selects
-        by account and by request id separately and the exact pairs are kept.
+        The exact pairs are joined to the table, so each is one primary-key probe
+        (an IN list per column would probe every account with every request id).
         """
         if not keys:
             return {}
-        k = t.idempotency_keys.c
-        wanted = set(keys)
-        rows = self._c.execute(
-            select(k.account_id, k.request_id, k.operation, k.payload_sha256, k.result_json).where(
-                k.account_id.in_(sorted({a for a, _ in keys})),
-                k.request_id.in_(sorted({r for _, r in keys})),
+        pairs = sorted(set(keys))
+        columns = "k.account_id, k.request_id, k.operation, k.payload_sha256, k.result_json"
+        if self._dialect == "sqlite":
+            sql = _values_sql(
+                f"SELECT {columns} FROM (VALUES {{}}) AS v JOIN idempotency_keys AS k"  # noqa: S608
+                " ON k.account_id = v.column1 AND k.request_id = v.column2",
+                len(pairs),
             )
-        )
+            rows = self._c.exec_driver_sql(sql, tuple(value for pair in pairs for value in pair))
+        else:
+            sql = (
+                f"SELECT {columns} FROM unnest(%s::text[], %s::text[])"  # noqa: S608
+                " AS v (account_id, request_id) JOIN idempotency_keys AS k"
+                " ON k.account_id = v.account_id AND k.request_id = v.request_id"
+            )
+            account_ids, request_ids = ([a for a, _ in pairs], [r for _, r in pairs])
+            rows = self._c.exec_driver_sql(sql, (account_ids, request_ids))
+        wanted = set(pairs)
         return {
             (row.account_id, row.request_id): StoredResult(
                 row.operation, row.payload_sha256, row.result_json
@@ -414,37 +610,38 @@ class SqlStore:
 
     def append_transactions(self, transactions: list[NewTransaction]) -> None:
         """Insert transactions and their entries, each table in one statement."""
-        if not transactions:
-            return
-        self._c.execute(
-            insert(t.ledger_transactions),
+        self._insert_many(
+            "ledger_transactions",
+            _LEDGER_TRANSACTION_COLUMNS,
             [
-                {
-                    "account_id": tx.account_id,
-                    "transaction_id": tx.transaction_id,
-                    "kind": tx.kind.value,
-                    "request_id": tx.request_id,
-                    "reason": tx.reason,
-                    "create_time_us": tx.now_us,
-                    "corrects_transaction_id": tx.corrects_transaction_id,
-                }
+                (
+                    tx.account_id,
+                    tx.transaction_id,
+                    tx.kind.value,
+                    tx.request_id,
+                    tx.reason,
+                    tx.now_us,
+                    tx.corrects_transaction_id,
+                )
                 for tx in transactions
             ],
         )
-        entries = [
-            {
-                "account_id": tx.account_id,
-                "transaction_id": tx.transaction_id,
-                "seq": seq,
-                "ledger_account": entry.ledger_account,
-                "asset": entry.asset,
-                "amount": entry.amount,
-            }
-            for tx in transactions
-            for seq, entry in enumerate(tx.entries)
-        ]
-        if entries:
-            self._c.execute(insert(t.ledger_entries), entries)
+        self._insert_many(
+            "ledger_entries",
+            _LEDGER_ENTRY_COLUMNS,
+            [
+                (
+                    tx.account_id,
+                    tx.transaction_id,
+                    seq,
+                    entry.ledger_account,
+                    entry.asset,
+                    entry.amount,
+                )
+                for tx in transactions
+                for seq, entry in enumerate(tx.entries)
+            ],
+        )
 
     def insert_usage_record(self, record: UsageRecord) -> None:
         self.insert_usage_records([record])
@@ -453,7 +650,7 @@ class SqlStore:
         """Insert usage records in one statement."""
         if not records:
             return
-        self._c.execute(insert(t.usage_records), [_usage_row(record) for record in records])
+        self._insert_many("usage_records", _USAGE_COLUMNS, [_usage_values(r) for r in records])
         self.add_to_rollups(records)
 
     def get_usage_record(self, account_id: str, record_id: str) -> UsageRecord | None:
@@ -594,9 +791,13 @@ class SqlStore:
         return result
 
     def add_to_rollups(self, records: list[UsageRecord]) -> None:
-        """Add records to their slices' sums: one upsert per distinct slice and keys."""
-        sums: dict[tuple[Any, ...], dict[str, int]] = {}
+        """Add records to their slices' sums: one upsert per distinct slice and keys.
+
+        Rows are upserted in key order (concurrent batches lock them in the same order).
+        """
+        sums: dict[tuple[Any, ...], list[int]] = {}
         for record in records:
+            usage = record.usage
             key = (
                 record.account_id,
                 record.event_time_us // SLICE_US,
@@ -607,56 +808,46 @@ class SqlStore:
                 record.usage_source.value,
                 record.currency_code,
             )
-            usage = record.usage
-            values = {
-                "request_count": record.request_count,
-                "unpriced_request_count": record.request_count if record.unpriced else 0,
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_read_tokens": usage.cache_read_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-                "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
-                "cost_nanos": record.cost_nanos,
-                "request_credits": record.request_credits,
-            }
-            total = sums.setdefault(key, dict.fromkeys(t.ROLLUP_SUMS, 0))
-            for name, value in values.items():
-                total[name] += value
+            values = (  # in ROLLUP_SUMS order
+                record.request_count,
+                record.request_count if record.unpriced else 0,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+                usage.cache_write_1h_tokens,
+                usage.reasoning_tokens,
+                record.cost_nanos,
+                record.request_credits,
+            )
+            total = sums.get(key)
+            if total is None:
+                sums[key] = list(values)
+            else:
+                total[:] = map(operator.add, total, values)
         if not sums:
             return
-        rows = [
-            dict(zip(("account_id", "slice", *t.ROLLUP_KEYS), key, strict=True), **total)
-            for key, total in sorted(sums.items())
-        ]
-        self._upsert_sums(t.usage_rollups, ["account_id", "slice", *t.ROLLUP_KEYS], rows)
-        totals: dict[tuple[Any, ...], dict[str, int]] = {}
-        for row in rows:
-            key = (row["slice"], *(row[name] for name in t.GLOBAL_ROLLUP_KEYS))
-            total = totals.setdefault(key, dict.fromkeys(t.ROLLUP_SUMS, 0))
-            for name in t.ROLLUP_SUMS:
-                total[name] += row[name]
-        self._upsert_sums(
-            t.usage_rollups_global,
-            ["slice", *t.GLOBAL_ROLLUP_KEYS],
-            [
-                dict(zip(("slice", *t.GLOBAL_ROLLUP_KEYS), key, strict=True), **total)
-                for key, total in sorted(totals.items())
-            ],
+        rows = sorted(sums.items())
+        self._insert_many(
+            "usage_rollups",
+            _ROLLUP_COLUMNS,
+            [(*key, *total) for key, total in rows],
+            conflict=_ROLLUP_KEY_COLUMNS,
         )
-
-    def _upsert_sums(self, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
-        """Insert rows, or add their sums to the rows with the same keys."""
-        dialect = self._c.dialect.name
-        upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table)
-        statement = upsert.on_conflict_do_update(
-            index_elements=keys,
-            set_={
-                name: getattr(table.c, name) + getattr(upsert.excluded, name)
-                for name in t.ROLLUP_SUMS
-            },
+        totals: dict[tuple[Any, ...], list[int]] = {}
+        for key, total in rows:
+            global_key = tuple(key[index] for index in _GLOBAL_KEY_INDEXES)
+            found = totals.get(global_key)
+            if found is None:
+                totals[global_key] = list(total)
+            else:
+                found[:] = map(operator.add, found, total)
+        self._insert_many(
+            "usage_rollups_global",
+            _GLOBAL_ROLLUP_COLUMNS,
+            [(*key, *total) for key, total in sorted(totals.items())],
+            conflict=_GLOBAL_ROLLUP_KEY_COLUMNS,
         )
-        self._c.execute(statement, rows)
 
     # Prices ---------------------------------------------------------------
 
@@ -699,10 +890,13 @@ class SqlStore:
         )
 
     def get_revision(self, name: str) -> int:
-        row = self._c.execute(
-            select(t.revisions.c.revision).where(t.revisions.c.name == name)
+        # Driver SQL: every usage batch reads the price revision (see _insert_sql).
+        mark = "?" if self._dialect == "sqlite" else "%s"
+        row = self._c.exec_driver_sql(
+            f"SELECT revision FROM revisions WHERE name = {mark}",  # noqa: S608
+            (name,),
         ).first()
-        return int(row.revision) if row else 0
+        return int(row[0]) if row else 0
 
     def bump_revision(self, name: str) -> None:
         """Tell every process that ``name`` changed (they compare revisions)."""
@@ -1010,12 +1204,17 @@ class SqlStore:
 
     def budgets_for_accounts(self, account_ids: list[str]) -> dict[str, list[Budget]]:
         """The budgets of these accounts, in one query (most accounts have none)."""
-        b = t.budgets.c
-        rows = self._c.execute(
-            select(t.budgets)
-            .where(b.account_id.in_(account_ids))
-            .order_by(b.account_id, b.budget_id)
-        )
+        if not account_ids:
+            return {}
+        # Driver SQL: this runs in every usage batch (see _insert_sql).
+        select_budgets = f"SELECT {', '.join(_BUDGET_COLUMNS)} FROM budgets"  # noqa: S608
+        order = " ORDER BY account_id, budget_id"
+        if self._dialect == "sqlite":
+            sql = _in_sql(select_budgets + " WHERE account_id IN ({})" + order, len(account_ids))
+            rows = self._c.exec_driver_sql(sql, tuple(account_ids))
+        else:
+            sql = select_budgets + " WHERE account_id = ANY(%s)" + order
+            rows = self._c.exec_driver_sql(sql, (list(account_ids),))
         found: dict[str, list[Budget]] = {}
         for budget in (
             Budget(

@@ -57,6 +57,12 @@ class FakeStore:
     def get_account(self, account_id: str, *, for_update: bool = False) -> Account | None:
         return self.state.accounts.get(account_id)
 
+    def get_accounts(self, account_ids: list[str]) -> dict[str, Account]:
+        accounts = self.state.accounts
+        return {
+            account_id: accounts[account_id] for account_id in account_ids if account_id in accounts
+        }
+
     def insert_account(self, account: Account) -> None:
         assert account.account_id not in self.state.accounts
         self.state.accounts[account.account_id] = account
