@@ -167,7 +167,8 @@ def read_price_file(
         return [], [f"{source}: larger than {PRICE_FILE_BYTES_MAX} bytes"], 0
     try:
         data = json.loads(content.decode("utf-8"), parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and integers beyond Python's 4,300-digit limit.
         return [], [f"{source}: not JSON ({exc})"], 0
     if fmt is None:
         fmt = "LITELLM" if looks_like_litellm(data) else "METERING"
