@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from metering.domain.usage import TOKEN_FIELDS, TokenUsage
+from metering.domain.usage import TokenUsage
 
 # The token counts compared (the others nest inside them and follow).
 COMPARED_TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
@@ -71,9 +71,7 @@ class Line:
 
 
 def token_difference(local: TokenUsage, upstream: TokenUsage) -> TokenUsage:
-    return TokenUsage(
-        **{name: getattr(upstream, name) - getattr(local, name) for name in TOKEN_FIELDS}
-    )
+    return upstream.minus(local)
 
 
 def compare_line(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from metering.domain.ledger import Entry, TransactionKind
-from metering.domain.usage import TOKEN_FIELDS, TokenUsage, UsageSource
+from metering.domain.usage import TokenUsage, UsageSource
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,11 @@ def net_of(record: UsageRecord, adjustments: list[UsageRecord]) -> Net:
     repricing must price it the same way.
     """
     cost, credits = record.cost_nanos, record.request_credits
-    totals = {name: getattr(record.usage, name) for name in TOKEN_FIELDS}
+    usage = record.usage
     reported = False
     source, batch = record.usage_source, record.batch
     for adjustment in adjustments:
-        for name in TOKEN_FIELDS:
-            totals[name] += getattr(adjustment.usage, name)
+        usage = usage.plus(adjustment.usage)
         cost += adjustment.cost_nanos
         credits += adjustment.request_credits
         if _is_repricing(adjustment) or adjustment.request_count < 0:
@@ -105,7 +104,7 @@ def net_of(record: UsageRecord, adjustments: list[UsageRecord]) -> Net:
         batch = adjustment.batch
         if adjustment.usage_source is UsageSource.CORRECTED:
             source = UsageSource.CORRECTED
-    return Net(TokenUsage(**totals), cost, credits, reported, source, batch)
+    return Net(usage, cost, credits, reported, source, batch)
 
 
 def supersede(
@@ -128,7 +127,7 @@ def supersede(
         record_id=f"{figure.record_id[:30]}rv",
         request_id=reversal_request_id,
         usage_source=net.source,
-        usage=TokenUsage(**{name: -getattr(net.usage, name) for name in TOKEN_FIELDS}),
+        usage=TokenUsage().minus(net.usage),
         cost_nanos=-net.cost_nanos,
         request_credits=-net.request_credits,
         price_id=original.price_id,

@@ -48,6 +48,14 @@ class TokenUsage:
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
 
+    def plus(self, other: TokenUsage) -> TokenUsage:
+        """Count by count sum (adjustment rows carry negative counts)."""
+        return TokenUsage(**{n: getattr(self, n) + getattr(other, n) for n in TOKEN_FIELDS})
+
+    def minus(self, other: TokenUsage) -> TokenUsage:
+        """Count by count difference: what moves ``other`` to ``self``."""
+        return TokenUsage(**{n: getattr(self, n) - getattr(other, n) for n in TOKEN_FIELDS})
+
     def check(self, violations: Violations, prefix: str = "usage") -> None:
         """Add a violation for every count out of range or breaking the nesting."""
         counts = {

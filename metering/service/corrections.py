@@ -161,7 +161,7 @@ class Corrections:
                 corrects_record_id=original.record_id,
                 usage=figure.usage,
                 cost_nanos=figure.cost_nanos,
-                usage_difference=_minus(figure.usage, net.usage),
+                usage_difference=figure.usage.minus(net.usage),
                 cost_difference_nanos=difference_nanos,
                 currency_code=account.currency_code,
                 balance_nanos=balance,
@@ -246,10 +246,6 @@ def _original_of(store: Store, account_id: str, request_id: str) -> UsageRecord:
             {"request_id": request_id},
         )
     return found
-
-
-def _minus(a: TokenUsage, b: TokenUsage) -> TokenUsage:
-    return TokenUsage(**{name: getattr(a, name) - getattr(b, name) for name in asdict(a)})
 
 
 def _result_to_json(result: CorrectionResult) -> str:

@@ -378,19 +378,7 @@ def _sum(a: Tally, b: Tally) -> Tally:
 
     return Tally(
         plus(a.request_count, b.request_count),
-        TokenUsage(
-            **{
-                name: getattr(a.usage, name) + getattr(b.usage, name)
-                for name in (
-                    "input_tokens",
-                    "output_tokens",
-                    "cache_read_tokens",
-                    "cache_write_tokens",
-                    "cache_write_1h_tokens",
-                    "reasoning_tokens",
-                )
-            }
-        ),
+        a.usage.plus(b.usage),
         plus(a.cost_nanos, b.cost_nanos),
         a.currency_code or b.currency_code,
     )
