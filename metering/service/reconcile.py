@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import date
 
 from metering.domain.accounts import BillingMode, charge_for
 from metering.domain.errors import MeteringError, Violations
@@ -111,7 +111,7 @@ class Reconciler:
             v.raise_if_any()
         account = options.account_id or None
         book = self._prices()
-        canonical = _Canonical(book, provider)
+        canonical = _Canonical(book, provider, self._clock.now_us())
         compare_tokens = any(r.usage != TokenUsage() for r in rows)
         compare_cost = not options.tokens_only and any(r.cost_nanos is not None for r in rows)
         upstream: dict[LineKey, tuple[Tally, str]] = {}
@@ -341,11 +341,11 @@ class Reconciler:
 class _Canonical:
     """A model's comparison name: its price id where the price book knows it."""
 
-    def __init__(self, book: PriceBook, provider: str) -> None:
+    def __init__(self, book: PriceBook, provider: str, now_us: int) -> None:
         self._book = book
         self._provider = provider
         self._cache: dict[str, str] = {}
-        self._now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+        self._now_us = now_us
 
     def __call__(self, model: str) -> str:
         if model not in self._cache:
