@@ -127,6 +127,7 @@ class ScenarioResult:
     scenario: str
     phases: list[Phase] = field(default_factory=list)
     peak_rss_kb: int | None = None
+    peak_rss_process_kb: int | None = None
     rss_reset: bool = False
     acked: int = 0
     ambiguous: int = 0  # calls that failed: their records may or may not exist
@@ -158,15 +159,18 @@ class BackendResult:
     error: str | None = None
 
 
-def _vm_hwm_kb(pid: int) -> int | None:
-    """Peak RSS (VmHWM) of the server: summed over its processes if it has workers."""
-    total = None
+def _vm_hwm_kb(pid: int) -> tuple[int | None, int | None]:
+    """Peak RSS (VmHWM) of the server's processes (workers, writer processes): the sum,
+    and the largest single process (the target is per process)."""
+    total = largest = None
     for member in loadgen.descendants(pid):
         with suppress(OSError):
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    total = (total or 0) + int(line.split()[1])
-    return total
+                    kb = int(line.split()[1])
+                    total = (total or 0) + kb
+                    largest = max(largest or 0, kb)
+    return total, largest
 
 
 def _reset_hwm(pid: int) -> bool:
@@ -552,7 +556,7 @@ def run_scenario(
     )
     if opts.ghz is not None:
         phase("ghz", "closed", lambda: run_ghz(opts, target, pids, scenario, tag + "-gc"))
-    result.peak_rss_kb = _vm_hwm_kb(pid)
+    result.peak_rss_kb, result.peak_rss_process_kb = _vm_hwm_kb(pid)
     result.rows_after = count_usage_records(backend.url)
     return result
 
@@ -651,7 +655,7 @@ def run_backend(
                     log(f"{name}: ledger verify {scenario_result.verify}")
                 elif not last:
                     scenario_result.verify = "at the end (--verify end)"
-            result.server_peak_rss_kb = _vm_hwm_kb(pid)
+            result.server_peak_rss_kb = _vm_hwm_kb(pid)[0]
             result.total_rows = count_usage_records(backend.url)
             result.server_exit = server.stop(timeout_seconds=60)
         pending = PendingVerify(
@@ -891,7 +895,8 @@ def render(command: str, opts: Options, header: list[str], results: list[Backend
                 )
         lines.append("")
         head2 = (
-            f"{'scenario':<21} {'peak RSS MB':>11} {'records acked':>13} {'rows added':>10} "
+            f"{'scenario':<21} {'peak RSS MB':>11} {'per proc':>8} {'records acked':>13} "
+            f"{'rows added':>10} "
             f"{'rows check':>10}  ledger verify"
         )
         lines += [head2, "-" * len(head2)]
@@ -899,6 +904,9 @@ def render(command: str, opts: Options, header: list[str], results: list[Backend
             rss = "-" if sc.peak_rss_kb is None else f"{sc.peak_rss_kb / 1024:,.1f}"
             if not sc.rss_reset and sc.peak_rss_kb is not None:
                 rss += "*"
+            largest = (
+                "-" if sc.peak_rss_process_kb is None else f"{sc.peak_rss_process_kb / 1024:,.1f}"
+            )
             check = "OK" if sc.rows_ok else "MISMATCH"
             if sc.ambiguous and sc.rows_ok:
                 check = f"OK ({sc.ambiguous} unsure)"
@@ -906,7 +914,7 @@ def render(command: str, opts: Options, header: list[str], results: list[Backend
             if sc.verify_seconds is not None:
                 verify += f" [{sc.verify_seconds:.0f} s]"
             lines.append(
-                f"{LABELS[sc.scenario]:<21} {rss:>11} {sc.acked:>13,} "
+                f"{LABELS[sc.scenario]:<21} {rss:>11} {largest:>8} {sc.acked:>13,} "
                 f"{sc.rows_after - sc.rows_before:>10,} {check:>10}  {verify}"
             )
         if res.total_rows is not None:
@@ -931,8 +939,9 @@ def render(command: str, opts: Options, header: list[str], results: list[Backend
         "the PostgreSQL processes, the load generator, every other process (oth > ~10: "
         "another job was running and skewed the figures) and the rest (the kernel: network, "
         "disk, interrupts; and processes too short-lived to be seen).",
-        "peak RSS: the server's VmHWM, reset at the start of each scenario (* = not reset: "
-        "peak since start).",
+        "peak RSS: the server's VmHWM summed over its processes (the server, its usage "
+        "writer process, workers), reset at the start of each scenario (* = not reset: "
+        "peak since start); per proc: the largest single process.",
         "rows check: usage_records rows added == records acknowledged (errored calls are "
         "'unsure': may or may not be stored).",
     ]
@@ -1120,6 +1129,7 @@ def main(argv: list[str] | None = None) -> int:
                         {
                             "scenario": s.scenario,
                             "peak_rss_kb": s.peak_rss_kb,
+                            "peak_rss_process_kb": s.peak_rss_process_kb,
                             "acked": s.acked,
                             "rows_added": s.rows_after - s.rows_before,
                             "rows_ok": s.rows_ok,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from metering.config import Settings
 from metering.service.exports import UsageExports
@@ -97,6 +98,30 @@ def prepare_database(settings: Settings, engine: Engine) -> None:
             f"database schema is at revision {current}, this version needs {head}: "
             "run `metering migrate --database-url ...` first"
         )
+
+
+def in_memory(database_url: str) -> bool:
+    """Whether the database lives in this process only (no other process can write it)."""
+    url = make_url(database_url)
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def build_writer(settings: Settings) -> Metering:
+    """The group-commit writer's service in its own process (metering.service.writer_process).
+
+    The server process has migrated the database and loaded the prices; this
+    one only opens the database and reads them. Two connections: the writer's
+    and one for a read beside it (account snapshots).
+    """
+    from metering.telemetry import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    tokenizers = load_tokenizers(settings.tokenizers_file)
+    engine = make_engine(settings.database_url, pool_size=2)
+    database = SqlDatabase(engine)
+    book = PriceBookCache(database)
+    book.refresh()
+    return Metering(database, book, SystemClock(), tokenizers)
 
 
 def build_app(settings: Settings) -> App:

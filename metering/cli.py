@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import functools
 import gc
 import json
 import logging
@@ -23,7 +24,7 @@ from typing import Any, TextIO
 from sqlalchemy.exc import OperationalError
 
 from metering import __version__, telemetry
-from metering.bootstrap import App, StartupError, build_app
+from metering.bootstrap import App, StartupError, build_app, build_writer, in_memory
 from metering.config import (
     ConfigError,
     Settings,
@@ -44,6 +45,7 @@ from metering.domain.upstream import UpstreamFormat
 from metering.domain.usage import TOKEN_FIELDS
 from metering.service.auth import AccountTenants, Authenticator, TokenAdmin
 from metering.service.exports import ExportKind, ExportQuery, ReviewQuery
+from metering.service.group_commit import BatchWriter
 from metering.service.prices import import_prices, read_price_file
 from metering.service.reconcile import ReconcileOptions, Reconciler
 from metering.storage import migrate
@@ -1124,6 +1126,16 @@ def _freeze_heap(_done: object) -> None:
     gc.freeze()
 
 
+def _writer(settings: Settings) -> BatchWriter | None:
+    """The group commit's writer: a child process unless asked for a thread, or unless
+    the database is in memory (only this process can see it)."""
+    if settings.writer == "thread" or in_memory(settings.database_url):
+        return None
+    from metering.service.writer_process import ProcessWriter
+
+    return ProcessWriter(functools.partial(build_writer, settings))
+
+
 def _serve(settings: Settings) -> int:
     from metering.api.server import start_server  # grpc only for the serving command
 
@@ -1148,6 +1160,7 @@ def _serve(settings: Settings) -> int:
             rate_limit=_rate_limit(settings),
             sweep_seconds=settings.reservation_sweep_ms / 1000,
             exports=app.exports,
+            writer=_writer(settings),
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -44,6 +44,9 @@ class Settings:
     group_commit_linger_ms: int = 2
     group_commit_records_max: int = 500
     workers: int = 1
+    # Where the group commit writes: "process" (a child process: the writer and gRPC
+    # run on two cores) or "thread" (one process; needed for an in-memory database).
+    writer: str = "process"
     reservation_sweep_ms: int = 1000
     # A warning when this share of a model's calls in 5 minutes had no reported usage.
     unmeasured_warn_percent: int = 5
@@ -89,6 +92,16 @@ def parse_listen(value: str, name: str = "METERING_LISTEN") -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ConfigError(f"{name}={value!r}: port must be in 0-65535")
     return host, port
+
+
+WRITERS = ("process", "thread")
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    chosen = value.strip().lower()
+    if chosen not in choices:
+        raise ConfigError(f"{name}={value!r}: use {' or '.join(choices)}")
+    return chosen
 
 
 def _int(value: str, name: str, low: int, high: int) -> int:
@@ -231,6 +244,7 @@ def load_settings(
             env.get("METERING_GROUP_COMMIT_LINGER_MS", "2"), "METERING_GROUP_COMMIT_LINGER_MS", 0, 5
         ),
         workers=_int(env.get("METERING_WORKERS", "1"), "METERING_WORKERS", 1, 64),
+        writer=_choice(env.get("METERING_WRITER", "process"), "METERING_WRITER", WRITERS),
         reservation_sweep_ms=_int(
             env.get("METERING_RESERVATION_SWEEP_MS", "1000"),
             "METERING_RESERVATION_SWEEP_MS",

@@ -21,7 +21,9 @@ from metering.service.exports import UsageExports
 from metering.service.group_commit import (
     BATCH_RECORDS_MAX_DEFAULT,
     LINGER_SECONDS_DEFAULT,
+    BatchWriter,
     GroupCommitter,
+    ThreadWriter,
 )
 from metering.service.handlers import Metering
 from metering.service.prices import PriceAdmin
@@ -81,10 +83,12 @@ async def start_server(
     credentials: grpc.ServerCredentials | None = None,
     sweep_seconds: float = 1.0,
     exports: UsageExports | None = None,
+    writer: BatchWriter | None = None,
 ) -> RunningServer:
     """``auth`` checks every call (None: no authentication); ``rate_limit`` limits callers
     (metering.api.ratelimit; None: no limits); ``credentials`` serve TLS; ``exports`` serves
-    the exports and review queue (default: over the metering service's database)."""
+    the exports and review queue (default: over the metering service's database); ``writer``
+    writes the group commit's batches (default: a thread of this process)."""
     server = grpc.aio.server(
         # Observability first (outermost): it sees every other interceptor's outcome too.
         # Authentication (metering.api.auth) after it, before any servicer runs.
@@ -106,8 +110,8 @@ async def start_server(
         ],
     )
     # The generated registration functions are untyped (grpc_tools emits no annotations).
-    committer = GroupCommitter(metering, executor, linger_seconds, batch_records_max)
-    committer.start()
+    committer = GroupCommitter(writer or ThreadWriter(metering), linger_seconds, batch_records_max)
+    await committer.start()
     metering_service_pb2_grpc.add_MeteringServiceServicer_to_server(  # type: ignore[no-untyped-call]
         MeteringServicer(metering, committer, executor), server
     )

@@ -36,6 +36,20 @@ class MeteringError(Exception):
         self.message = message
         self.metadata: dict[str, str] = dict(metadata or {})
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross from the writer process to the server with pickle, whose default
+        # for exceptions calls ``cls(*args)``: the subclasses take other arguments.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore(
+    cls: type[MeteringError], args: tuple[object, ...], state: dict[str, object]
+) -> MeteringError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidArgument(MeteringError):
     """The request is malformed; ``violations`` names every offending field."""

@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from metering import telemetry
 from metering.domain.errors import MeteringError, Unavailable
@@ -32,6 +33,7 @@ from metering.service.handlers import Metering, PendingRecord
 log = logging.getLogger(__name__)
 
 LINGER_SECONDS_DEFAULT = 0.002
+PIPELINE_DEPTH_DEFAULT = 1
 BATCH_RECORDS_MAX_DEFAULT = 500
 
 
@@ -52,8 +54,63 @@ class GroupCommitStats:
 
 
 _Item = tuple[RecordUsage, "asyncio.Future[RecordResult | MeteringError]"]
-# What the writer thread did with a record: prepared (None if that failed) and the outcome.
-_Written = tuple[PendingRecord | None, RecordResult | MeteringError]
+# What the writer did with a record: the price book's provider of its price (a telemetry
+# label; "" when it has none) and the outcome.
+Written = tuple[str, RecordResult | MeteringError]
+
+
+def prepare_and_write(metering: Metering, cmds: Sequence[RecordUsage]) -> list[Written]:
+    """Prepare a batch and write what was prepared in one transaction (on the writer)."""
+    prepared = metering.prepare_many(cmds)
+    pending = [item for item in prepared if isinstance(item, PendingRecord)]
+    written = iter(metering.write_usage_batch(pending) if pending else [])
+    out: list[Written] = []
+    for item in prepared:
+        if isinstance(item, MeteringError):
+            out.append(("", item))
+        else:
+            out.append((item.price.provider if item.price is not None else "", next(written)))
+    return out
+
+
+class BatchWriter(Protocol):
+    """Where batches are prepared and written: a thread of this process, or another process."""
+
+    async def start(self) -> None: ...
+
+    async def write(self, cmds: list[RecordUsage]) -> list[Written]:
+        """One transaction for the batch; raises when it failed as a whole."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadWriter:
+    """Writes on one thread of this process (the writer shares the GIL with the server)."""
+
+    def __init__(self, metering: Metering) -> None:
+        self._metering = metering
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metering-wr")
+
+    async def start(self) -> None:
+        return None
+
+    async def write(self, cmds: list[RecordUsage]) -> list[Written]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, prepare_and_write, self._metering, cmds
+        )
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class WriterLost(Unavailable):
+    """The writer stopped while it had the batch (its process died): whether the batch
+    committed is unknown, so every caller is told to retry with the same request id,
+    which records it once either way."""
+
+    def __init__(self) -> None:
+        super().__init__("WRITER_RESTARTED", "the usage writer restarted; retry")
 
 
 class GroupCommitter:
@@ -61,17 +118,16 @@ class GroupCommitter:
 
     def __init__(
         self,
-        metering: Metering,
-        executor: ThreadPoolExecutor,
+        writer: BatchWriter,
         linger_seconds: float = LINGER_SECONDS_DEFAULT,
         batch_records_max: int = BATCH_RECORDS_MAX_DEFAULT,
+        pipeline_depth: int = PIPELINE_DEPTH_DEFAULT,
     ) -> None:
-        self._metering = metering
-        # The shared pool (kept in the signature) is no longer used here: the
-        # writer prepares and writes each batch on a thread of its own, so the
-        # shared pool's calls never wait behind a commit.
-        self._executor = executor
-        self._write_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metering-wr")
+        self._writer = writer
+        # Batches handed to the writer and not yet answered: the next one waits in
+        # line there, so the writer starts it the moment it committed the last one.
+        self._slots = asyncio.Semaphore(pipeline_depth)
+        self._writing: set[asyncio.Task[None]] = set()
         self._linger_seconds = linger_seconds
         self._batch_records_max = batch_records_max
         self._queue: list[_Item] = []
@@ -80,7 +136,9 @@ class GroupCommitter:
         self._closing = False
         self.stats = GroupCommitStats()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start the writer (a process takes a moment), then take records."""
+        await self._writer.start()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
 
     async def record(self, cmd: RecordUsage) -> RecordResult:
@@ -114,16 +172,21 @@ class GroupCommitter:
         return results
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             if not self._queue:
                 self._wake.clear()
                 if self._closing:
+                    if self._writing:
+                        await asyncio.wait(set(self._writing))
                     return
                 continue
             waiting_since = time.monotonic()  # telemetry: group-commit wait
-            if self._linger_seconds and len(self._queue) < self._batch_records_max:
+            # The first record after an idle spell lingers for company; records that
+            # queued while the writer was busy waited long enough already.
+            idle = not self._writing
+            await self._slots.acquire()
+            if self._linger_seconds and idle and len(self._queue) < self._batch_records_max:
                 await asyncio.sleep(self._linger_seconds)
             batch = self._queue[: self._batch_records_max]
             del self._queue[: len(batch)]
@@ -131,42 +194,36 @@ class GroupCommitter:
                 self._wake.clear()
             self.stats.observe(len(batch))
             telemetry.observe_group_commit(len(batch), time.monotonic() - waiting_since)
-            await self._write(loop, batch)
+            task = asyncio.get_running_loop().create_task(self._write(batch))
+            self._writing.add(task)
+            task.add_done_callback(self._written)
 
-    def _prepare_and_write(self, cmds: list[RecordUsage]) -> list[_Written]:
-        """On the writer thread: prepare the batch, write what was prepared in one transaction."""
-        prepared = self._metering.prepare_many(cmds)
-        pending = [item for item in prepared if isinstance(item, PendingRecord)]
-        written = iter(self._metering.write_usage_batch(pending) if pending else [])
-        return [
-            (None, item) if isinstance(item, MeteringError) else (item, next(written))
-            for item in prepared
-        ]
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writing.discard(task)
+        self._slots.release()
 
-    async def _write(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+    async def _write(self, batch: list[_Item]) -> None:
         cmds = [cmd for cmd, _ in batch]
         write_started = time.monotonic()  # telemetry: commit duration
+        written: list[Written]
         try:
-            written = await loop.run_in_executor(
-                self._write_executor, self._prepare_and_write, cmds
-            )
+            written = await self._writer.write(cmds)
+        except WriterLost as exc:  # whether the batch committed is unknown: the callers retry
+            written = [("", exc)] * len(cmds)
         except Exception:  # the transaction failed as a whole: retry record by record
             log.warning("group commit of %d records failed; writing them one by one", len(batch))
             self.stats.fallbacks += 1
             written = []
             for cmd in cmds:
                 try:
-                    single = await loop.run_in_executor(
-                        self._write_executor, self._prepare_and_write, [cmd]
-                    )
-                    written.append(single[0])
+                    written.append((await self._writer.write([cmd]))[0])
                 except MeteringError as exc:
-                    written.append((None, exc))
+                    written.append(("", exc))
                 except Exception:
                     log.exception("writing a usage record failed")
                     written.append(
                         (
-                            None,
+                            "",
                             Unavailable("DATABASE_ERROR", "the record could not be written; retry"),
                         )
                     )
@@ -181,11 +238,11 @@ class GroupCommitter:
         self._wake.set()
         if self._task is not None:
             await self._task
-        self._write_executor.shutdown(wait=True)
+        await self._writer.close()
 
 
 # --- telemetry (metering.telemetry): what a group-commit write wrote ---------------------
-def _record_telemetry(written: Sequence[_Written], write_seconds: float) -> None:
+def _record_telemetry(written: Sequence[Written], write_seconds: float) -> None:
     """Records and cost written, by usage source, price-book provider and currency.
 
     Replays wrote nothing and are not counted; the provider is the price's (a
@@ -193,11 +250,11 @@ def _record_telemetry(written: Sequence[_Written], write_seconds: float) -> None
     """
     try:
         telemetry.observe_group_commit_write(write_seconds)
-        for item, outcome in written:
-            if item is not None and isinstance(outcome, RecordResult) and not outcome.replayed:
+        for provider, outcome in written:
+            if isinstance(outcome, RecordResult) and not outcome.replayed:
                 telemetry.record_usage(
                     outcome.usage_source.value,
-                    item.price.provider if item.price is not None else "",
+                    provider,
                     outcome.cost_nanos,
                     outcome.currency_code,
                     outcome.price_id,

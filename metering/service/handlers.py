@@ -210,6 +210,11 @@ class Metering:
         self._account_cache: dict[str, Account] = {}
         self._key_mode_cache: dict[tuple[str, str], BillingMode | None] = {}
         self.corrections = Corrections(db, prices, clock)
+        # Where committed budget crossings go: metrics and logs here; the writer
+        # process hands them back to the server, which reports them.
+        self.on_budget_crossings: Callable[[Sequence[BudgetCrossing]], None] = (
+            report_budget_crossings
+        )
 
     @property
     def database(self) -> Database:
@@ -608,6 +613,9 @@ class Metering:
                         results[index] = self._write_record(writes, batch[index])
                     writes.flush()
                     results = _with_budgets(store, writes, batch, results)
+                # Committed: only now are the crossings real (a rolled-back batch had none).
+                if writes.crossings:
+                    self.on_budget_crossings(writes.crossings)
                 for account in writes.accounts.values():
                     self._remember(account, {})
                 self._key_mode_cache.update(writes.key_modes)
@@ -1481,6 +1489,7 @@ class _BatchWrites:
             )
         )
         self._dirty: set[str] = set()
+        self.crossings: list[BudgetCrossing] = []
         self.holds: dict[str, tuple[int, int]] = {}
         self._reported: set[str] = set()
         self._transactions: list[NewTransaction] = []
@@ -1537,6 +1546,33 @@ class _BatchWrites:
         self.store.store_results(self._results)
         self.store.set_balances_many(
             [(account_id, *self.balances[account_id]) for account_id in sorted(self._dirty)]
+        )
+
+
+@dataclass(frozen=True)
+class BudgetCrossing:
+    """A budget threshold crossed by a committed batch (its outbox row was written)."""
+
+    account_id: str
+    budget_id: str
+    metric: str
+    hard: bool
+    threshold_percent: int
+    used_value: int
+    limit_value: int
+
+
+def report_budget_crossings(crossings: Sequence[BudgetCrossing]) -> None:
+    """The default sink: a metric and a warning per crossing."""
+    for crossing in crossings:
+        telemetry.record_budget_event(crossing.metric, crossing.hard, crossing.threshold_percent)
+        log.warning(
+            "budget %s of account %s crossed %d%% (%d of %d)",
+            crossing.budget_id,
+            crossing.account_id,
+            crossing.threshold_percent,
+            crossing.used_value,
+            crossing.limit_value,
         )
 
 
@@ -1641,16 +1677,16 @@ def _with_budgets(
                         status.budget.limit_value,
                         writes.now_us,
                     ):
-                        telemetry.record_budget_event(
-                            status.budget.metric.value, status.budget.hard, threshold
-                        )
-                        log.warning(
-                            "budget %s of account %s crossed %d%% (%d of %d)",
-                            status.budget.budget_id,
-                            account.account_id,
-                            threshold,
-                            status.used,
-                            status.budget.limit_value,
+                        writes.crossings.append(
+                            BudgetCrossing(
+                                account_id=account.account_id,
+                                budget_id=status.budget.budget_id,
+                                metric=status.budget.metric.value,
+                                hard=status.budget.hard,
+                                threshold_percent=threshold,
+                                used_value=status.used,
+                                limit_value=status.budget.limit_value,
+                            )
                         )
         statuses = cache[key]
         if not statuses:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import weakref
@@ -151,14 +153,67 @@ class _Checkpointer(threading.Thread):
             log.warning("WAL checkpoint of %s failed", self._database, exc_info=True)
 
 
-# One writer at a time per SQLite engine: SQLite serializes writers anyway,
-# and waiting on a lock is cheaper and fairer than its busy-retry loop.
-_sqlite_write_locks: dict[int, threading.Lock] = {}
+# One writer at a time per SQLite database: SQLite serializes writers anyway, and
+# waiting on a lock is cheaper and fairer than its busy handler, which sleeps
+# 1, 2, 5, 10 ... ms between retries (with `serve --workers N` a writer found
+# the database busy most of the time and slept through the commit it waited for).
+_sqlite_write_locks: weakref.WeakValueDictionary[str | int, WriterLock] = (
+    weakref.WeakValueDictionary()
+)
 _locks_guard = threading.Lock()
 
 
-def write_lock_for(engine: Engine) -> threading.Lock | None:
+class WriterLock:
+    """The SQLite writers' lock: a thread lock for this process's threads and,
+    for a database file, an exclusive ``flock`` on a file beside it for other
+    processes. The kernel hands ``flock`` to the next waiter as soon as it is
+    released, and waiting for it does not hold the GIL."""
+
+    def __init__(self, lock_path: str | None) -> None:
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        if lock_path is not None:
+            self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+    def acquire(self) -> None:
+        self._thread_lock.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread_lock.release()
+                raise
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+def write_lock_for(engine: Engine) -> WriterLock | None:
     if engine.dialect.name != "sqlite":
         return None
+    database = engine.url.database
+    file_backed = database not in (None, "", ":memory:") and not str(database).startswith("file:")
+    # Engines on one file share its lock (a second flock of the same file from this
+    # process would wait for the first); an in-memory database is the engine's own.
+    key: str | int = os.path.realpath(str(database)) if file_backed else id(engine)
     with _locks_guard:
-        return _sqlite_write_locks.setdefault(id(engine), threading.Lock())
+        lock = _sqlite_write_locks.get(key)
+        if lock is None:
+            lock = WriterLock(f"{key}-metering-write.lock" if file_backed else None)
+            _sqlite_write_locks[key] = lock
+        return lock

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import operator
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from metering.domain.reservations import ExpiryPolicy, Reservation, ReservationS
 from metering.domain.summary import SLICE_US, Aggregate, Segment, SummaryFilter
 from metering.domain.usage import TOKEN_FIELDS, TokenUsage, UsageSource
 from metering.storage import schema as t
-from metering.storage.engine import write_lock_for
+from metering.storage.engine import WriterLock, write_lock_for
 
 
 class DuplicateKey(Exception):
@@ -1648,7 +1647,7 @@ class SqlDatabase:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._write_lock: threading.Lock | None = write_lock_for(engine)
+        self._write_lock: WriterLock | None = write_lock_for(engine)
 
     @contextmanager
     def write(self) -> Iterator[SqlStore]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,9 +17,10 @@ from metering.bootstrap import SystemClock
 from metering.domain.errors import AlreadyExists, MeteringError
 from metering.domain.usage import TokenUsage
 from metering.service.commands import CreateAccount, GrantCredits, RecordUsage
-from metering.service.group_commit import GroupCommitter
+from metering.service.group_commit import BatchWriter, GroupCommitter, ThreadWriter, WriterLost
 from metering.service.handlers import Metering
 from metering.service.prices import PriceBookCache, sync_catalogue
+from metering.service.writer_process import ProcessWriter
 from metering.storage.engine import make_engine
 from metering.storage.store import SqlDatabase, SqlStore
 from tests.conftest import TEST_PRICES
@@ -66,17 +68,17 @@ def _usage(account: str, request_id: str, tokens: int = 13) -> RecordUsage:
     return RecordUsage(account, request_id, "cheap-model", usage=TokenUsage(input_tokens=tokens))
 
 
-async def _run(metering: Metering, commands: list[RecordUsage]) -> tuple[list[Any], GroupCommitter]:
-    executor = ThreadPoolExecutor(max_workers=8)
-    committer = GroupCommitter(metering, executor, linger_seconds=0.002)
-    committer.start()
+async def _run(
+    metering: Metering, commands: list[RecordUsage], writer: BatchWriter | None = None
+) -> tuple[list[Any], GroupCommitter]:
+    committer = GroupCommitter(writer or ThreadWriter(metering), linger_seconds=0.002)
+    await committer.start()
     try:
         results = await asyncio.gather(
             *(committer.record(cmd) for cmd in commands), return_exceptions=True
         )
     finally:
         await committer.close()
-        executor.shutdown()
     return list(results), committer
 
 
@@ -140,6 +142,82 @@ def test_one_bad_record_does_not_fail_its_batch(database_url: str) -> None:
     assert sorted(e.reason for e in errors) == ["ACCOUNT_NOT_FOUND", "PRICE_NOT_FOUND"]
     with database.read() as store:
         assert store.count_usage_records("a") == 20
+    database.engine.dispose()
+
+
+class _CrashingMetering(Metering):
+    """Dies (as a killed process would) right after committing a batch holding a call
+    whose request id starts with "crash": the worst moment, durable but unanswered."""
+
+    def write_usage_batch(self, batch: Any) -> Any:
+        results = super().write_usage_batch(batch)
+        if any(p.command.request_id.startswith("crash") for p in batch):
+            os._exit(3)
+        return results
+
+
+def _writer_service(database_url: str, crashing: bool = False) -> Metering:
+    """The writer process's service (pickled to it by reference: module level)."""
+    database = SqlDatabase(make_engine(database_url, pool_size=2))
+    book = PriceBookCache(database)
+    return (_CrashingMetering if crashing else Metering)(database, book, SystemClock())
+
+
+def test_a_writer_process_records_exactly_once(database_url: str) -> None:
+    metering, database = _service(database_url)
+    accounts = [f"p{i}" for i in range(4)]
+    for account in accounts:
+        metering.create_account(CreateAccount(account))
+        metering.grant_credits(GrantCredits(account, "g", amount_nanos=10**9, currency_code="USD"))
+    commands = [_usage(accounts[i % 4], f"r{i}") for i in range(80)] * 2
+    commands.append(RecordUsage("p0", "bad", "no-such-model", usage=TokenUsage(1)))
+    writer = ProcessWriter(functools.partial(_writer_service, database_url))
+    results, committer = asyncio.run(_run(metering, commands, writer))
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], MeteringError)
+    assert errors[0].reason == "PRICE_NOT_FOUND"  # an error crosses the process as itself
+    assert max(committer.stats.batch_sizes) > 1
+    answers: dict[str, list[Any]] = {}
+    for cmd, result in zip(commands[:-1], results[:-1], strict=True):
+        answers.setdefault(cmd.request_id, []).append(result)
+    assert all(sum(not a.replayed for a in pair) == 1 for pair in answers.values())
+    with database.read() as store:
+        assert store.count_usage_records() == 80
+        assert store.verify_ledger().problems == []
+    for account in accounts:
+        assert metering.get_balance(account).balance_nanos == 10**9 - 20 * 650
+    database.engine.dispose()
+
+
+def test_a_writer_process_that_dies_is_replaced_and_retries_count_once(database_url: str) -> None:
+    metering, database = _service(database_url)
+    metering.create_account(CreateAccount("a", allow_negative_balance=True))
+    writer = ProcessWriter(functools.partial(_writer_service, database_url, crashing=True))
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        committer = GroupCommitter(writer, linger_seconds=0.002)
+        await committer.start()
+        try:
+            calls = [_usage("a", "crash-1"), _usage("a", "ok-1")]
+            first = await asyncio.gather(
+                *(committer.record(cmd) for cmd in calls), return_exceptions=True
+            )
+            # The callers retry with the same request ids, as told; the new writer answers.
+            again = [_usage("a", "ok-1"), _usage("a", "ok-2")]
+            second = await asyncio.gather(
+                *(committer.record(cmd) for cmd in again), return_exceptions=True
+            )
+        finally:
+            await committer.close()
+        return list(first), list(second)
+
+    first, second = asyncio.run(scenario())
+    # The batch committed, then its writer died unanswered: the callers are told to retry.
+    assert all(isinstance(r, WriterLost) and r.reason == "WRITER_RESTARTED" for r in first)
+    assert [r.replayed for r in second] == [True, False]  # ok-1 was durable: counted once
+    with database.read() as store:
+        assert store.count_usage_records("a") == 3
+        assert store.verify_ledger().problems == []
     database.engine.dispose()
 
 
