@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -697,7 +698,14 @@ WAITING_LEAVES = (
     "EpollSelector.select (selectors.py:",  # the event loop with nothing to do
     "Condition.wait (threading.py:",
     "Event.wait (threading.py:",
+    # The usage writer process waiting for the next batch on its pipe.
+    "_ConnectionBase.recv (multiprocessing/connection.py:",
+    "Connection._recv (multiprocessing/connection.py:",
+    "_ConnectionBase.poll (multiprocessing/connection.py:",
 )
+
+
+_PROCESS_FRAMES = re.compile(r'(?:process \d+:"[^"]*";)+')
 
 
 def summarize_collapsed(path: Path, top: int = 30) -> str:
@@ -713,11 +721,17 @@ def summarize_collapsed(path: Path, top: int = 30) -> str:
             continue
         count = int(count_text)
         samples += count
+        process = ""
+        # py-spy --subprocesses: `process PID:"cmdline";` for the server and each child
+        # in between (a command line may hold ";"): the server or its usage writer.
+        processes = _PROCESS_FRAMES.match(stack)
+        if processes:
+            process = "writer " if "multiprocessing" in processes.group(0) else "server "
+            stack = stack[processes.end() :]
         frames = stack.split(";")
-        if frames and frames[0].startswith("process "):
-            frames = frames[1:]
         if frames and frames[0].startswith("thread "):
-            threads[frames[0]] = threads.get(frames[0], 0) + count
+            thread = process + frames[0]
+            threads[thread] = threads.get(thread, 0) + count
             frames = frames[1:]
         if not frames:
             continue
@@ -738,7 +752,8 @@ def summarize_collapsed(path: Path, top: int = 30) -> str:
         return [title] + [f"{100 * n / of:6.1f}%  {frame}" for frame, n in rows] + [""]
 
     lines = [
-        f"{samples} samples of the server's threads ({samples / max(1, len(threads) or 1):.0f}"
+        f"{samples} samples of the server's threads, in all its processes "
+        f"({samples / max(1, len(threads) or 1):.0f}"
         f" per thread); {100 * waiting / samples:.1f}% were waiting (an idle pool thread, "
         f"the event loop in epoll, a condition) and are left out below, leaving {active}.",
         "",
@@ -778,6 +793,7 @@ def profile(opts: Options, command: str, backends: list[str], out_dir: Path) -> 
                 spy = [
                     py_spy, "record",
                     "--pid", str(pid),
+                    "--subprocesses",  # the usage writer process too
                     "--rate", "100",
                     "--duration", str(int(opts.duration)),
                     "--threads",
