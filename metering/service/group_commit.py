@@ -1,14 +1,17 @@
 """Group commit: concurrent RecordUsage calls share one durable transaction.
 
-Each call is queued as it came. One writer task per process takes everything
-queued (up to ``batch_records_max``), waiting at most ``linger_seconds`` for
-more once the first record arrived, and on its own thread validates and
-prices the whole batch (:meth:`Metering.prepare_many`: a record's errors are
-its own) and writes it with :meth:`Metering.write_usage_batch` in one
-transaction: one thread hop per batch, not one per call. Every caller is
-answered only after that transaction committed. While a transaction is in
-flight new records queue up, so batches grow with load without adding
-latency when the service is idle.
+Each call is queued as it came. One writer per server process takes everything
+queued (up to ``batch_records_max``), validates and prices the whole batch
+(:meth:`Metering.prepare_many`: a record's errors are its own) and writes it
+with :meth:`Metering.write_usage_batch` in one transaction: one hop to the
+writer per batch, not one per call. Every caller is answered only after that
+transaction committed. While a batch is being written new records queue up and
+go as the next batch the moment it is done, so batches grow with load; only the
+first record after an idle spell waits (``linger_seconds``) for company.
+
+The writer (:class:`BatchWriter`) is a thread of this process
+(:class:`ThreadWriter`) or a process of its own
+(metering.service.writer_process.ProcessWriter, what ``serve`` uses).
 
 If a batch fails as a whole (the database refused the transaction), it is
 written again record by record, so one record cannot fail the others and
