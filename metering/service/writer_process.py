@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 # How long a new writer process may take to open the database and read the prices.
 START_TIMEOUT_SECONDS = 60.0
+# A child that dies before it is ready (the database unreachable, say) is started
+# again after a pause that doubles up to the maximum, not in a tight loop.
+RESTART_DELAY_SECONDS = 0.5
+RESTART_DELAY_MAX_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
 
 
@@ -100,6 +104,7 @@ class ProcessWriter:
         self._ready: asyncio.Future[None] | None = None
         self._waiting: collections.deque[asyncio.Future[tuple[Any, ...]]] = collections.deque()
         self._closing = False
+        self._restart_delay = RESTART_DELAY_SECONDS
 
     async def start(self) -> None:
         self._spawn()
@@ -130,6 +135,7 @@ class ProcessWriter:
                     assert self._ready is not None
                     if not self._ready.done():
                         self._ready.set_result(None)
+                    self._restart_delay = RESTART_DELAY_SECONDS
                 elif self._waiting:
                     waiting = self._waiting.popleft()
                     if not waiting.done():
@@ -146,14 +152,29 @@ class ProcessWriter:
             conn.close()
         if process is not None:
             process.join(timeout=0)
+        started = self._ready is not None and self._ready.done()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(RuntimeError("the usage writer process did not start"))
+            self._ready.exception()  # retrieved: write() and start() see it through shield
         while self._waiting:
             waiting = self._waiting.popleft()
             if not waiting.done():
                 waiting.set_exception(WriterLost())
-        if not self._closing:
+        if self._closing:
+            return
+        if started:
             log.error("the usage writer process stopped; starting a new one")
+            self._spawn()
+            return
+        delay, self._restart_delay = (
+            self._restart_delay,
+            min(self._restart_delay * 2, RESTART_DELAY_MAX_SECONDS),
+        )
+        log.error("the usage writer process did not start; trying again in %.1f s", delay)
+        asyncio.get_running_loop().call_later(delay, self._respawn)
+
+    def _respawn(self) -> None:
+        if not self._closing and self._conn is None:
             self._spawn()
 
     async def write(self, cmds: list[RecordUsage]) -> list[Written]:
@@ -161,7 +182,7 @@ class ProcessWriter:
             raise RuntimeError("start() the writer first")
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT_SECONDS)
-        except RuntimeError:
+        except (RuntimeError, TimeoutError):  # no writer now; it is being started again
             raise WriterLost() from None
         conn = self._conn
         if conn is None:

@@ -221,6 +221,26 @@ def test_a_writer_process_that_dies_is_replaced_and_retries_count_once(database_
     database.engine.dispose()
 
 
+def _unopenable_service(database_url: str) -> Metering:
+    raise RuntimeError(f"cannot open {database_url}")
+
+
+def test_a_writer_process_that_cannot_start_fails_the_start_and_is_retried_later(
+    database_url: str,
+) -> None:
+    writer = ProcessWriter(functools.partial(_unopenable_service, database_url))
+
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError, match="did not start"):
+            await writer.start()
+        # Meanwhile a record is refused as retryable, not left waiting.
+        with pytest.raises(WriterLost):
+            await writer.write([_usage("a", "r1")])
+        await writer.close()
+
+    asyncio.run(scenario())
+
+
 @pytest.fixture(autouse=True)
 def _quiet_fallback_warning(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("ERROR", logger="metering.service.group_commit")
