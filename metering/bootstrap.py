@@ -106,6 +106,12 @@ def in_memory(database_url: str) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+def writer_in_process(settings: Settings) -> bool:
+    """Whether the group commit writes in a process of its own (METERING_WRITER): not for
+    an in-memory database, which only this process can see."""
+    return settings.writer == "process" and not in_memory(settings.database_url)
+
+
 def build_writer(settings: Settings) -> Metering:
     """The group-commit writer's service in its own process (metering.service.writer_process).
 
@@ -124,10 +130,19 @@ def build_writer(settings: Settings) -> Metering:
     return Metering(database, book, SystemClock(), tokenizers)
 
 
-def build_app(settings: Settings) -> App:
-    """Open the database, load prices and build the service; no network listening yet."""
+def build_app(settings: Settings, *, background_checkpoints: bool = True) -> App:
+    """Open the database, load prices and build the service; no network listening yet.
+
+    ``background_checkpoints=False`` when a writer process serves beside it: its engine
+    checkpoints the WAL it writes (most of it), and a second checkpointer here would
+    only repeat the work on the server's GIL.
+    """
     tokenizers = load_tokenizers(settings.tokenizers_file)  # before touching the database
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        background_checkpoints=background_checkpoints,
+    )
     clock = SystemClock()
     try:
         prepare_database(settings, engine)

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from sqlalchemy.exc import OperationalError
 
 from metering import __version__, telemetry
-from metering.bootstrap import App, StartupError, build_app, build_writer, in_memory
+from metering.bootstrap import App, StartupError, build_app, build_writer, writer_in_process
 from metering.config import (
     ConfigError,
     Settings,
@@ -1129,7 +1129,7 @@ def _freeze_heap(_done: object) -> None:
 def _writer(settings: Settings) -> BatchWriter | None:
     """The group commit's writer: a child process unless asked for a thread, or unless
     the database is in memory (only this process can see it)."""
-    if settings.writer == "thread" or in_memory(settings.database_url):
+    if not writer_in_process(settings):
         return None
     from metering.service.writer_process import ProcessWriter
 
@@ -1140,7 +1140,7 @@ def _serve(settings: Settings) -> int:
     from metering.api.server import start_server  # grpc only for the serving command
 
     exporting = _setup_telemetry(settings)
-    app = build_app(settings)
+    app = build_app(settings, background_checkpoints=not writer_in_process(settings))
     telemetry.watch_pool(app.engine)
 
     telemetry.configure_unmeasured_share(settings.unmeasured_warn_percent)

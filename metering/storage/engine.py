@@ -32,7 +32,9 @@ WAL_AUTOCHECKPOINT_PAGES = 20_000
 CHECKPOINT_RESTART_FRAMES = 4_000
 
 
-def make_engine(database_url: str, pool_size: int = 8) -> Engine:
+def make_engine(
+    database_url: str, pool_size: int = 8, *, background_checkpoints: bool = True
+) -> Engine:
     """An engine with the durability and locking settings metering relies on.
 
     SQLite: WAL journal with ``synchronous=FULL`` (a commit is on disk before
@@ -53,7 +55,7 @@ def make_engine(database_url: str, pool_size: int = 8) -> Engine:
             pool_size=pool_size,
             max_overflow=0,
         )
-        _configure_sqlite(engine, url.database)
+        _configure_sqlite(engine, url.database, background_checkpoints)
         return engine
     return create_engine(
         url,
@@ -75,7 +77,7 @@ def make_engine(database_url: str, pool_size: int = 8) -> Engine:
     )
 
 
-def _configure_sqlite(engine: Engine, database: str | None) -> None:
+def _configure_sqlite(engine: Engine, database: str | None, background_checkpoints: bool) -> None:
     file_backed = database is not None and database not in ("", ":memory:")
     file_backed = file_backed and not str(database).startswith("file:")
     checkpointer: list[_Checkpointer] = []
@@ -101,7 +103,7 @@ def _configure_sqlite(engine: Engine, database: str | None) -> None:
             connection.exec_driver_sql("BEGIN")
             return
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-        if file_backed and not checkpointer:
+        if background_checkpoints and file_backed and not checkpointer:
             with checkpointer_guard:
                 if not checkpointer:  # the first write starts this engine's checkpointer
                     assert database is not None
