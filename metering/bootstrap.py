@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from metering.config import Settings
 from metering.service.exports import UsageExports
@@ -19,7 +18,7 @@ from metering.service.handlers import Metering
 from metering.service.prices import PriceAdmin, PriceBookCache, sync_catalogue
 from metering.service.reprice import Repricer
 from metering.storage import migrate
-from metering.storage.engine import make_engine
+from metering.storage.engine import make_engine, sqlite_file
 from metering.storage.store import SqlDatabase
 from metering.tokens.registry import TokenizerRegistry
 
@@ -100,16 +99,11 @@ def prepare_database(settings: Settings, engine: Engine) -> None:
         )
 
 
-def in_memory(database_url: str) -> bool:
-    """Whether the database lives in this process only (no other process can write it)."""
-    url = make_url(database_url)
-    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
-
-
 def writer_in_process(settings: Settings) -> bool:
-    """Whether the group commit writes in a process of its own (METERING_WRITER): not for
-    an in-memory database, which only this process can see."""
-    return settings.writer == "process" and not in_memory(settings.database_url)
+    """Whether the group commit writes in a process of its own (METERING_WRITER): for
+    PostgreSQL and a SQLite file, not for a SQLite database another process may not see."""
+    shared = settings.database_dialect == "postgresql" or sqlite_file(settings.database_url)
+    return settings.writer == "process" and bool(shared)
 
 
 def build_writer(settings: Settings) -> Metering:

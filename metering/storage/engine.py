@@ -11,7 +11,7 @@ import weakref
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 
@@ -77,9 +77,18 @@ def make_engine(
     )
 
 
+def sqlite_file(database_url: str | URL) -> str | None:
+    """The file of a SQLite database named by a plain path; None for PostgreSQL, an
+    in-memory database or a ``file:`` URI (which may name shared memory)."""
+    url = make_url(database_url)
+    database = url.database
+    if url.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    return None if str(database).startswith("file:") else str(database)
+
+
 def _configure_sqlite(engine: Engine, database: str | None, background_checkpoints: bool) -> None:
-    file_backed = database is not None and database not in ("", ":memory:")
-    file_backed = file_backed and not str(database).startswith("file:")
+    file_backed = sqlite_file(engine.url) is not None
     checkpointer: list[_Checkpointer] = []
     checkpointer_guard = threading.Lock()
 
@@ -208,14 +217,13 @@ class WriterLock:
 def write_lock_for(engine: Engine) -> WriterLock | None:
     if engine.dialect.name != "sqlite":
         return None
-    database = engine.url.database
-    file_backed = database not in (None, "", ":memory:") and not str(database).startswith("file:")
+    database = sqlite_file(engine.url)
     # Engines on one file share its lock (a second flock of the same file from this
     # process would wait for the first); an in-memory database is the engine's own.
-    key: str | int = os.path.realpath(str(database)) if file_backed else id(engine)
+    key: str | int = os.path.realpath(database) if database is not None else id(engine)
     with _locks_guard:
         lock = _sqlite_write_locks.get(key)
         if lock is None:
-            lock = WriterLock(f"{key}-metering-write.lock" if file_backed else None)
+            lock = WriterLock(f"{key}-metering-write.lock" if database is not None else None)
             _sqlite_write_locks[key] = lock
         return lock
